@@ -1,0 +1,204 @@
+"""A small blocking client for the framed protocol, and a helper that runs a real server.
+
+Used by the tests (and handy by hand: `python -i tests/chatclient.py`)."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVER = os.path.join(ROOT, "chatserver.py")
+PREFIX = struct.Struct(">II")
+
+
+def encode(header, payload=b""):
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return PREFIX.pack(len(raw), len(payload)) + raw + payload
+
+
+class Closed(Exception):
+    """The server closed the connection."""
+
+
+class ChatClient:
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = bytearray()
+        self.inbox = []          # frames received but not consumed yet: (header, payload)
+        self.welcome = None
+        self._cid = 0
+
+    # -- raw I/O --------------------------------------------------------------
+
+    def send(self, header, payload=b""):
+        self.sock.sendall(encode(header, payload))
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _read_frame(self, deadline):
+        while True:
+            if len(self.buf) >= 8:
+                hlen, plen = PREFIX.unpack_from(self.buf)
+                if len(self.buf) >= 8 + hlen + plen:
+                    header = json.loads(bytes(self.buf[8:8 + hlen]))
+                    payload = bytes(self.buf[8 + hlen:8 + hlen + plen])
+                    del self.buf[:8 + hlen + plen]
+                    return header, payload
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no frame in time")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise Closed("server closed the connection")
+            self.buf += data
+
+    def recv(self, timeout=10.0, with_payload=False):
+        if self.inbox:
+            header, payload = self.inbox.pop(0)
+        else:
+            header, payload = self._read_frame(time.monotonic() + timeout)
+        return (header, payload) if with_payload else header
+
+    def wait_for(self, predicate, timeout=10.0, with_payload=False):
+        """First frame matching `predicate` (a type name or a callable); others are kept."""
+        if isinstance(predicate, str):
+            kind = predicate
+            predicate = lambda h: h.get("type") == kind  # noqa: E731
+        for i, (header, payload) in enumerate(self.inbox):
+            if predicate(header):
+                del self.inbox[i]
+                return (header, payload) if with_payload else header
+        deadline = time.monotonic() + timeout
+        while True:
+            header, payload = self._read_frame(deadline)
+            if predicate(header):
+                return (header, payload) if with_payload else header
+            self.inbox.append((header, payload))
+
+    def expect_closed(self, timeout=5.0):
+        """Read until the server closes; returns the frames seen before that."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                seen.append(self._read_frame(deadline)[0])
+        except (Closed, ConnectionResetError):
+            return seen
+
+    def drain(self, wait=0.2):
+        """Everything that arrives within `wait` seconds."""
+        frames = [h for h, _ in self.inbox]
+        self.inbox = []
+        try:
+            while True:
+                frames.append(self._read_frame(time.monotonic() + wait)[0])
+        except TimeoutError:
+            return frames
+
+    # -- protocol -------------------------------------------------------------
+
+    def hello(self, nick, token=None, since=None, expect="welcome"):
+        header = {"type": "hello", "nick": nick, "client": "tests/1", "proto": 1}
+        if token is not None:
+            header["token"] = token
+        if since is not None:
+            header["since"] = since
+        self.send(header)
+        reply = self.wait_for(lambda h: h["type"] in ("welcome", "error"))
+        if expect == "welcome":
+            assert reply["type"] == "welcome", reply
+            self.welcome = reply
+        return reply
+
+    def next_cid(self):
+        self._cid += 1
+        return "c%d" % self._cid
+
+    def say(self, text, to=None, cid=None, wait=True):
+        cid = cid or self.next_cid()
+        header = {"type": "msg", "text": text, "cid": cid}
+        if to is not None:
+            header["to"] = to
+        self.send(header)
+        if not wait:
+            return cid
+        return self.wait_for(lambda h: h.get("cid") == cid and h["type"] in ("msg", "error"))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """chatserver.py in a subprocess on 127.0.0.1, with its own data folder."""
+
+    def __init__(self, data_dir, *extra, port=None):
+        self.data_dir = str(data_dir)
+        self.extra = list(extra)
+        self.port = port or free_port()
+        self.proc = None
+
+    def start(self, timeout=10.0):
+        args = [sys.executable, SERVER, "--host", "127.0.0.1", "--port", str(self.port),
+                "--no-browser", "--log-level", "debug", *self.extra]
+        if "--memory" not in self.extra:
+            args += ["--data-dir", self.data_dir]
+        self.log_path = os.path.join(self.data_dir, "server.log")
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + self.log())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start: " + self.log())
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def client(self, nick=None, **hello):
+        c = ChatClient(self.port)
+        if nick is not None:
+            c.hello(nick, **hello)
+        return c
+
+    def stop(self, sig=None, timeout=5.0):
+        if self.proc is None:
+            return None
+        if sig is None:
+            self.proc.terminate()
+        else:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self.log_file.close()
+        return code
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+        self.log_file.close()
