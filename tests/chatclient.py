@@ -127,7 +127,10 @@ class ChatClient:
         self.send(header)
         if not wait:
             return cid
-        return self.wait_for(lambda h: h.get("cid") == cid and h["type"] in ("msg", "error"))
+        me = self.welcome["nick"] if self.welcome else None
+        return self.wait_for(lambda h: (h["type"] == "msg" and h.get("cid") == cid and
+                                        h.get("from") == me) or
+                             (h["type"] == "error" and h.get("ref") == cid))
 
     def close(self):
         try:

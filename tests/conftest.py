@@ -30,4 +30,4 @@ def make_server(tmp_path):
 @pytest.fixture
 def server(make_server):
     """An open (no token) server with rate limiting relaxed for tests."""
-    return make_server("--open")
+    return make_server("--open", "--rate-limit", "0")

@@ -1,0 +1,93 @@
+"""Regenerate frames.json from chatserver's codec: python tests/vectors/make_vectors.py
+
+The file is the byte-exact contract read by pytest and by the Flutter codec's tests."""
+import json
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
+import chatserver  # noqa: E402
+
+VALID = [
+    ("ping", {"type": "ping"}, b""),
+    ("hello", {"type": "hello", "nick": "alice", "client": "flutter/1.0", "proto": 1,
+               "token": "Zq3x9", "since": 41}, b""),
+    ("welcome", {"type": "welcome", "nick": "alice", "server": "chatserver/1.0.0", "proto": 1,
+                 "session": "s3f9a", "users": ["alice", "bob"], "online": 2, "has_more": False,
+                 "last_id": 42, "limits": {"text": 16384, "chunk": 1048576, "file": 4294967296},
+                 "history": [{"type": "msg", "id": 42, "ts": "2026-11-25T09:14:03.120Z",
+                              "from": "bob", "text": "morning", "cid": "b-7"}]}, b""),
+    ("msg_public", {"type": "msg", "text": "hi all", "cid": "a-1"}, b""),
+    ("msg_direct", {"type": "msg", "text": "psst", "cid": "a-2", "to": "bob"}, b""),
+    ("msg_unicode", {"type": "msg", "text": "héllo 👋 «chat»", "cid": "a-3"}, b""),
+    ("msg_delivered", {"type": "msg", "id": 43, "ts": "2026-11-25T09:14:03.120Z",
+                       "from": "alice", "text": "psst", "cid": "a-2", "to": "bob"}, b""),
+    ("msg_file", {"type": "msg", "id": 44, "ts": "2026-11-25T09:15:00.000Z", "from": "alice",
+                  "text": "", "cid": "a-4", "file": {
+                      "id": "f0d2", "name": "cat.jpg", "size": 5,
+                      "sha256": "4fe7b0dbd9e2ad2e3ec3b1d2c2d3c4f8c2ac5e5d83b6f1d4e1d6a1c0b0a09080",
+                      "mime": "image/jpeg"}}, b""),
+    ("history_request", {"type": "history", "before": 40, "after": 0, "limit": 50}, b""),
+    ("history_reply", {"type": "history", "has_more": False, "messages": []}, b""),
+    ("join", {"type": "join", "nick": "bob"}, b""),
+    ("leave", {"type": "leave", "nick": "bob", "reason": "quit"}, b""),
+    ("typing", {"type": "typing", "from": "bob"}, b""),
+    ("pong", {"type": "pong", "t": 7}, b""),
+    ("upload", {"type": "upload", "name": "cat.jpg", "size": 5, "cid": "a-4",
+                "mime": "image/jpeg"}, b""),
+    ("upload_ready", {"type": "upload_ready", "upload": "u7c1", "cid": "a-4", "offset": 0,
+                      "size": 5, "chunk": 1048576}, b""),
+    ("chunk", {"type": "chunk", "upload": "u7c1", "offset": 0}, b"\x00\x01\x02\xfe\xff"),
+    ("upload_status", {"type": "upload_status", "upload": "u7c1"}, b""),
+    ("upload_cancel", {"type": "upload_cancel", "upload": "u7c1"}, b""),
+    ("download", {"type": "download", "file": "f0d2", "offset": 0}, b""),
+    ("download_start", {"type": "download_start", "file": "f0d2", "name": "cat.jpg", "size": 5,
+                        "sha256": "ab" * 32, "mime": "image/jpeg", "offset": 0}, b""),
+    ("file_chunk", {"type": "file_chunk", "file": "f0d2", "offset": 0}, b"hello"),
+    ("download_end", {"type": "download_end", "file": "f0d2", "size": 5}, b""),
+    ("download_cancel", {"type": "download_cancel", "file": "f0d2"}, b""),
+    ("error", {"type": "error", "code": "unknown_user",
+               "message": "No user named 'nobody' is online.", "ref": "a-4", "fatal": False},
+     b""),
+    ("bye", {"type": "bye", "reason": "shutdown"}, b""),
+]
+
+
+def prefix(hlen, plen):
+    return struct.pack(">II", hlen, plen)
+
+
+# Byte strings a decoder must refuse, with the error code it reports.
+INVALID = [
+    ("header_length_zero", prefix(0, 0), "bad_frame"),
+    ("header_too_large", prefix(65537, 0), "frame_too_large"),
+    ("payload_too_large", prefix(2, 1048577) + b"{}", "frame_too_large"),
+    ("header_not_utf8", prefix(4, 0) + b"\xff\xfe\xfd\xfc", "bad_json"),
+    ("header_not_json", prefix(5, 0) + b"hello", "bad_json"),
+    ("header_json_array", prefix(2, 0) + b"[]", "bad_request"),
+    ("header_truncated_json", prefix(11, 0) + b'{"nick":"a"', "bad_json"),
+    ("header_type_not_string", prefix(10, 0) + b'{"type":1}', "bad_request"),
+    ("header_object_without_type", prefix(12, 0) + b'{"nick":"a"}', "bad_request"),
+]
+
+
+def build():
+    frames = []
+    for name, header, payload in VALID:
+        data = chatserver.encode_frame(header, payload)
+        frames.append({"name": name, "hex": data.hex(), "header": header,
+                       "payload_hex": payload.hex()})
+    invalid = [{"name": name, "hex": data.hex(), "error": code} for name, data, code in INVALID]
+    return {"version": 1, "comment": "Framed protocol vectors (docs/PROTOCOL.md). 'hex' is the "
+            "whole frame: uint32 BE header length, uint32 BE payload length, compact UTF-8 JSON "
+            "header (no spaces, keys in the order shown, non-ASCII not escaped), payload.",
+            "frames": frames, "invalid": invalid}
+
+
+if __name__ == "__main__":
+    with open(os.path.join(HERE, "frames.json"), "w", encoding="utf-8") as f:
+        json.dump(build(), f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print("wrote", os.path.join(HERE, "frames.json"))
