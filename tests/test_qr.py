@@ -20,7 +20,7 @@ import segno.encoder
 import zxingcpp
 from PIL import Image
 
-import qr_part as cs
+import chatserver as cs
 
 LEVELS = ("L", "M", "Q", "H")
 URL = "http://192.168.1.20:5555/#k=Zq3vK9dX2mPw7Lr8sT4yB6nH1cJ5fG0a"
