@@ -1718,10 +1718,11 @@ class Chat:
 
     def on_chunk(self, conn, h, payload):
         up = self.own_upload(conn, h)
-        offset = h.get("offset")
-        self.receive_chunk(conn, up, offset, payload)
+        self.receive_chunk(conn, up, h.get("offset"), payload, h.get("last") is True)
 
-    def receive_chunk(self, conn, up, offset, data):
+    def receive_chunk(self, conn, up, offset, data, last=False):
+        """Append one chunk; the upload completes when `size` bytes are in. `last` is the
+        client saying it has nothing more: then the size must be complete."""
         if offset != up.received or isinstance(offset, bool):
             raise ChatError("bad_offset", "Expected offset %d, got %r." % (up.received, offset),
                             up.id)
@@ -1733,7 +1734,7 @@ class Chat:
                             "discarded." % up.size, up.id)
         up.open_for_append()
         up.write(data)
-        if up.received == up.size:
+        if up.received == up.size or last:
             return self.finish_upload(conn, up)
         return None
 
