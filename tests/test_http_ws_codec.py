@@ -11,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "parts"))
 import httpws_part as cs  # noqa: E402
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")), deadline=None,
@@ -831,7 +830,6 @@ def test_fuzz_ws_frame_sequences(frames, data):
 
 # -- conformance against the `websockets` library -----------------------------------------
 
-websockets = pytest.importorskip("websockets", reason="pip install -r tests/requirements.txt")
 from websockets.client import ClientProtocol  # noqa: E402
 from websockets.frames import Close, Frame, Opcode  # noqa: E402
 from websockets.http11 import Response  # noqa: E402
