@@ -76,8 +76,8 @@ DEFAULT_RATE_BURST = 50
 
 # Connections.
 DEFAULT_MAX_CLIENTS = 1000
-WINDOWS_SELECT_MAX_CLIENTS = 500      # CPython's select() on Windows handles at most 512 sockets
-REJECT_POOL = 16                      # over-capacity sockets kept briefly to send server_full
+WINDOWS_SELECT_MAX_CLIENTS = 500      # CPython's select() on Windows handles at most 512 sockets:
+REJECT_POOL = 8                       # 500 clients + 8 being refused + listener + wake-up = 510
 REJECT_WAIT = 2.0                     # seconds we wait for their first byte
 RECV_SIZE = 256 * 1024
 WRITE_BUDGET = 1024 * 1024            # bytes written to one connection per loop turn (fairness)
@@ -2337,16 +2337,18 @@ class MessageStore:
     def add_message(self, sender_key, recipient_key, cid, build_body):
         """Store a message under the next id; `build_body(id)` returns its JSON text.
         Returns (id, body, is_new): a repeated (sender, cid) gives the original back."""
-        existing = self.db.execute(
-            "SELECT id, body FROM messages WHERE sender_key=? AND cid=?",
-            (sender_key, cid)).fetchone()
-        if existing:
-            return existing[0], existing[1], False
         self.begin()
         msg_id = self.last_id + 1
         body = build_body(msg_id)
-        self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body) "
-                        "VALUES (?, ?, ?, ?, ?)", (msg_id, sender_key, recipient_key, cid, body))
+        try:
+            self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            (msg_id, sender_key, recipient_key, cid, body))
+        except sqlite3.IntegrityError:   # the unique (sender, cid) index: a resend
+            existing = self.db.execute(
+                "SELECT id, body FROM messages WHERE sender_key=? AND cid=?",
+                (sender_key, cid)).fetchone()
+            return existing[0], existing[1], False
         self.last_id = msg_id
         return msg_id, body, True
 

@@ -519,3 +519,58 @@ def test_sigint_is_clean_too(make_server):
     assert srv.proc.wait(5) == 0
     srv.proc = None
     srv.log_file.close()
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+def test_help_documents_every_flag():
+    import subprocess
+    out = subprocess.run([sys.executable, cs.__file__, "--help"], capture_output=True,
+                         text=True, timeout=30).stdout
+    for action in cs.build_arg_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in out
+    for env in ("CHAT_PORT", "CHAT_DATA_DIR", "CHAT_MAX_CLIENTS", "CHAT_OPEN"):
+        assert env in out
+    assert "512" in out     # the Windows select() cap is explained
+
+
+def test_flags_come_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHAT_PORT", "6123")
+    monkeypatch.setenv("CHAT_OPEN", "yes")
+    monkeypatch.setenv("CHAT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CHAT_RATE_LIMIT", "2.5")
+    args = cs.build_arg_parser().parse_args([])
+    assert (args.port, args.open, args.data_dir, args.rate_limit) == (6123, True, str(tmp_path), 2.5)
+    assert cs.build_arg_parser().parse_args(["--port", "7000"]).port == 7000   # flags win
+
+
+def test_default_data_dir_follows_platform_conventions(monkeypatch):
+    monkeypatch.setattr(cs, "IS_WINDOWS", False)
+    monkeypatch.setenv("XDG_DATA_HOME", "/xdg")
+    assert cs.default_data_dir() == os.path.join("/xdg", "chatserver")
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert cs.default_data_dir() == os.path.expanduser("~/.local/share/chatserver")
+    monkeypatch.setattr(cs, "IS_WINDOWS", True)
+    monkeypatch.setenv("LOCALAPPDATA", "C:/Users/u/AppData/Local")
+    assert cs.default_data_dir() == os.path.join("C:/Users/u/AppData/Local", "ChatServer")
+
+
+def test_windows_caps_max_clients_below_select_limit(monkeypatch, tmp_path):
+    monkeypatch.setattr(cs, "IS_WINDOWS", True)
+    srv = cs.Server(cs.Config(memory=True, open=True, max_clients=5000))
+    try:
+        assert srv.max_clients == cs.WINDOWS_SELECT_MAX_CLIENTS
+        # clients + sockets being refused + listener + wake-up pair end must fit select()
+        assert cs.WINDOWS_SELECT_MAX_CLIENTS + cs.REJECT_POOL + 2 <= 512
+    finally:
+        srv.store.close()
+
+
+def test_memory_mode_keeps_nothing_on_disk(make_server, tmp_path):
+    data = tmp_path / "never-used"
+    srv = make_server("--open", "--memory", data_dir=data)
+    a = srv.client("alice")
+    assert a.say("ephemeral")["type"] == "msg"
+    assert srv.client("bob").welcome["history"][-1]["text"] == "ephemeral"
+    assert sorted(os.listdir(data)) == ["server.log"]      # only the test's own log file
