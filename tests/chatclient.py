@@ -102,8 +102,10 @@ class ChatClient:
 
     # -- protocol -------------------------------------------------------------
 
-    def hello(self, nick, token=None, since=None, expect="welcome"):
+    def hello(self, nick, token=None, since=None, session=None, expect="welcome"):
         header = {"type": "hello", "nick": nick, "client": "tests/1", "proto": 1}
+        if session is not None:
+            header["session"] = session
         if token is not None:
             header["token"] = token
         if since is not None:

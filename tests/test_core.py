@@ -574,3 +574,22 @@ def test_memory_mode_keeps_nothing_on_disk(make_server, tmp_path):
     assert a.say("ephemeral")["type"] == "msg"
     assert srv.client("bob").welcome["history"][-1]["text"] == "ephemeral"
     assert sorted(os.listdir(data)) == ["server.log"]      # only the test's own log file
+
+
+def test_reconnect_with_session_takes_over_a_dead_connection(server):
+    watcher = server.client("watcher")
+    old = server.client("alice")       # its network "drops": the server still holds it
+    session = old.welcome["session"]
+    watcher.drain(0.2)
+    stranger = ChatClient(server.port)
+    assert stranger.hello("alice", expect="error")["code"] == "nick_taken"
+    bad = ChatClient(server.port)
+    bad.send({"type": "hello", "nick": "alice", "proto": 1, "session": "guess"})
+    expect_error(bad, "nick_taken")
+    new = ChatClient(server.port)
+    assert new.hello("alice", session=session)["nick"] == "alice"
+    old.expect_closed()
+    assert new.say("back")["type"] == "msg"
+    frames = watcher.drain(0.3)
+    assert not [f for f in frames if f["type"] in ("leave", "join") and f.get("nick") == "alice"]
+    assert [f["text"] for f in frames if f["type"] == "msg"] == ["back"]
