@@ -1,0 +1,645 @@
+// The chat session of PROTOCOL.md §2–§4 over any ChatTransport: hello and
+// welcome, acknowledgement by cid, an outbox for messages written offline,
+// reconnection with exponential back-off, and resume from the last seen id.
+//
+// Pure Dart. The transport comes from an injected connector, so tests run
+// this very class against a fake server (test/services/chat_client_test.dart).
+
+import 'dart:async';
+import 'dart:collection';
+import 'dart:convert';
+import 'dart:math';
+import 'dart:typed_data';
+
+import '../models/chat_message.dart';
+import '../models/result.dart';
+import '../models/server_address.dart';
+import 'frame_codec.dart';
+import 'messages.dart';
+import 'protocol.dart';
+import 'transport.dart';
+
+/// Sent as `hello.client`.
+const String defaultClientName = 'flutter/1.0';
+
+/// "history {before, after, limit}: limit (int 1–200)" — PROTOCOL.md §3.
+const int maxHistoryLimit = 200;
+
+enum ConnectionStatus {
+  /// First attempt in progress.
+  connecting,
+
+  /// Welcomed: messages flow.
+  online,
+
+  /// Lost the connection; waiting for the next attempt, or making it.
+  reconnecting,
+
+  /// Not started, stopped by the app, or gave up (see [ChatClient.error]).
+  stopped,
+}
+
+/// Reconnect delays: 1 s, 2 s, 4 s … up to 30 s, each spread by ±20 % so a
+/// room full of phones does not come back in lockstep after a server restart.
+class Backoff {
+  const Backoff({
+    this.initial = const Duration(seconds: 1),
+    this.maximum = const Duration(seconds: 30),
+    this.jitter = 0.2,
+  });
+
+  final Duration initial;
+  final Duration maximum;
+  final double jitter;
+
+  static final Random _random = Random();
+
+  Duration delay(int attempt) {
+    final exponential = initial.inMilliseconds * pow(2, min(attempt, 20));
+    final capped = min(exponential.toDouble(), maximum.inMilliseconds.toDouble());
+    final spread = 1 + (_random.nextDouble() * 2 - 1) * jitter;
+    return Duration(milliseconds: (capped * spread).round());
+  }
+}
+
+enum PendingState { sending, failed }
+
+/// A message written by this user that the server has not acknowledged yet.
+class PendingMessage {
+  const PendingMessage({
+    required this.cid,
+    required this.text,
+    required this.createdAt,
+    this.to,
+    this.state = PendingState.sending,
+    this.error,
+  });
+
+  final String cid;
+  final String text;
+  final String? to;
+  final DateTime createdAt;
+  final PendingState state;
+  final AppError? error;
+
+  PendingMessage withState(PendingState newState, [AppError? newError]) => PendingMessage(
+        cid: cid,
+        text: text,
+        createdAt: createdAt,
+        to: to,
+        state: newState,
+        error: newError,
+      );
+}
+
+/// What the chat service tells the app.
+sealed class ChatEvent {
+  const ChatEvent();
+}
+
+final class StatusChanged extends ChatEvent {
+  const StatusChanged(this.status, this.error);
+  final ConnectionStatus status;
+  final AppError? error;
+}
+
+/// A `welcome` arrived; [resumed] when `hello.since` was sent.
+final class SessionStarted extends ChatEvent {
+  const SessionStarted(this.welcome, {required this.resumed});
+  final Welcome welcome;
+  final bool resumed;
+}
+
+/// Stored messages: live ones, welcome history, or history pages.
+final class MessagesAdded extends ChatEvent {
+  const MessagesAdded(this.messages, {required this.live});
+  final List<ChatMessage> messages;
+  final bool live;
+}
+
+final class OutboxChanged extends ChatEvent {
+  const OutboxChanged(this.outbox);
+  final List<PendingMessage> outbox;
+}
+
+final class UsersChanged extends ChatEvent {
+  const UsersChanged(this.users, {this.joined, this.left});
+  final List<String> users;
+  final String? joined;
+  final String? left;
+}
+
+final class TypingReceived extends ChatEvent {
+  const TypingReceived(this.from, this.to);
+  final String from;
+  final String? to;
+}
+
+final class ErrorReceived extends ChatEvent {
+  const ErrorReceived(this.error);
+  final ServerError error;
+}
+
+/// Random client message ids: unique per nick also across app restarts (the
+/// server de-duplicates by cid, so reusing one would swallow a new message).
+String randomCid() {
+  final random = Random.secure();
+  final buffer = StringBuffer();
+  for (var i = 0; i < 16; i++) {
+    buffer.write(random.nextInt(256).toRadixString(16).padLeft(2, '0'));
+  }
+  return buffer.toString();
+}
+
+Future<void> _defaultSleep(Duration duration) => Future<void>.delayed(duration);
+
+class ChatClient {
+  ChatClient({
+    required TransportConnector connector,
+    required this.address,
+    required String nick,
+    this.clientName = defaultClientName,
+    this.backoff = const Backoff(),
+    this.keepAlive = const Duration(seconds: 25),
+    Future<void> Function(Duration)? sleep,
+    String Function()? newCid,
+  })  : _connector = connector,
+        _nick = nick,
+        _sleep = sleep ?? _defaultSleep,
+        _newCid = newCid ?? randomCid;
+
+  final ServerAddress address;
+  final String clientName;
+  final Backoff backoff;
+
+  /// After this long without a frame the client pings; after twice as long it
+  /// drops the connection as dead and reconnects. Null disables it.
+  final Duration? keepAlive;
+
+  final TransportConnector _connector;
+  final Future<void> Function(Duration) _sleep;
+  final String Function() _newCid;
+
+  final StreamController<ChatEvent> _events = StreamController<ChatEvent>.broadcast();
+  final StreamController<ServerMessage> _serverMessages =
+      StreamController<ServerMessage>.broadcast();
+
+  String _nick;
+  String? _session;
+  List<String> _users = const [];
+  int _online = 0;
+  ServerLimits _limits = const ServerLimits();
+  ConnectionStatus _status = ConnectionStatus.stopped;
+  AppError? _error;
+
+  final List<PendingMessage> _outbox = [];
+
+  // Resume bookkeeping. `_lastSeenId` is what the next hello sends as
+  // `since`; it only moves once no gap is left below the newest message, so a
+  // connection lost while paging through a gap asks for that gap again.
+  int _lastSeenId = 0;
+  int _newestId = 0;
+  bool _gapOpen = false;
+
+  // The current connection.
+  ChatTransport? _transport;
+  Completer<AppError?>? _sessionEnd;
+  AppError? _endReason;
+  bool _welcomed = false;
+  bool _welcomedOnce = false;
+  int? _helloSince;
+  final Queue<Completer<Result<HistoryPage>>> _historyWaiters = Queue();
+  Timer? _keepAliveTimer;
+  DateTime _lastFrameAt = DateTime.now();
+
+  bool _started = false;
+  bool _stopped = false;
+  Completer<void>? _wake;
+  Completer<Result<Welcome>>? _firstAttempt;
+
+  // ---------------------------------------------------------------- state
+
+  Stream<ChatEvent> get events => _events.stream;
+
+  /// Every server message as parsed, for the file transfer service.
+  Stream<ServerMessage> get serverMessages => _serverMessages.stream;
+
+  /// The nick as the server accepted it.
+  String get nick => _nick;
+
+  /// `welcome.session`, needed by the HTTP file routes.
+  String? get session => _session;
+  List<String> get users => List.unmodifiable(_users);
+
+  /// Users online, you included (`users` may be cut short in big rooms).
+  int get onlineCount => _online;
+  ServerLimits get limits => _limits;
+  ConnectionStatus get status => _status;
+  bool get isOnline => _status == ConnectionStatus.online;
+
+  /// Why the client is not online (last failure), if it knows.
+  AppError? get error => _error;
+  List<PendingMessage> get outbox => List.unmodifiable(_outbox);
+  int get lastSeenId => _lastSeenId;
+
+  /// Whether the current transport carries file chunks (framed TCP).
+  bool get supportsPayloads => _transport?.supportsPayloads ?? false;
+
+  // ------------------------------------------------------------- lifecycle
+
+  /// Connects, then keeps the session alive (reconnecting) until [stop].
+  ///
+  /// Completes with the first `welcome`, or with the reason the first attempt
+  /// failed — in that case the client stops: nothing was ever working, so the
+  /// person should check the address, token or nick rather than wait.
+  Future<Result<Welcome>> start() {
+    if (_started) throw StateError('ChatClient.start() called twice');
+    _started = true;
+    final first = Completer<Result<Welcome>>();
+    _firstAttempt = first;
+    unawaited(_run());
+    return first.future;
+  }
+
+  /// Closes the connection and stops reconnecting.
+  Future<void> stop() async {
+    if (_stopped) return;
+    _stopped = true;
+    _wakeUp();
+    _endSession(null);
+    _setStatus(ConnectionStatus.stopped);
+  }
+
+  /// Skips the rest of the back-off pause (the app came to the foreground,
+  /// or the person tapped "retry").
+  void reconnectNow() => _wakeUp();
+
+  Future<void> dispose() async {
+    await stop();
+    await _events.close();
+    await _serverMessages.close();
+  }
+
+  Future<void> _run() async {
+    var attempt = 0;
+    while (!_stopped) {
+      _setStatus(_welcomedOnce ? ConnectionStatus.reconnecting : ConnectionStatus.connecting);
+      final reason = await _runSession();
+      if (_stopped) break;
+      if (!_welcomedOnce) {
+        _finishFirstAttempt(Err(reason ?? _disconnected));
+        _error = reason;
+        await stop();
+        break;
+      }
+      if (_welcomed) attempt = 0;
+      _error = reason;
+      if (reason != null && _givesUp(reason)) {
+        await stop();
+        break;
+      }
+      _setStatus(ConnectionStatus.reconnecting);
+      await _pause(backoff.delay(attempt++));
+    }
+    _finishFirstAttempt(Err(_error ?? const AppError('stopped', 'Disconnected.')));
+  }
+
+  /// Errors that reconnecting cannot fix. `nick_taken` is not one of them
+  /// once welcomed: `hello.session` normally takes the nick over, and should
+  /// the server have forgotten the session, the old connection still times
+  /// out within 90 s, so trying again is right.
+  static bool _givesUp(AppError reason) =>
+      reason.code == ErrorCode.authFailed.wire ||
+      reason.code == ErrorCode.protoUnsupported.wire ||
+      reason.code == ErrorCode.nickInvalid.wire;
+
+  Future<void> _pause(Duration delay) async {
+    final wake = Completer<void>();
+    _wake = wake;
+    await Future.any<void>([_sleep(delay), wake.future]);
+    _wake = null;
+  }
+
+  void _wakeUp() {
+    final wake = _wake;
+    if (wake != null && !wake.isCompleted) wake.complete();
+  }
+
+  void _finishFirstAttempt(Result<Welcome> result) {
+    final first = _firstAttempt;
+    if (first != null && !first.isCompleted) first.complete(result);
+  }
+
+  static const AppError _disconnected = AppError('disconnected', 'The connection was closed.');
+
+  // --------------------------------------------------------------- session
+
+  /// One connection, from connect to close. Returns why it ended.
+  Future<AppError?> _runSession() async {
+    final ChatTransport transport;
+    try {
+      transport = await _connector(address);
+    } on Object catch (error) {
+      return AppError('unreachable', 'Cannot reach ${address.label}: $error');
+    }
+    if (_stopped) {
+      await transport.close();
+      return null;
+    }
+    final end = Completer<AppError?>();
+    _transport = transport;
+    _sessionEnd = end;
+    _endReason = null;
+    _welcomed = false;
+    _lastFrameAt = DateTime.now();
+    final subscription = transport.frames.listen(
+      _onFrame,
+      onDone: () => _endSession(_disconnected),
+    );
+    _startKeepAlive();
+    _helloSince = _lastSeenId > 0 ? _lastSeenId : null;
+    // "A client that reconnects with the same nick and the session of its
+    // last welcome in hello.session takes the nick over" — PROTOCOL.md §4.
+    await _send(ClientMessages.hello(
+      nick: _nick,
+      client: clientName,
+      token: address.token,
+      since: _helloSince,
+      session: _session,
+    ));
+    final reason = await end.future;
+    _keepAliveTimer?.cancel();
+    await subscription.cancel();
+    _transport = null;
+    _failHistoryWaiters(reason ?? _disconnected);
+    return reason;
+  }
+
+  /// Ends the current connection; the first reason given wins.
+  void _endSession(AppError? reason) {
+    final end = _sessionEnd;
+    if (end == null || end.isCompleted) return;
+    _endReason ??= reason;
+    end.complete(_endReason);
+    if (_status == ConnectionStatus.online && !_stopped) {
+      _setStatus(ConnectionStatus.reconnecting, _endReason);
+    }
+    unawaited(_transport?.close());
+  }
+
+  void _startKeepAlive() {
+    final interval = keepAlive;
+    if (interval == null) return;
+    _keepAliveTimer?.cancel();
+    _keepAliveTimer = Timer.periodic(interval, (_) {
+      final silence = DateTime.now().difference(_lastFrameAt);
+      if (silence >= interval * 2) {
+        _endSession(const AppError('timeout', 'The server stopped answering.'));
+      } else if (silence >= interval) {
+        unawaited(_send(ClientMessages.ping()));
+      }
+    });
+  }
+
+  /// Sends on the current connection; returns the failure, if any.
+  Future<AppError?> _send(Map<String, Object?> header, [Uint8List? payload]) async {
+    final transport = _transport;
+    if (transport == null) return _disconnected;
+    try {
+      await transport.send(header, payload);
+      return null;
+    } on TransportClosed catch (error) {
+      return AppError('disconnected', error.reason);
+    }
+  }
+
+  /// Sends a frame once welcomed (used by the file transfer service).
+  Future<Result<void>> sendFrame(Map<String, Object?> header, [Uint8List? payload]) async {
+    if (!isOnline) return const Err(AppError('offline', 'Not connected.'));
+    final failure = await _send(header, payload);
+    return failure == null ? const Ok<void>(null) : Err<void>(failure);
+  }
+
+  // ------------------------------------------------------ incoming frames
+
+  void _onFrame(Frame frame) {
+    _lastFrameAt = DateTime.now();
+    final incoming = ServerMessage.fromFrame(frame);
+    switch (incoming) {
+      case final Welcome welcome:
+        _onWelcome(welcome);
+      case final MessageReceived received:
+        _absorb([received.message], live: true);
+      case final HistoryPage page:
+        _onHistory(page);
+      case final UserJoined joined:
+        // Sent to everyone, the joiner included: count each nick once.
+        if (!_users.any((u) => sameNick(u, joined.nick))) _online++;
+        _users = [..._users.where((u) => !sameNick(u, joined.nick)), joined.nick];
+        _emit(UsersChanged(users, joined: joined.nick));
+      case final UserLeft left:
+        if (_users.any((u) => sameNick(u, left.nick)) && _online > 0) _online--;
+        _users = _users.where((u) => !sameNick(u, left.nick)).toList();
+        _emit(UsersChanged(users, left: left.nick));
+      case final TypingNotice typing:
+        _emit(TypingReceived(typing.from, typing.to));
+      case final PingReceived ping:
+        unawaited(_send(ClientMessages.pong(ping.t)));
+      case final ServerError error:
+        _onError(error);
+      case final ByeReceived bye:
+        _endReason ??= AppError('shutting_down', 'The server is stopping (${bye.reason}).');
+      case PongReceived():
+      case UploadReady():
+      case DownloadStart():
+      case FileChunk():
+      case DownloadEnd():
+      case UnknownMessage():
+      case MalformedMessage():
+        break; // file transfers listen to serverMessages; others are ignored
+    }
+    if (!_serverMessages.isClosed) _serverMessages.add(incoming);
+  }
+
+  void _onWelcome(Welcome welcome) {
+    final since = _helloSince;
+    _welcomed = true;
+    _welcomedOnce = true;
+    _nick = welcome.nick;
+    _session = welcome.session;
+    _users = List.of(welcome.users);
+    _online = welcome.online;
+    _limits = welcome.limits;
+    _error = null;
+    _emit(SessionStarted(welcome, resumed: since != null));
+    _emit(UsersChanged(users));
+    // "Resuming: welcome.history holds the messages with id > since, at most
+    // the newest 200; has_more is true when more than that were missed. The
+    // client then pages backward with history {before: <oldest id it got>,
+    // after: <since>} until has_more is false." — PROTOCOL.md §4.
+    _gapOpen = since != null && welcome.hasMore && welcome.history.isNotEmpty;
+    _absorb(welcome.history, live: false);
+    _setStatus(ConnectionStatus.online);
+    _finishFirstAttempt(Ok(welcome));
+    // Unacknowledged messages go after the history, which may already hold
+    // (and so acknowledge) some of them.
+    _flushOutbox();
+    if (_gapOpen && since != null) {
+      unawaited(_fillGap(since, welcome.history.first.id));
+    }
+  }
+
+  Future<void> _fillGap(int since, int oldestId) async {
+    var before = oldestId;
+    while (true) {
+      final result = await requestHistory(before: before, after: since, limit: maxHistoryLimit);
+      switch (result) {
+        case Err():
+          return; // connection lost: the next hello asks from `since` again
+        case Ok(:final value):
+          if (!value.hasMore || value.messages.isEmpty) {
+            _gapOpen = false;
+            _lastSeenId = _newestId;
+            return;
+          }
+          before = value.messages.first.id;
+      }
+    }
+  }
+
+  void _onHistory(HistoryPage page) {
+    _absorb(page.messages, live: false);
+    if (_historyWaiters.isNotEmpty) _historyWaiters.removeFirst().complete(Ok(page));
+  }
+
+  /// Takes in stored messages: advances the resume point, acknowledges own
+  /// messages by cid, tells the app.
+  void _absorb(List<ChatMessage> messages, {required bool live}) {
+    if (messages.isEmpty) return;
+    for (final message in messages) {
+      if (message.id > _newestId) _newestId = message.id;
+    }
+    if (!_gapOpen) _lastSeenId = _newestId;
+    final acknowledged = {
+      for (final message in messages)
+        if (sameNick(message.from, _nick)) message.cid,
+    };
+    final before = _outbox.length;
+    _outbox.removeWhere((pending) => acknowledged.contains(pending.cid));
+    _emit(MessagesAdded(messages, live: live));
+    if (_outbox.length != before) _emitOutbox();
+  }
+
+  void _onError(ServerError error) {
+    _emit(ErrorReceived(error));
+    final ref = error.ref;
+    final index = ref == null ? -1 : _outbox.indexWhere((p) => p.cid == ref);
+    if (index >= 0) {
+      _outbox[index] = _outbox[index].withState(
+        PendingState.failed,
+        AppError(error.wireCode, error.message),
+      );
+      _emitOutbox();
+    } else if (ref == null && _historyWaiters.isNotEmpty && _answersHistory(error.code)) {
+      _historyWaiters.removeFirst().complete(Err(AppError(error.wireCode, error.message)));
+    }
+    final reason = AppError(error.wireCode, error.message);
+    if (error.fatal) {
+      _endReason ??= reason; // the server closes the connection next
+    } else if (!_welcomed) {
+      _endSession(reason); // hello refused (nick taken or invalid)
+    }
+  }
+
+  static bool _answersHistory(ErrorCode code) =>
+      code == ErrorCode.rateLimited || code == ErrorCode.badRequest;
+
+  void _failHistoryWaiters(AppError reason) {
+    while (_historyWaiters.isNotEmpty) {
+      _historyWaiters.removeFirst().complete(Err(reason));
+    }
+  }
+
+  // -------------------------------------------------------------- actions
+
+  /// Queues a message and sends it now if online, else after reconnecting.
+  /// The server's copy with the same cid acknowledges it.
+  Result<PendingMessage> sendText(String text, {String? to}) {
+    if (text.isEmpty) return const Err(AppError('empty', 'Nothing to send.'));
+    if (utf8.encode(text).length > _limits.text) {
+      return Err(AppError(ErrorCode.textTooLong.wire,
+          'Messages are limited to ${_limits.text} bytes.'));
+    }
+    final pending = PendingMessage(cid: _newCid(), text: text, to: to, createdAt: DateTime.now());
+    _outbox.add(pending);
+    _emitOutbox();
+    if (isOnline) _sendPending(pending);
+    return Ok(pending);
+  }
+
+  /// A fresh client id, for messages built elsewhere (file uploads).
+  String newCid() => _newCid();
+
+  /// Sends a failed message again, with its original cid.
+  void retry(String cid) {
+    final index = _outbox.indexWhere((p) => p.cid == cid);
+    if (index < 0) return;
+    final pending = _outbox[index].withState(PendingState.sending);
+    _outbox[index] = pending;
+    _emitOutbox();
+    if (isOnline) _sendPending(pending);
+  }
+
+  /// Drops a message that was not acknowledged.
+  void discard(String cid) {
+    _outbox.removeWhere((p) => p.cid == cid);
+    _emitOutbox();
+  }
+
+  /// Asks for stored messages; the messages also arrive as [MessagesAdded].
+  Future<Result<HistoryPage>> requestHistory({
+    int? before,
+    int? after,
+    int limit = historyPageSize,
+  }) async {
+    if (_transport == null || !_welcomed) {
+      return const Err(AppError('offline', 'Not connected.'));
+    }
+    final waiter = Completer<Result<HistoryPage>>();
+    _historyWaiters.add(waiter);
+    final failure = await _send(ClientMessages.history(before: before, after: after, limit: limit));
+    if (failure != null && !waiter.isCompleted) {
+      _historyWaiters.remove(waiter);
+      waiter.complete(Err(failure));
+    }
+    return waiter.future;
+  }
+
+  /// Tells others this user is typing (callers throttle it).
+  void sendTyping({String? to}) {
+    if (isOnline) unawaited(_send(ClientMessages.typing(to: to)));
+  }
+
+  void _flushOutbox() {
+    for (final pending in _outbox) {
+      if (pending.state == PendingState.sending) _sendPending(pending);
+    }
+  }
+
+  void _sendPending(PendingMessage pending) {
+    unawaited(_send(ClientMessages.msg(text: pending.text, cid: pending.cid, to: pending.to)));
+  }
+
+  void _emit(ChatEvent event) {
+    if (!_events.isClosed) _events.add(event);
+  }
+
+  void _emitOutbox() => _emit(OutboxChanged(outbox));
+
+  void _setStatus(ConnectionStatus status, [AppError? error]) {
+    if (error != null) _error = error;
+    if (status == _status) return;
+    _status = status;
+    _emit(StatusChanged(status, _error));
+  }
+}

@@ -1,0 +1,339 @@
+// Typed messages of PROTOCOL.md §3 (client → server builders) and §4
+// (server → client models). Field names and order follow the tables.
+
+import 'dart:typed_data';
+
+import '../models/chat_message.dart';
+import 'frame_codec.dart';
+import 'protocol.dart';
+
+typedef Json = Map<String, Object?>;
+
+/// Builders for the client → server messages of PROTOCOL.md §3.
+abstract final class ClientMessages {
+  static Json hello({
+    required String nick,
+    required String client,
+    String? token,
+    int? since,
+    String? session,
+  }) =>
+      {
+        'type': ClientType.hello,
+        'nick': nick,
+        'client': client,
+        'proto': protocolVersion,
+        if (token != null) 'token': token,
+        if (since != null) 'since': since,
+        if (session != null) 'session': session,
+      };
+
+  static Json msg({required String text, required String cid, String? to}) => {
+        'type': ClientType.msg,
+        'text': text,
+        'cid': cid,
+        if (to != null) 'to': to,
+      };
+
+  static Json history({int? before, int? after, int limit = historyPageSize}) => {
+        'type': ClientType.history,
+        if (before != null) 'before': before,
+        if (after != null) 'after': after,
+        'limit': limit,
+      };
+
+  static Json typing({String? to}) => {
+        'type': ClientType.typing,
+        if (to != null) 'to': to,
+      };
+
+  static Json ping([Object? t]) => {'type': ClientType.ping, if (t != null) 't': t};
+
+  static Json pong([Object? t]) => {'type': ClientType.pong, if (t != null) 't': t};
+
+  static Json upload({
+    required String name,
+    required int size,
+    required String cid,
+    String? sha256,
+    String? mime,
+    String? to,
+    String? text,
+  }) =>
+      {
+        'type': ClientType.upload,
+        'name': name,
+        'size': size,
+        'cid': cid,
+        if (sha256 != null) 'sha256': sha256,
+        if (mime != null) 'mime': mime,
+        if (to != null) 'to': to,
+        if (text != null) 'text': text,
+      };
+
+  /// Header of a `chunk` frame; the bytes travel as the frame payload.
+  static Json chunk({required String upload, required int offset}) => {
+        'type': ClientType.chunk,
+        'upload': upload,
+        'offset': offset,
+      };
+
+  static Json uploadStatus(String upload) => {'type': ClientType.uploadStatus, 'upload': upload};
+
+  static Json uploadCancel(String upload) => {'type': ClientType.uploadCancel, 'upload': upload};
+
+  static Json download({required String file, int offset = 0}) => {
+        'type': ClientType.download,
+        'file': file,
+        'offset': offset,
+      };
+
+  static Json downloadCancel(String file) => {'type': ClientType.downloadCancel, 'file': file};
+}
+
+/// Server limits announced in `welcome.limits`.
+class ServerLimits {
+  const ServerLimits({this.text = maxTextBytes, this.chunk = maxPayloadBytes, this.file = 0});
+
+  factory ServerLimits.fromJson(Object? json) {
+    if (json is! Map<String, Object?>) return const ServerLimits();
+    return ServerLimits(
+      text: _int(json['text'], maxTextBytes),
+      chunk: _int(json['chunk'], maxPayloadBytes),
+      file: _int(json['file'], 0),
+    );
+  }
+
+  final int text;
+  final int chunk;
+
+  /// Largest file the server accepts; 0 when it did not say.
+  final int file;
+}
+
+/// A message from the server, parsed from a frame (or a WebSocket text).
+sealed class ServerMessage {
+  const ServerMessage();
+
+  /// Parses one decoded frame. A header that lacks a field the protocol
+  /// requires becomes [MalformedMessage] rather than an exception.
+  static ServerMessage fromFrame(Frame frame) {
+    try {
+      return _parse(frame.type, frame.header, frame.payload);
+    } on TypeError catch (error) {
+      return MalformedMessage(frame.header, error.toString());
+    } on FormatException catch (error) {
+      return MalformedMessage(frame.header, error.message);
+    }
+  }
+
+  static ServerMessage _parse(String type, Json h, Uint8List payload) => switch (type) {
+        ServerType.welcome => Welcome.fromJson(h),
+        ServerType.msg => MessageReceived(ChatMessage.fromJson(h)),
+        ServerType.history => HistoryPage(
+            messages: _messages(h['messages']),
+            hasMore: h['has_more'] == true,
+          ),
+        ServerType.join => UserJoined(h['nick'] as String),
+        ServerType.leave => UserLeft(h['nick'] as String, h['reason'] as String? ?? 'quit'),
+        ServerType.typing => TypingNotice(h['from'] as String, h['to'] as String?),
+        ServerType.ping => PingReceived(h['t']),
+        ServerType.pong => PongReceived(h['t']),
+        ServerType.uploadReady => UploadReady(
+            upload: h['upload'] as String,
+            cid: h['cid'] as String? ?? '',
+            offset: _int(h['offset'], 0),
+            size: _int(h['size'], 0),
+            chunk: _int(h['chunk'], maxPayloadBytes),
+          ),
+        ServerType.downloadStart => DownloadStart(
+            file: h['file'] as String,
+            name: h['name'] as String? ?? 'file',
+            size: _int(h['size'], 0),
+            sha256: h['sha256'] as String? ?? '',
+            mime: h['mime'] as String? ?? '',
+            offset: _int(h['offset'], 0),
+          ),
+        ServerType.fileChunk => FileChunk(h['file'] as String, _int(h['offset'], 0), payload),
+        ServerType.downloadEnd => DownloadEnd(h['file'] as String, _int(h['size'], 0)),
+        ServerType.error => ServerError(
+            code: ErrorCode.fromWire(h['code'] as String),
+            wireCode: h['code'] as String,
+            message: h['message'] as String? ?? '',
+            ref: h['ref'] as String?,
+            fatal: h['fatal'] == true,
+          ),
+        ServerType.bye => ByeReceived(h['reason'] as String? ?? 'shutdown'),
+        _ => UnknownMessage(type, h),
+      };
+}
+
+final class Welcome extends ServerMessage {
+  const Welcome({
+    required this.nick,
+    required this.server,
+    required this.session,
+    required this.users,
+    required this.online,
+    required this.history,
+    required this.hasMore,
+    required this.lastId,
+    required this.limits,
+  });
+
+  factory Welcome.fromJson(Json h) => Welcome(
+        nick: h['nick'] as String,
+        server: h['server'] as String? ?? '',
+        session: h['session'] as String? ?? '',
+        users: [for (final u in h['users'] as List<Object?>? ?? const []) u as String],
+        online: _int(h['online'], (h['users'] as List<Object?>?)?.length ?? 0),
+        history: _messages(h['history']),
+        hasMore: h['has_more'] == true,
+        lastId: _int(h['last_id'], 0),
+        limits: ServerLimits.fromJson(h['limits']),
+      );
+
+  final String nick;
+  final String server;
+
+  /// Opaque id of this connection, for the HTTP file routes.
+  final String session;
+
+  /// Nicks online, you included — at most the first 500 of them.
+  final List<String> users;
+
+  /// How many users are online (the list may be cut short in big rooms).
+  final int online;
+  final List<ChatMessage> history;
+  final bool hasMore;
+  final int lastId;
+  final ServerLimits limits;
+}
+
+final class MessageReceived extends ServerMessage {
+  const MessageReceived(this.message);
+  final ChatMessage message;
+}
+
+final class HistoryPage extends ServerMessage {
+  const HistoryPage({required this.messages, required this.hasMore});
+  final List<ChatMessage> messages;
+  final bool hasMore;
+}
+
+final class UserJoined extends ServerMessage {
+  const UserJoined(this.nick);
+  final String nick;
+}
+
+final class UserLeft extends ServerMessage {
+  const UserLeft(this.nick, this.reason);
+  final String nick;
+  final String reason;
+}
+
+final class TypingNotice extends ServerMessage {
+  const TypingNotice(this.from, this.to);
+  final String from;
+  final String? to;
+}
+
+final class PingReceived extends ServerMessage {
+  const PingReceived(this.t);
+  final Object? t;
+}
+
+final class PongReceived extends ServerMessage {
+  const PongReceived(this.t);
+  final Object? t;
+}
+
+final class UploadReady extends ServerMessage {
+  const UploadReady({
+    required this.upload,
+    required this.cid,
+    required this.offset,
+    required this.size,
+    required this.chunk,
+  });
+  final String upload;
+  final String cid;
+  final int offset;
+  final int size;
+  final int chunk;
+}
+
+final class DownloadStart extends ServerMessage {
+  const DownloadStart({
+    required this.file,
+    required this.name,
+    required this.size,
+    required this.sha256,
+    required this.mime,
+    required this.offset,
+  });
+  final String file;
+  final String name;
+  final int size;
+  final String sha256;
+  final String mime;
+  final int offset;
+}
+
+final class FileChunk extends ServerMessage {
+  const FileChunk(this.file, this.offset, this.bytes);
+  final String file;
+  final int offset;
+  final Uint8List bytes;
+}
+
+final class DownloadEnd extends ServerMessage {
+  const DownloadEnd(this.file, this.size);
+  final String file;
+  final int size;
+}
+
+final class ServerError extends ServerMessage {
+  const ServerError({
+    required this.code,
+    required this.wireCode,
+    required this.message,
+    required this.ref,
+    required this.fatal,
+  });
+  final ErrorCode code;
+
+  /// The code exactly as sent, also when this client does not know it.
+  final String wireCode;
+  final String message;
+
+  /// The `cid`, `upload` or `file` the error is about.
+  final String? ref;
+  final bool fatal;
+}
+
+final class ByeReceived extends ServerMessage {
+  const ByeReceived(this.reason);
+  final String reason;
+}
+
+/// A type this client version does not know (newer server): ignored.
+final class UnknownMessage extends ServerMessage {
+  const UnknownMessage(this.type, this.header);
+  final String type;
+  final Json header;
+}
+
+/// A known type whose fields do not match PROTOCOL.md: ignored.
+final class MalformedMessage extends ServerMessage {
+  const MalformedMessage(this.header, this.reason);
+  final Json header;
+  final String reason;
+}
+
+int _int(Object? value, int fallback) => value is num ? value.toInt() : fallback;
+
+List<ChatMessage> _messages(Object? list) => [
+      for (final item in list as List<Object?>? ?? const <Object?>[])
+        ChatMessage.fromJson(item as Map<String, Object?>),
+    ];

@@ -1,0 +1,148 @@
+// Wire protocol v1 of chatserver.py: names, limits and error codes.
+//
+// docs/PROTOCOL.md is the contract; every name below is copied from its
+// tables (sections 3, 4 and 6). tests/test_flutter_sources.py checks that each
+// name in those tables appears here as a string literal.
+//
+// Pure Dart: no Flutter import, so this file runs anywhere Dart runs.
+
+/// Protocol version sent in `hello.proto`.
+const int protocolVersion = 1;
+
+/// "1 ≤ H ≤ 65,536 (MAX_HEADER_BYTES)" — PROTOCOL.md §1.
+const int maxHeaderBytes = 65536;
+
+/// "0 ≤ P ≤ 1,048,576 (MAX_PAYLOAD_BYTES)" — PROTOCOL.md §1.
+const int maxPayloadBytes = 1048576;
+
+/// "`text` (string, 1–16,384 bytes as UTF-8)" — PROTOCOL.md §3.
+const int maxTextBytes = 16384;
+
+/// "`cid` — a string of 1–64 characters the client picks" — PROTOCOL.md §2.
+const int maxCidLength = 64;
+
+/// "`limit` (int 1–200, default 50)" for `history` — PROTOCOL.md §3.
+const int historyPageSize = 50;
+
+/// Message types a client sends (PROTOCOL.md §3).
+abstract final class ClientType {
+  static const String hello = 'hello';
+  static const String msg = 'msg';
+  static const String history = 'history';
+  static const String typing = 'typing';
+  static const String ping = 'ping';
+  static const String pong = 'pong';
+  static const String upload = 'upload';
+  static const String chunk = 'chunk';
+  static const String uploadStatus = 'upload_status';
+  static const String uploadCancel = 'upload_cancel';
+  static const String download = 'download';
+  static const String downloadCancel = 'download_cancel';
+
+  static const Set<String> all = {
+    hello,
+    msg,
+    history,
+    typing,
+    ping,
+    pong,
+    upload,
+    chunk,
+    uploadStatus,
+    uploadCancel,
+    download,
+    downloadCancel,
+  };
+}
+
+/// Message types the server sends (PROTOCOL.md §4).
+abstract final class ServerType {
+  static const String welcome = 'welcome';
+  static const String msg = 'msg';
+  static const String history = 'history';
+  static const String join = 'join';
+  static const String leave = 'leave';
+  static const String typing = 'typing';
+  static const String ping = 'ping';
+  static const String pong = 'pong';
+  static const String uploadReady = 'upload_ready';
+  static const String downloadStart = 'download_start';
+  static const String fileChunk = 'file_chunk';
+  static const String downloadEnd = 'download_end';
+  static const String error = 'error';
+  static const String bye = 'bye';
+
+  static const Set<String> all = {
+    welcome,
+    msg,
+    history,
+    join,
+    leave,
+    typing,
+    ping,
+    pong,
+    uploadReady,
+    downloadStart,
+    fileChunk,
+    downloadEnd,
+    error,
+    bye,
+  };
+}
+
+/// The stable error codes of PROTOCOL.md §6, with their "fatal" column.
+enum ErrorCode {
+  badFrame('bad_frame', fatal: true),
+  frameTooLarge('frame_too_large', fatal: true),
+  badJson('bad_json'),
+  badRequest('bad_request'),
+  unknownType('unknown_type'),
+  protoUnsupported('proto_unsupported', fatal: true),
+  authFailed('auth_failed', fatal: true),
+  nickInvalid('nick_invalid'),
+  nickTaken('nick_taken'),
+  notJoined('not_joined'),
+  textTooLong('text_too_long'),
+  rateLimited('rate_limited'),
+  unknownUser('unknown_user'),
+  serverFull('server_full', fatal: true),
+  timeout('timeout', fatal: true),
+  slowConsumer('slow_consumer', fatal: true),
+  fileTooLarge('file_too_large'),
+  diskFull('disk_full'),
+  tooManyUploads('too_many_uploads'),
+  unknownUpload('unknown_upload'),
+  badOffset('bad_offset'),
+  sizeMismatch('size_mismatch'),
+  checksumMismatch('checksum_mismatch'),
+  unknownFile('unknown_file'),
+  forbidden('forbidden'),
+  shuttingDown('shutting_down', fatal: true),
+
+  /// Not on the wire: a code this client version does not know yet.
+  unknown('unknown');
+
+  const ErrorCode(this.wire, {this.fatal = false});
+
+  /// The code as written on the wire.
+  final String wire;
+
+  /// Whether the server closes the connection after sending it.
+  final bool fatal;
+
+  /// The enum value for a wire code; [ErrorCode.unknown] for a new code.
+  static ErrorCode fromWire(String code) {
+    for (final value in ErrorCode.values) {
+      if (value.wire == code) return value;
+    }
+    return ErrorCode.unknown;
+  }
+
+  /// Errors after which reconnecting cannot help: the user must change
+  /// something (token, nick, app version) first.
+  bool get needsUserAction =>
+      this == ErrorCode.authFailed ||
+      this == ErrorCode.protoUnsupported ||
+      this == ErrorCode.nickInvalid ||
+      this == ErrorCode.nickTaken;
+}

@@ -1,0 +1,150 @@
+// One message: own messages on the right in the primary colour, others on
+// the left with the sender's name at the start of a group, time at its end.
+
+import 'package:flutter/material.dart';
+
+import '../screens/chat/chat_view_model.dart';
+import '../services/chat_client.dart';
+
+/// Bubbles never take the whole width, so left and right stay readable.
+const double _maxWidthFraction = 0.8;
+
+class MessageBubble extends StatelessWidget {
+  const MessageBubble({
+    super.key,
+    required this.entry,
+    required this.timeText,
+    this.attachment,
+    this.onRetry,
+    this.onDiscard,
+  });
+
+  final ChatEntry entry;
+  final String timeText;
+
+  /// A file card drawn inside the bubble.
+  final Widget? attachment;
+  final VoidCallback? onRetry;
+  final VoidCallback? onDiscard;
+
+  @override
+  Widget build(BuildContext context) {
+    final theme = Theme.of(context);
+    final scheme = theme.colorScheme;
+    final mine = entry.mine;
+    final background = mine ? scheme.primaryContainer : scheme.surfaceContainerHighest;
+    final foreground = mine ? scheme.onPrimaryContainer : scheme.onSurface;
+    const round = Radius.circular(18);
+    const tight = Radius.circular(4);
+    final radius = BorderRadius.only(
+      topLeft: !mine && !entry.firstOfGroup ? tight : round,
+      bottomLeft: !mine && !entry.lastOfGroup ? tight : round,
+      topRight: mine && !entry.firstOfGroup ? tight : round,
+      bottomRight: mine && !entry.lastOfGroup ? tight : round,
+    );
+    final pending = entry.pending;
+    final failed = pending?.state == PendingState.failed;
+
+    return Padding(
+      padding: EdgeInsets.only(top: entry.firstOfGroup ? 8 : 2),
+      child: Align(
+        alignment: mine ? Alignment.centerRight : Alignment.centerLeft,
+        child: ConstrainedBox(
+          constraints: BoxConstraints(
+            maxWidth: MediaQuery.sizeOf(context).width * _maxWidthFraction,
+          ),
+          child: Column(
+            crossAxisAlignment: mine ? CrossAxisAlignment.end : CrossAxisAlignment.start,
+            children: [
+              if (entry.firstOfGroup && !mine)
+                Padding(
+                  padding: const EdgeInsets.only(left: 12, bottom: 2),
+                  child: Text(
+                    entry.from,
+                    style: theme.textTheme.labelMedium?.copyWith(color: scheme.primary),
+                  ),
+                ),
+              DecoratedBox(
+                decoration: BoxDecoration(
+                  color: failed ? scheme.errorContainer : background,
+                  borderRadius: radius,
+                ),
+                child: Padding(
+                  padding: const EdgeInsets.symmetric(horizontal: 12, vertical: 8),
+                  child: Column(
+                    crossAxisAlignment: CrossAxisAlignment.start,
+                    mainAxisSize: MainAxisSize.min,
+                    children: [
+                      if (attachment != null) attachment!,
+                      if (entry.text.isNotEmpty)
+                        SelectableText(entry.text, style: TextStyle(color: foreground)),
+                    ],
+                  ),
+                ),
+              ),
+              if (entry.lastOfGroup || pending != null)
+                Padding(
+                  padding: const EdgeInsets.fromLTRB(8, 2, 8, 0),
+                  child: _Footer(
+                    timeText: timeText,
+                    sending: pending != null && !failed,
+                    failure: failed ? pending?.error?.message ?? 'Not sent' : null,
+                    onRetry: onRetry,
+                    onDiscard: onDiscard,
+                  ),
+                ),
+            ],
+          ),
+        ),
+      ),
+    );
+  }
+}
+
+class _Footer extends StatelessWidget {
+  const _Footer({
+    required this.timeText,
+    required this.sending,
+    required this.failure,
+    required this.onRetry,
+    required this.onDiscard,
+  });
+
+  final String timeText;
+  final bool sending;
+  final String? failure;
+  final VoidCallback? onRetry;
+  final VoidCallback? onDiscard;
+
+  @override
+  Widget build(BuildContext context) {
+    final theme = Theme.of(context);
+    final small = theme.textTheme.labelSmall;
+    final failure = this.failure;
+    if (failure != null) {
+      return Wrap(
+        crossAxisAlignment: WrapCrossAlignment.center,
+        spacing: 4,
+        children: [
+          Icon(Icons.error_outline, size: 14, color: theme.colorScheme.error),
+          Text(failure, style: small?.copyWith(color: theme.colorScheme.error)),
+          TextButton(onPressed: onRetry, child: const Text('Retry')),
+          TextButton(onPressed: onDiscard, child: const Text('Delete')),
+        ],
+      );
+    }
+    return Row(
+      mainAxisSize: MainAxisSize.min,
+      children: [
+        Text(timeText, style: small),
+        if (sending) ...[
+          const SizedBox(width: 4),
+          Tooltip(
+            message: 'Waiting for the server',
+            child: Icon(Icons.schedule, size: 12, color: small?.color),
+          ),
+        ],
+      ],
+    );
+  }
+}

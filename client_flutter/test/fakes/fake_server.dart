@@ -1,0 +1,155 @@
+// A fake server for the real ChatClient: the client connects through the
+// injected TransportConnector and gets a FakeTransport, on which a test plays
+// the server — reads what the client sent, answers with frames.
+
+import 'dart:async';
+import 'dart:typed_data';
+
+import 'package:lan_chat/models/server_address.dart';
+import 'package:lan_chat/services/frame_codec.dart';
+import 'package:lan_chat/services/messages.dart' show Json;
+import 'package:lan_chat/services/transport.dart';
+
+export 'package:lan_chat/services/messages.dart' show Json;
+
+class FakeTransport implements ChatTransport {
+  final StreamController<Frame> _toClient = StreamController<Frame>();
+  final List<Frame> _unread = [];
+  Completer<void>? _arrived;
+
+  /// Every frame the client sent on this connection, in order.
+  final List<Frame> sent = [];
+  bool closed = false;
+
+  @override
+  bool supportsPayloads = true;
+
+  @override
+  Stream<Frame> get frames => _toClient.stream;
+
+  @override
+  Future<void> send(Json header, [Uint8List? payload]) async {
+    if (closed) throw const TransportClosed();
+    // Through the real codec both ways: what the client sends must be a
+    // valid frame.
+    final frame = decodeFrame(encodeFrame(header, payload));
+    sent.add(frame);
+    _unread.add(frame);
+    final arrived = _arrived;
+    _arrived = null;
+    if (arrived != null && !arrived.isCompleted) arrived.complete();
+  }
+
+  /// The next frame the client sends (waits for it).
+  Future<Frame> next() async {
+    while (_unread.isEmpty) {
+      final arrived = _arrived ??= Completer<void>();
+      await arrived.future;
+    }
+    return _unread.removeAt(0);
+  }
+
+  /// The next frame of [type], skipping others (pings, typing…).
+  Future<Json> nextOfType(String type) async {
+    while (true) {
+      final frame = await next();
+      if (frame.type == type) return frame.header;
+    }
+  }
+
+  /// Frames sent and not read yet by [next].
+  List<Frame> get unread => List.unmodifiable(_unread);
+
+  void reply(Json header, [Uint8List? payload]) {
+    if (!closed) _toClient.add(Frame(header, payload));
+  }
+
+  /// The network drops the connection.
+  void drop() {
+    if (closed) return;
+    closed = true;
+    _toClient.close();
+  }
+
+  @override
+  Future<void> close() async => drop();
+}
+
+class FakeServer {
+  final List<FakeTransport> connections = [];
+  final List<ServerAddress> addresses = [];
+  Completer<void>? _connected;
+
+  /// Set to make the next connection attempts fail.
+  Object? refuseWith;
+
+  /// The TransportConnector handed to ChatClient.
+  Future<ChatTransport> connect(ServerAddress address) async {
+    final refusal = refuseWith;
+    if (refusal != null) throw refusal;
+    addresses.add(address);
+    final transport = FakeTransport();
+    connections.add(transport);
+    final connected = _connected;
+    _connected = null;
+    if (connected != null && !connected.isCompleted) connected.complete();
+    return transport;
+  }
+
+  /// Waits until there are [count] connections and returns the last one.
+  Future<FakeTransport> connection(int count) async {
+    while (connections.length < count) {
+      final connected = _connected ??= Completer<void>();
+      await connected.future;
+    }
+    return connections[count - 1];
+  }
+}
+
+/// Lets every pending microtask and zero-delay timer run.
+Future<void> settle() async {
+  for (var i = 0; i < 20; i++) {
+    await Future<void>.delayed(Duration.zero);
+  }
+}
+
+Json welcome({
+  String nick = 'alice',
+  List<String> users = const ['alice', 'bob'],
+  List<Json> history = const [],
+  bool hasMore = false,
+  int lastId = 0,
+}) =>
+    {
+      'type': 'welcome',
+      'nick': nick,
+      'server': 'chatserver/1.0.0',
+      'proto': 1,
+      'session': 'sess-1',
+      'users': users,
+      'online': users.length,
+      'history': history,
+      'has_more': hasMore,
+      'last_id': lastId,
+      'limits': {'text': 16384, 'chunk': 1048576, 'file': 4294967296},
+    };
+
+Json msg(
+  int id, {
+  String from = 'bob',
+  String text = 'hello',
+  String? cid,
+  String? to,
+  String ts = '2026-11-25T09:14:03.120Z',
+  Json? file,
+}) =>
+    {
+      'type': 'msg',
+      'id': id,
+      'ts': ts,
+      'from': from,
+      'text': text,
+      'cid': cid ?? 'c-$id',
+      if (to != null) 'to': to,
+      if (file != null) 'file': file,
+    };

@@ -1,0 +1,165 @@
+// The chat view model over the real services and the fake server:
+// conversations, grouping, unread counts, typing, the outbox in the list.
+
+import 'dart:typed_data';
+
+import 'package:flutter_test/flutter_test.dart';
+import 'package:lan_chat/models/server_address.dart';
+import 'package:lan_chat/screens/chat/chat_view_model.dart';
+import 'package:lan_chat/services/chat_client.dart';
+import 'package:lan_chat/services/file_io.dart';
+import 'package:lan_chat/services/file_transfers.dart';
+
+import '../fakes/fake_server.dart';
+import '../fakes/memory_files.dart';
+
+void main() {
+  late FakeServer server;
+  late ChatViewModel viewModel;
+
+  setUp(() {
+    server = FakeServer();
+    final client = ChatClient(
+      connector: server.connect,
+      address: const ServerAddress(host: '127.0.0.1'),
+      nick: 'alice',
+      keepAlive: null,
+      sleep: (_) async {},
+    );
+    viewModel = ChatViewModel(
+      client: client,
+      transfers: FramedTransfers(client, MemoryFileStore()),
+    );
+  });
+
+  tearDown(() => viewModel.dispose());
+
+  Future<FakeTransport> join(List<Json> history, {bool hasMore = false}) async {
+    final started = viewModel.start();
+    final connection = await server.connection(1);
+    await connection.nextOfType('hello');
+    final lastId = history.isEmpty ? 0 : history.last['id'] as int;
+    connection.reply(welcome(history: history, hasMore: hasMore, lastId: lastId));
+    await started;
+    await settle();
+    return connection;
+  }
+
+  test('groups consecutive messages of one sender; newest first', () async {
+    await join([
+      msg(1, from: 'bob', ts: '2026-11-25T09:00:00.000Z'),
+      msg(2, from: 'bob', ts: '2026-11-25T09:01:00.000Z'),
+      msg(3, from: 'alice', ts: '2026-11-25T09:02:00.000Z'),
+      msg(4, from: 'bob', ts: '2026-11-25T10:30:00.000Z'),
+    ]);
+    final entries = viewModel.entries;
+    expect(entries.map((e) => e.message!.id), [4, 3, 2, 1]);
+    expect(entries.map((e) => e.mine), [false, true, false, false]);
+    // bob 1+2 are one group: name on 1, time on 2.
+    expect((entries[3].firstOfGroup, entries[3].lastOfGroup), (true, false));
+    expect((entries[2].firstOfGroup, entries[2].lastOfGroup), (false, true));
+    // An hour later, bob starts a new group.
+    expect(entries[0].firstOfGroup, isTrue);
+    expect(entries.last.dayLabel, isNotNull, reason: 'the first message opens a day');
+  });
+
+  test('history from before the session is not unread', () async {
+    await join([msg(1), msg(2, to: 'alice')]);
+    expect(viewModel.unreadIn(null), 0);
+    expect(viewModel.unreadIn('bob'), 0);
+  });
+
+  test('direct messages live in their own conversation, with unread counts', () async {
+    final connection = await join([msg(1)]);
+    connection.reply(msg(2, from: 'bob', text: 'psst', to: 'alice'));
+    connection.reply(msg(3, from: 'carol', text: 'hi all'));
+    await settle();
+    expect(viewModel.entries.map((e) => e.message!.id), [3, 1], reason: 'room only');
+    expect(viewModel.unreadIn('bob'), 1);
+    expect(viewModel.unreadElsewhere, 1);
+    expect(viewModel.drawerPeers, contains('bob'));
+
+    viewModel.openConversation('bob');
+    expect(viewModel.entries.single.message!.id, 2);
+    expect(viewModel.entries.single.unreadMarker, isTrue);
+    expect(viewModel.unreadIn('bob'), 0);
+    expect(viewModel.unreadElsewhere, 0, reason: 'the room was read while shown');
+  });
+
+  test('messages go to the shown conversation and show as pending until acknowledged', () async {
+    final connection = await join([]);
+    viewModel.openConversation('bob');
+    viewModel.send('psst');
+    final sent = await connection.nextOfType('msg');
+    expect(sent['to'], 'bob');
+    await settle();
+    expect(viewModel.entries.single.pending?.text, 'psst');
+    connection.reply(msg(7, from: 'alice', text: 'psst', to: 'bob', cid: sent['cid']! as String));
+    await settle();
+    final entry = viewModel.entries.single;
+    expect(entry.pending, isNull);
+    expect(entry.message!.id, 7);
+    expect(entry.mine, isTrue);
+  });
+
+  test('typing shows for the conversation it concerns', () async {
+    final connection = await join([]);
+    connection.reply({'type': 'typing', 'from': 'bob'});
+    await settle();
+    expect(viewModel.typingText, 'bob is typing…');
+    viewModel.openConversation('bob');
+    expect(viewModel.typingText, isNull, reason: 'bob typed in the room, not to me');
+    connection.reply({'type': 'typing', 'from': 'bob', 'to': 'alice'});
+    await settle();
+    expect(viewModel.typingText, 'bob is typing…');
+  });
+
+  test('loads older messages with before = the oldest shown', () async {
+    final connection = await join([msg(50), msg(51)], hasMore: true);
+    expect(viewModel.hasOlder, isTrue);
+    final loading = viewModel.loadOlder();
+    expect(await connection.nextOfType('history'), {'type': 'history', 'before': 50, 'limit': 50});
+    connection.reply({'type': 'history', 'messages': [msg(48), msg(49)], 'has_more': false});
+    await loading;
+    await settle();
+    expect(viewModel.hasOlder, isFalse);
+    expect(viewModel.entries.map((e) => e.message!.id), [51, 50, 49, 48]);
+  });
+
+  test('day labels and clock times', () {
+    final now = DateTime(2026, 11, 25, 15);
+    expect(dayLabel(DateTime(2026, 11, 25, 9), now: now), 'Today');
+    expect(dayLabel(DateTime(2026, 11, 24, 23), now: now), 'Yesterday');
+    expect(dayLabel(DateTime(2026, 3, 4), now: now), '2026-03-04');
+    expect(clockTime(DateTime(2026, 1, 1, 7, 5)), '07:05');
+  });
+
+  test('an upload shows above the composer until its file message arrives', () async {
+    final connection = await join([]);
+    viewModel.sendFile(BytesUploadSource(name: 'a.txt', bytes: Uint8List.fromList([1, 2, 3])));
+    final upload = await connection.nextOfType('upload');
+    await settle();
+    expect(viewModel.activeUploads.single.name, 'a.txt');
+    final cid = upload['cid']! as String;
+    connection.reply({
+      'type': 'upload_ready',
+      'upload': 'u1',
+      'cid': cid,
+      'offset': 0,
+      'size': 3,
+      'chunk': 1000,
+    });
+    expect((await connection.nextOfType('chunk'))['upload'], 'u1');
+    connection.reply(msg(5, from: 'alice', text: '', cid: cid, file: {
+      'id': 'f5',
+      'name': 'a.txt',
+      'size': 3,
+      'sha256': '',
+      'mime': 'text/plain',
+    }));
+    await settle();
+    expect(viewModel.activeUploads, isEmpty);
+    expect(viewModel.entries.single.file?.name, 'a.txt');
+    expect(viewModel.entries.single.mine, isTrue);
+  });
+}

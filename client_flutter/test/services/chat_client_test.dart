@@ -1,0 +1,359 @@
+// The real ChatClient against a fake server (injected transport connector):
+// hello/welcome, acknowledgement by cid, the offline queue, resume by since.
+
+import 'package:flutter_test/flutter_test.dart';
+import 'package:lan_chat/models/result.dart';
+import 'package:lan_chat/models/server_address.dart';
+import 'package:lan_chat/services/chat_client.dart';
+import 'package:lan_chat/services/messages.dart';
+
+import '../fakes/fake_server.dart';
+
+const address = ServerAddress(host: '127.0.0.1', port: 5555, token: 'tok');
+
+void main() {
+  late FakeServer server;
+  late ChatClient client;
+  late List<ChatEvent> events;
+  var cids = 0;
+
+  setUp(() {
+    server = FakeServer();
+    cids = 0;
+    client = ChatClient(
+      connector: server.connect,
+      address: address,
+      nick: 'alice',
+      keepAlive: null,
+      sleep: (_) async {}, // reconnect at once: no timing in these tests
+      newCid: () => 'cid-${++cids}',
+    );
+    events = [];
+    client.events.listen(events.add);
+  });
+
+  tearDown(() => client.dispose());
+
+  /// Starts the client and completes the handshake with [reply].
+  Future<FakeTransport> join([Json? reply]) async {
+    final started = client.start();
+    final connection = await server.connection(1);
+    await connection.nextOfType('hello');
+    connection.reply(reply ?? welcome());
+    expect(await started, isA<Ok<Welcome>>());
+    return connection;
+  }
+
+  /// Drops connection [count] and answers the hello of the next one.
+  Future<(FakeTransport, Json)> reconnect(int count, FakeTransport old, [Json? reply]) async {
+    old.drop();
+    final connection = await server.connection(count);
+    final hello = await connection.nextOfType('hello');
+    if (reply != null) connection.reply(reply);
+    await settle();
+    return (connection, hello);
+  }
+
+  group('handshake', () {
+    test('sends hello with nick, client, proto and token, then is online', () async {
+      final started = client.start();
+      final connection = await server.connection(1);
+      final hello = await connection.nextOfType('hello');
+      expect(hello, {
+        'type': 'hello',
+        'nick': 'alice',
+        'client': 'flutter/1.0',
+        'proto': 1,
+        'token': 'tok',
+      });
+      connection.reply(welcome(nick: 'Alice', users: ['Alice', 'bob'], history: [msg(7)], lastId: 7));
+      final result = await started;
+      expect(result, isA<Ok<Welcome>>());
+      expect(client.status, ConnectionStatus.online);
+      expect(client.nick, 'Alice');
+      expect(client.session, 'sess-1');
+      expect(client.users, ['Alice', 'bob']);
+      expect(client.lastSeenId, 7);
+      await settle();
+      final added = events.whereType<MessagesAdded>().single;
+      expect(added.messages.single.id, 7);
+      expect(added.live, isFalse);
+    });
+
+    test('a refused first attempt returns the error and stops', () async {
+      final started = client.start();
+      final connection = await server.connection(1);
+      await connection.nextOfType('hello');
+      connection.reply({
+        'type': 'error',
+        'code': 'auth_failed',
+        'message': 'Wrong pairing token.',
+        'fatal': true,
+      });
+      connection.drop();
+      final result = await started;
+      expect(result, isA<Err<Welcome>>());
+      expect((result as Err<Welcome>).error.code, 'auth_failed');
+      await settle();
+      expect(client.status, ConnectionStatus.stopped);
+      expect(server.connections, hasLength(1), reason: 'no retry after auth_failed');
+    });
+
+    test('an unreachable server fails the first attempt without retrying', () async {
+      server.refuseWith = Exception('connection refused');
+      final result = await client.start();
+      expect(result, isA<Err<Welcome>>());
+      expect((result as Err<Welcome>).error.code, 'unreachable');
+      expect(client.status, ConnectionStatus.stopped);
+    });
+
+    test('nick_taken on the first attempt is returned to the user', () async {
+      final started = client.start();
+      final connection = await server.connection(1);
+      await connection.nextOfType('hello');
+      connection.reply({
+        'type': 'error',
+        'code': 'nick_taken',
+        'message': 'Someone is already called alice.',
+        'fatal': false,
+      });
+      final result = await started;
+      expect((result as Err<Welcome>).error.code, 'nick_taken');
+      expect(connection.closed, isTrue);
+    });
+
+    test('answers ping with pong carrying the same t', () async {
+      final connection = await join();
+      connection.reply({'type': 'ping', 't': 42});
+      expect(await connection.nextOfType('pong'), {'type': 'pong', 't': 42});
+    });
+  });
+
+  group('acknowledgement', () {
+    test('the server copy with the same cid acknowledges a message', () async {
+      final connection = await join();
+      final pending = client.sendText('hi all');
+      expect(pending, isA<Ok<PendingMessage>>());
+      expect(client.outbox.single.cid, 'cid-1');
+      expect(await connection.nextOfType('msg'), {'type': 'msg', 'text': 'hi all', 'cid': 'cid-1'});
+      connection.reply(msg(42, from: 'alice', text: 'hi all', cid: 'cid-1'));
+      await settle();
+      expect(client.outbox, isEmpty);
+      expect(client.lastSeenId, 42);
+    });
+
+    test('a direct message carries to', () async {
+      final connection = await join();
+      client.sendText('psst', to: 'bob');
+      expect(await connection.nextOfType('msg'),
+          {'type': 'msg', 'text': 'psst', 'cid': 'cid-1', 'to': 'bob'});
+    });
+
+    test("another user's message with the same cid does not acknowledge", () async {
+      final connection = await join();
+      client.sendText('hi');
+      await connection.nextOfType('msg');
+      connection.reply(msg(5, from: 'bob', cid: 'cid-1'));
+      await settle();
+      expect(client.outbox.single.cid, 'cid-1');
+    });
+
+    test('an error about the cid marks the message failed; retry resends it', () async {
+      final connection = await join();
+      client.sendText('x', to: 'nobody');
+      await connection.nextOfType('msg');
+      connection.reply({
+        'type': 'error',
+        'code': 'unknown_user',
+        'message': "No user named 'nobody' is online.",
+        'ref': 'cid-1',
+        'fatal': false,
+      });
+      await settle();
+      expect(client.outbox.single.state, PendingState.failed);
+      expect(client.outbox.single.error?.code, 'unknown_user');
+      expect(client.status, ConnectionStatus.online, reason: 'not fatal');
+      client.retry('cid-1');
+      expect((await connection.nextOfType('msg'))['cid'], 'cid-1');
+    });
+
+    test('a text over the limit is refused before sending', () async {
+      await join();
+      final result = client.sendText('é' * 8193); // 16,386 bytes as UTF-8
+      expect((result as Err<PendingMessage>).error.code, 'text_too_long');
+      expect(client.outbox, isEmpty);
+    });
+  });
+
+  group('offline queue and resume', () {
+    test('messages written while offline are sent after reconnecting, once', () async {
+      final first = await join(welcome(history: [msg(3)], lastId: 3));
+      first.drop();
+      final second = await server.connection(2);
+      await second.nextOfType('hello');
+      client.sendText('written offline'); // not welcomed yet: queued
+      await settle();
+      expect(second.unread, isEmpty, reason: 'nothing but hello before welcome');
+      second.reply(welcome(history: [], lastId: 3));
+      final sent = await second.nextOfType('msg');
+      expect(sent, {'type': 'msg', 'text': 'written offline', 'cid': 'cid-1'});
+      await settle();
+      expect(second.unread.where((f) => f.type == 'msg'), isEmpty, reason: 'sent once');
+    });
+
+    test('an unacknowledged message is resent with the same cid', () async {
+      final first = await join();
+      client.sendText('maybe lost');
+      expect((await first.nextOfType('msg'))['cid'], 'cid-1');
+      final (second, _) = await reconnect(2, first, welcome());
+      expect((await second.nextOfType('msg'))['cid'], 'cid-1');
+      // The server stored it the first time: it answers with the original.
+      second.reply(msg(9, from: 'alice', text: 'maybe lost', cid: 'cid-1'));
+      await settle();
+      expect(client.outbox, isEmpty);
+    });
+
+    test('a message acknowledged by the resumed history is not resent', () async {
+      final first = await join();
+      client.sendText('made it');
+      await first.nextOfType('msg');
+      final (second, _) = await reconnect(2, first,
+          welcome(history: [msg(10, from: 'alice', text: 'made it', cid: 'cid-1')], lastId: 10));
+      expect(client.outbox, isEmpty);
+      expect(second.unread.where((f) => f.type == 'msg'), isEmpty);
+    });
+
+    test('hello.since is the last seen id after a reconnect', () async {
+      final first = await join(welcome(history: [msg(1), msg(2)], lastId: 2));
+      first.reply(msg(5));
+      await settle();
+      final (_, hello) = await reconnect(2, first, welcome());
+      expect(hello['since'], 5);
+      expect(hello['session'], 'sess-1', reason: 'takes the nick over from the dead connection');
+      expect(client.status, ConnectionStatus.online);
+    });
+
+    test('a first session with no message sends no since', () async {
+      final first = await join();
+      final (_, hello) = await reconnect(2, first);
+      expect(hello.containsKey('since'), isFalse);
+    });
+
+    test('pages back through a gap with before/after until has_more is false', () async {
+      final first = await join(welcome(history: [msg(3)], lastId: 3));
+      final (second, hello) = await reconnect(2, first,
+          welcome(history: [msg(400), msg(401)], hasMore: true, lastId: 401));
+      expect(hello['since'], 3);
+      final request = await second.nextOfType('history');
+      expect(request, {'type': 'history', 'before': 400, 'after': 3, 'limit': 200});
+      expect(client.lastSeenId, 3, reason: 'the gap is still open');
+      second.reply({
+        'type': 'history',
+        'messages': [for (var id = 200; id < 400; id++) msg(id)],
+        'has_more': true,
+      });
+      final next = await second.nextOfType('history');
+      expect(next, {'type': 'history', 'before': 200, 'after': 3, 'limit': 200});
+      second.reply({
+        'type': 'history',
+        'messages': [for (var id = 4; id < 200; id++) msg(id)],
+        'has_more': false,
+      });
+      await settle();
+      expect(client.lastSeenId, 401);
+      final ids = events
+          .whereType<MessagesAdded>()
+          .expand((e) => e.messages)
+          .map((m) => m.id)
+          .toList();
+      expect(ids.toSet().length, ids.length, reason: 'no duplicate');
+      expect(ids.toSet(), {for (var id = 3; id <= 401; id++) id}, reason: 'no gap');
+    });
+
+    test('a connection lost inside a gap asks for the gap again', () async {
+      final first = await join(welcome(history: [msg(3)], lastId: 3));
+      final (second, _) =
+          await reconnect(2, first, welcome(history: [msg(400)], hasMore: true, lastId: 400));
+      await second.nextOfType('history');
+      final (_, hello) = await reconnect(3, second);
+      expect(hello['since'], 3);
+    });
+
+    test('nick_taken after a reconnect is retried (old connection lingering)', () async {
+      final first = await join();
+      final (second, _) = await reconnect(2, first, {
+        'type': 'error',
+        'code': 'nick_taken',
+        'message': 'Someone is already called alice.',
+        'fatal': false,
+      });
+      expect(second.closed, isTrue);
+      final third = await server.connection(3);
+      await third.nextOfType('hello');
+      third.reply(welcome());
+      await settle();
+      expect(client.status, ConnectionStatus.online);
+    });
+
+    test('auth_failed after a reconnect stops retrying', () async {
+      final first = await join();
+      final (second, _) = await reconnect(2, first, {
+        'type': 'error',
+        'code': 'auth_failed',
+        'message': 'Wrong pairing token.',
+        'fatal': true,
+      });
+      second.drop();
+      await settle();
+      expect(client.status, ConnectionStatus.stopped);
+      expect(client.error?.code, 'auth_failed');
+      expect(server.connections, hasLength(2));
+    });
+  });
+
+  group('history and users', () {
+    test('loads older messages with before and limit', () async {
+      final connection = await join(welcome(history: [msg(50)], hasMore: true, lastId: 50));
+      final page = client.requestHistory(before: 50);
+      expect(await connection.nextOfType('history'), {'type': 'history', 'before': 50, 'limit': 50});
+      connection.reply({'type': 'history', 'messages': [msg(48), msg(49)], 'has_more': false});
+      final result = await page;
+      expect((result as Ok<HistoryPage>).value.messages.map((m) => m.id), [48, 49]);
+      expect(client.lastSeenId, 50);
+    });
+
+    test('join and leave update the user list and the online count', () async {
+      final connection = await join();
+      expect(client.onlineCount, 2);
+      connection.reply({'type': 'join', 'nick': 'alice'}); // the joiner gets its own join
+      connection.reply({'type': 'join', 'nick': 'carol'});
+      connection.reply({'type': 'leave', 'nick': 'BOB', 'reason': 'quit'});
+      await settle();
+      expect(client.users, ['alice', 'carol']);
+      expect(client.onlineCount, 2);
+    });
+
+    test('in a big room the count comes from welcome.online', () async {
+      final reply = welcome(users: ['alice', 'bob']);
+      reply['online'] = 1200;
+      await join(reply);
+      expect(client.onlineCount, 1200);
+      expect(client.users, hasLength(2));
+    });
+
+    test('typing is passed on', () async {
+      final connection = await join();
+      connection.reply({'type': 'typing', 'from': 'bob', 'to': 'alice'});
+      await settle();
+      final typing = events.whereType<TypingReceived>().single;
+      expect((typing.from, typing.to), ('bob', 'alice'));
+    });
+  });
+
+  test('back-off doubles up to its maximum', () {
+    const backoff = Backoff(jitter: 0);
+    expect(backoff.delay(0), const Duration(seconds: 1));
+    expect(backoff.delay(3), const Duration(seconds: 8));
+    expect(backoff.delay(10), const Duration(seconds: 30));
+  });
+}

@@ -1,0 +1,376 @@
+"""Static checks of the Flutter client (client_flutter/), without a Dart SDK.
+
+No Dart or Flutter SDK can be installed on these machines, so:
+- every .dart file is parsed with the tree-sitter Dart grammar: any ERROR or missing node
+  fails, reported as file:line (a negative control proves the check can fail);
+- the codec in lib/services/ must name every message type and error code of
+  docs/PROTOCOL.md (tables of sections 3, 4 and 6) as a string literal;
+- pubspec.yaml must declare every package that lib/ and test/ import;
+- lib/services/ stays pure Dart (no Flutter import), so the protocol runs anywhere;
+- tool/setup_platforms.sh patches real template files, idempotently.
+The real compile, `flutter analyze` and `flutter test` run in .github/workflows/flutter.yml.
+"""
+import os
+import plistlib
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT = ROOT / "client_flutter"
+PROTOCOL = ROOT / "docs" / "PROTOCOL.md"
+
+# Packages that come with the Flutter SDK (declared with `sdk: flutter`, or implicit).
+SDK_PACKAGES = {"flutter", "flutter_test", "flutter_web_plugins", "flutter_localizations",
+                "flutter_driver", "integration_test", "sky_engine"}
+
+# Fewest names each PROTOCOL.md table has today: a parser that finds fewer is broken.
+MIN_CLIENT_TYPES, MIN_SERVER_TYPES, MIN_ERROR_CODES = 12, 14, 26
+
+
+def _dart_parser():
+    try:
+        import tree_sitter
+        import tree_sitter_dart
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        if os.environ.get("CI") == "true":
+            pytest.fail("tree-sitter-dart is required in CI: %s" % error)
+        pytest.skip("tree-sitter / tree-sitter-dart not installed (tests/requirements.txt)")
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_dart.language()))
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return _dart_parser()
+
+
+def syntax_errors(parser, source):
+    """(line, description) for every ERROR or missing node of the parse tree."""
+    tree = parser.parse(source)
+    found = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            kind = "missing %r" % node.type if node.is_missing else "syntax error"
+            snippet = source[node.start_byte:node.end_byte][:40].decode("utf-8", "replace")
+            found.append((node.start_point[0] + 1, "%s near %r" % (kind, snippet)))
+        if node.has_error:
+            stack.extend(node.children)
+    return sorted(found)
+
+
+def dart_files(*folders):
+    files = []
+    for folder in folders or (CLIENT,):
+        files.extend(sorted(p for p in folder.rglob("*.dart")
+                            if ".dart_tool" not in p.parts and "build" not in p.parts))
+    return files
+
+
+def walk(node):
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
+
+
+def string_literals(parser, source):
+    """Plain string literals (no interpolation) of a Dart source, unquoted."""
+    values = set()
+    for node in walk(parser.parse(source).root_node):
+        if node.type != "string_literal":
+            continue
+        if any(child.type == "template_substitution" for child in node.children):
+            continue
+        text = source[node.start_byte:node.end_byte].decode("utf-8")
+        text = text[1:] if text.startswith("r") else text
+        for quote in ("'''", '"""', "'", '"'):
+            if text.startswith(quote) and text.endswith(quote) and len(text) >= 2 * len(quote):
+                values.add(text[len(quote):-len(quote)])
+                break
+    return values
+
+
+def imported_uris(parser, source):
+    """URIs of every import/export of a Dart source, conditional ones included."""
+    uris = []
+    for node in walk(parser.parse(source).root_node):
+        if node.type == "uri":
+            literal = source[node.start_byte:node.end_byte].decode("utf-8")
+            uris.append(literal.strip("'\""))
+    return uris
+
+
+# ---------------------------------------------------------------------------- syntax
+
+
+def test_client_has_dart_sources():
+    files = dart_files()
+    assert len(files) >= 20, "client_flutter/ looks empty: %s" % files
+    assert (CLIENT / "lib" / "main.dart") in files
+
+
+def test_every_dart_file_parses(parser):
+    problems = []
+    for path in dart_files():
+        for line, what in syntax_errors(parser, path.read_bytes()):
+            problems.append("%s:%d: %s" % (path.relative_to(ROOT), line, what))
+    assert not problems, "Dart syntax errors:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("snippet, line", [
+    (b"void main() {\n  print('x')\n}\n", 2),                     # missing ;
+    (b"class A {\n  void f() {\n    return;\n", 1),                # missing }
+    (b"sealed class R {}\nfinal x = switch (1) { 1 => };\n", 2),  # switch arm without value
+])
+def test_negative_control_broken_dart_is_reported(parser, snippet, line):
+    errors = syntax_errors(parser, snippet)
+    assert errors, "a broken snippet parsed cleanly: the check could never fail"
+    assert errors[0][0] == line
+
+
+def test_modern_dart_constructs_parse(parser):
+    """The constructs the client relies on must not trip the grammar."""
+    source = b"""
+sealed class Result<T> { const Result(); }
+final class Ok<T> extends Result<T> { const Ok(this.value); final T value; }
+abstract final class Names { static const String a = 'a'; }
+String show(Result<int> r) => switch (r) { Ok(:final value) => '$value', _ => '' };
+(int, String) pair() => (1, 'a');
+void f(Object o) {
+  switch (o) {
+    case final int i when i > 2:
+      print(i);
+    case String() || num():
+      break;
+  }
+  final (a, b) = pair();
+  if (o case {'type': final String t}) print('$t $a $b');
+}
+"""
+    assert syntax_errors(parser, source) == []
+
+
+# ------------------------------------------------------------------ protocol coverage
+
+
+def protocol_table_names(section_number):
+    """Backticked names in the first column of the tables of a PROTOCOL.md section."""
+    text = PROTOCOL.read_text(encoding="utf-8")
+    sections = re.split(r"^## ", text, flags=re.M)
+    section = next(s for s in sections if s.startswith("%d." % section_number))
+    names = []
+    for row in re.findall(r"^\|(.*)\|\s*$", section, flags=re.M):
+        first_cell = row.split("|")[0]
+        names.extend(re.findall(r"`([a-z_]+)`", first_cell))
+    return names
+
+
+def test_protocol_tables_are_parsed():
+    assert len(protocol_table_names(3)) >= MIN_CLIENT_TYPES
+    assert len(protocol_table_names(4)) >= MIN_SERVER_TYPES
+    assert len(protocol_table_names(6)) >= MIN_ERROR_CODES
+    assert "ping" in protocol_table_names(4) and "pong" in protocol_table_names(4)
+
+
+@pytest.fixture(scope="module")
+def service_literals(parser):
+    literals = set()
+    for path in sorted((CLIENT / "lib" / "services").glob("*.dart")):
+        literals |= string_literals(parser, path.read_bytes())
+    return literals
+
+
+@pytest.mark.parametrize("section, what", [(3, "client message type"),
+                                           (4, "server message type"),
+                                           (6, "error code")])
+def test_codec_knows_every_protocol_name(service_literals, section, what):
+    missing = [n for n in protocol_table_names(section) if n not in service_literals]
+    assert not missing, "%ss of PROTOCOL.md §%d missing from lib/services/*.dart: %s" % (
+        what, section, missing)
+
+
+def test_string_literal_extraction_is_exact(parser):
+    source = b"const a = 'bad_frame'; final b = \"x_$a\"; const c = r'raw';"
+    assert string_literals(parser, source) == {"bad_frame", "raw"}
+
+
+# ------------------------------------------------------------------------ packages
+
+
+def pubspec_sections():
+    """Top-level name and the package names under dependencies / dev_dependencies."""
+    name, section, sections = None, None, {"dependencies": set(), "dev_dependencies": set()}
+    for raw in (CLIENT / "pubspec.yaml").read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line:
+            continue
+        top = re.match(r"^([A-Za-z_]+):\s*(.*)$", line)
+        if top:
+            section = top.group(1) if top.group(1) in sections else None
+            if top.group(1) == "name":
+                name = top.group(2).strip()
+            continue
+        entry = re.match(r"^  ([a-z0-9_]+):", line)
+        if section and entry:
+            sections[section].add(entry.group(1))
+    return name, sections["dependencies"], sections["dev_dependencies"]
+
+
+def imported_packages(parser, folder):
+    """{package: [files]} for every package: import under folder."""
+    found = {}
+    for path in dart_files(folder):
+        for uri in imported_uris(parser, path.read_bytes()):
+            match = re.match(r"package:([a-z0-9_]+)/", uri)
+            if match:
+                found.setdefault(match.group(1), []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_pubspec_declares_packages_used_by_lib(parser):
+    name, dependencies, _ = pubspec_sections()
+    assert name == "lan_chat"
+    used = imported_packages(parser, CLIENT / "lib")
+    assert {"web_socket_channel", "crypto", "mobile_scanner"} <= set(used)
+    undeclared = {pkg: files for pkg, files in used.items()
+                  if pkg != name and pkg not in SDK_PACKAGES and pkg not in dependencies}
+    assert not undeclared, "imported by lib/ but not in pubspec dependencies: %s" % undeclared
+
+
+def test_pubspec_declares_packages_used_by_tests(parser):
+    name, dependencies, dev_dependencies = pubspec_sections()
+    used = imported_packages(parser, CLIENT / "test")
+    undeclared = {pkg: files for pkg, files in used.items()
+                  if pkg != name and pkg not in SDK_PACKAGES
+                  and pkg not in dependencies | dev_dependencies}
+    assert not undeclared, "imported by test/ but not declared: %s" % undeclared
+
+
+def test_pubspec_has_sdk_constraints_and_lints():
+    text = (CLIENT / "pubspec.yaml").read_text(encoding="utf-8")
+    assert re.search(r'sdk: ">=3\.5\.0 <4\.0\.0"', text)
+    assert "flutter_lints" in pubspec_sections()[2]
+    assert "package:flutter_lints/flutter.yaml" in (
+        CLIENT / "analysis_options.yaml").read_text(encoding="utf-8")
+
+
+def test_services_are_pure_dart(parser):
+    """The protocol layer imports no Flutter library, so it runs in any Dart VM."""
+    offenders = {}
+    for path in dart_files(CLIENT / "lib" / "services"):
+        flutter = [u for u in imported_uris(parser, path.read_bytes())
+                   if re.match(r"package:(flutter|flutter_test)/", u)
+                   or u.startswith("package:lan_chat/screens")]
+        if flutter:
+            offenders[str(path.relative_to(ROOT))] = flutter
+    assert not offenders, offenders
+
+
+def test_dart_tests_read_the_shared_vectors():
+    test_source = (CLIENT / "test" / "services" / "frame_codec_test.dart").read_text("utf-8")
+    relative = re.search(r"'(\.\./tests/vectors/frames\.json)'", test_source).group(1)
+    assert (CLIENT / relative).resolve() == ROOT / "tests" / "vectors" / "frames.json"
+    assert (ROOT / "tests" / "vectors" / "frames.json").is_file()
+
+
+# ----------------------------------------------------------------- platform setup
+
+ANDROID_TEMPLATE = """<manifest xmlns:android="http://schemas.android.com/apk/res/android">
+    <application
+        android:label="lan_chat"
+        android:name="${applicationName}"
+        android:icon="@mipmap/ic_launcher">
+        <activity android:name=".MainActivity" android:exported="true">
+        </activity>
+    </application>
+</manifest>
+"""
+
+IOS_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+\t<key>CFBundleName</key>
+\t<string>lan_chat</string>
+\t<key>UISupportedInterfaceOrientations</key>
+\t<array>
+\t\t<string>UIInterfaceOrientationPortrait</string>
+\t</array>
+</dict>
+</plist>
+"""
+
+ANDROID_NS = "{http://schemas.android.com/apk/res/android}"
+
+
+@pytest.fixture
+def generated_project(tmp_path):
+    """A project as `flutter create` leaves it, with the setup script in tool/."""
+    if shutil.which("bash") is None or shutil.which("awk") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("bash and awk are required in CI")
+        pytest.skip("bash/awk not available")
+    (tmp_path / "tool").mkdir()
+    shutil.copy(CLIENT / "tool" / "setup_platforms.sh", tmp_path / "tool")
+    manifest = tmp_path / "android" / "app" / "src" / "main" / "AndroidManifest.xml"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(ANDROID_TEMPLATE)
+    plist = tmp_path / "ios" / "Runner" / "Info.plist"
+    plist.parent.mkdir(parents=True)
+    plist.write_text(IOS_TEMPLATE)
+    return tmp_path, manifest, plist
+
+
+def run_setup(project):
+    return subprocess.run(["bash", str(project / "tool" / "setup_platforms.sh"), "--patch-only"],
+                          capture_output=True, text=True, timeout=60, check=True)
+
+
+def test_setup_script_patches_android_and_ios(generated_project):
+    project, manifest, plist = generated_project
+    run_setup(project)
+    root = ET.parse(manifest).getroot()
+    permissions = [p.get(ANDROID_NS + "name") for p in root.findall("uses-permission")]
+    assert sorted(permissions) == ["android.permission.CAMERA", "android.permission.INTERNET"]
+    application = root.find("application")
+    assert application.get(ANDROID_NS + "usesCleartextTraffic") == "true"
+    assert application.get(ANDROID_NS + "label") == "lan_chat", "existing attributes kept"
+    info = plistlib.loads(plist.read_bytes())
+    assert info["NSCameraUsageDescription"]
+    assert info["NSLocalNetworkUsageDescription"]
+    assert info["NSAppTransportSecurity"] == {"NSAllowsLocalNetworking": True}
+    assert info["CFBundleName"] == "lan_chat", "existing keys kept"
+
+
+def test_setup_script_is_idempotent(generated_project):
+    project, manifest, plist = generated_project
+    run_setup(project)
+    once = (manifest.read_text(), plist.read_text())
+    second = run_setup(project)
+    assert (manifest.read_text(), plist.read_text()) == once
+    assert "added" not in second.stdout
+
+
+def test_setup_script_without_platform_folders_changes_nothing(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    (tmp_path / "tool").mkdir()
+    shutil.copy(CLIENT / "tool" / "setup_platforms.sh", tmp_path / "tool")
+    result = run_setup(tmp_path)
+    assert "skip android" in result.stdout and "skip ios" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tool"]
+
+
+def test_workflow_builds_and_tests_the_client():
+    workflow = (ROOT / ".github" / "workflows" / "flutter.yml").read_text(encoding="utf-8")
+    for step in ("subosito/flutter-action", "flutter pub get", "tool/setup_platforms.sh",
+                 "flutter analyze", "flutter test", "flutter build apk", "flutter build web",
+                 "client_flutter/**"):
+        assert step in workflow, step
