@@ -2354,6 +2354,12 @@ class MessageStore:
         self.last_id = msg_id
         return msg_id, body, True
 
+    def find_message(self, sender_key, cid):
+        """The stored JSON of a sender's message with this cid, or None."""
+        row = self.db.execute("SELECT body FROM messages WHERE sender_key=? AND cid=?",
+                              (sender_key, cid)).fetchone()
+        return row[0] if row else None
+
     def history(self, reader_key, after=0, before=None, limit=HISTORY_PAGE_DEFAULT):
         """Newest `limit` messages visible to `reader_key` with after < id < before, oldest
         first, and whether older ones remain in that range."""
@@ -2812,9 +2818,11 @@ class Chat:
         before = _opt_int(h, "before", None, 0, 2 ** 62)
         after = _opt_int(h, "after", 0, 0, 2 ** 62)
         limit = _opt_int(h, "limit", HISTORY_PAGE_DEFAULT, 1, HISTORY_PAGE_MAX)
+        cid = _opt_str(h, "cid", MAX_CID_CHARS)
         bodies, has_more = self.store.history(conn.key, after=after, before=before, limit=limit)
+        echo = b',"cid":' + dump_json(cid) if cid is not None else b""
         self.outbox.send((conn,), b'{"type":"history","has_more":' +
-                         (b"true" if has_more else b"false") + b',"messages":[' +
+                         (b"true" if has_more else b"false") + echo + b',"messages":[' +
                          ",".join(bodies).encode("utf-8") + b"]}")
 
     def on_typing(self, conn, h, payload):
@@ -2856,6 +2864,10 @@ class Chat:
 
     def on_upload(self, conn, h, payload):
         cid = _req_str(h, "cid", MAX_CID_CHARS)
+        stored = self.store.find_message(conn.key, cid)
+        if stored is not None:      # announced again after it completed: re-acknowledge
+            self.outbox.send((conn,), stored.encode("utf-8"))
+            return
         name = h.get("name")
         if not isinstance(name, str) or not name or len(name) > 4 * MAX_FILE_NAME:
             raise bad_request("'name' must be a string of 1 to %d characters."

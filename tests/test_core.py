@@ -593,3 +593,11 @@ def test_reconnect_with_session_takes_over_a_dead_connection(server):
     frames = watcher.drain(0.3)
     assert not [f for f in frames if f["type"] in ("leave", "join") and f.get("nick") == "alice"]
     assert [f["text"] for f in frames if f["type"] == "msg"] == ["back"]
+
+
+def test_history_echoes_the_request_cid(server):
+    a = server.client("alice")
+    a.send({"type": "history", "cid": "h-7", "limit": 5})
+    assert a.wait_for("history")["cid"] == "h-7"
+    a.send({"type": "history", "cid": "h-8", "limit": 500})
+    assert expect_error(a, "bad_request")["ref"] == "h-8"

@@ -397,3 +397,12 @@ def test_partial_uploads_expire_after_the_grace_period(tmp_path):
     assert up.id in files.uploads
     files.expire(time.time() + cs.UPLOAD_GRACE + 5)
     assert up.id not in files.uploads and not os.path.exists(up.path)
+
+
+def test_announcing_a_completed_upload_again_reacknowledges_at_once(files_server):
+    a, b = files_server.client("alice"), files_server.client("bob")
+    msg = upload(a, b"done already", cid="same-1")
+    b.wait_for(lambda h: h.get("type") == "msg" and h["id"] == msg["id"])
+    a.send({"type": "upload", "name": "x", "size": 12, "cid": "same-1"})
+    assert a.wait_for(lambda h: h["type"] in ("msg", "upload_ready")) == msg
+    assert [h for h in b.drain(0.3) if h["type"] == "msg"] == []

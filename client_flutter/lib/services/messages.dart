@@ -35,11 +35,12 @@ abstract final class ClientMessages {
         if (to != null) 'to': to,
       };
 
-  static Json history({int? before, int? after, int limit = historyPageSize}) => {
+  static Json history({int? before, int? after, int limit = historyPageSize, String? cid}) => {
         'type': ClientType.history,
         if (before != null) 'before': before,
         if (after != null) 'after': after,
         'limit': limit,
+        if (cid != null) 'cid': cid,
       };
 
   static Json typing({String? to}) => {
@@ -133,6 +134,7 @@ sealed class ServerMessage {
         ServerType.history => HistoryPage(
             messages: _messages(h['messages']),
             hasMore: h['has_more'] == true,
+            cid: h['cid'] as String?,
           ),
         ServerType.join => UserJoined(h['nick'] as String),
         ServerType.leave => UserLeft(h['nick'] as String, h['reason'] as String? ?? 'quit'),
@@ -216,9 +218,12 @@ final class MessageReceived extends ServerMessage {
 }
 
 final class HistoryPage extends ServerMessage {
-  const HistoryPage({required this.messages, required this.hasMore});
+  const HistoryPage({required this.messages, required this.hasMore, this.cid});
   final List<ChatMessage> messages;
   final bool hasMore;
+
+  /// Echo of the request's `cid`, when it sent one (PROTOCOL.md section 3).
+  final String? cid;
 }
 
 final class UserJoined extends ServerMessage {
