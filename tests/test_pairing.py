@@ -5,6 +5,8 @@ No test touches the network: address ranking runs on synthetic interface lists, 
 the real interface listing runs with every packet-sending socket call disabled.
 """
 import ipaddress
+import os
+import time
 import re
 import socket
 import sys
@@ -429,3 +431,71 @@ def test_open_pair_page_survives_a_broken_browser(monkeypatch):
 
     monkeypatch.setattr(webbrowser, "open", broken)
     assert cs.open_pair_page(5555) is False
+
+
+# -- the token on a real server ---------------------------------------------------------
+
+def _server_token(data_dir):
+    store = cs.MessageStore(os.path.join(str(data_dir), "chat.sqlite3"))
+    try:
+        return store.get_setting("pairing_token")
+    finally:
+        store.close()
+
+
+def test_websocket_hello_needs_the_token(make_server, tmp_path):
+    import json as _json
+    from websockets.sync.client import connect
+    from websockets.exceptions import ConnectionClosed
+    srv = make_server(data_dir=tmp_path / "tok")
+    token = _server_token(tmp_path / "tok")
+    for bad in (None, "wrong"):
+        with connect("ws://127.0.0.1:%d/ws" % srv.port) as ws:
+            hello = {"type": "hello", "nick": "mallory", "proto": 1}
+            if bad:
+                hello["token"] = bad
+            ws.send(_json.dumps(hello))
+            err = _json.loads(ws.recv(timeout=15))
+            assert err["code"] == "auth_failed" and err["fatal"] is True
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=15)
+            assert ws.close_code == 1008
+    with connect("ws://127.0.0.1:%d/ws" % srv.port) as ws:
+        ws.send(_json.dumps({"type": "hello", "nick": "alice", "proto": 1, "token": token}))
+        assert _json.loads(ws.recv(timeout=5))["type"] == "welcome"
+
+
+def test_repeated_failures_from_one_address_are_slowed_down(make_server, tmp_path):
+    from chatclient import ChatClient
+    srv = make_server(data_dir=tmp_path / "slow")
+    durations = []
+    for _ in range(cs.AUTH_FREE_FAILURES + 2):
+        c = ChatClient(srv.port)
+        t0 = time.monotonic()
+        c.send({"type": "hello", "nick": "guess", "proto": 1, "token": "nope"})
+        frames = c.expect_closed(timeout=20)
+        durations.append(time.monotonic() - t0)
+        assert frames[0]["code"] == "auth_failed"
+    # the first failures are answered at once, later ones only after a growing delay
+    assert max(durations[:cs.AUTH_FREE_FAILURES]) < 0.4 <= durations[-1]
+
+
+def test_new_token_rotates_and_persists(make_server, tmp_path):
+    data = tmp_path / "rot"
+    srv = make_server(data_dir=data)
+    first = _server_token(data)
+    srv.stop()
+    srv = make_server(data_dir=data)
+    assert _server_token(data) == first          # persisted across restarts
+    srv.stop()
+    make_server("--new-token", data_dir=data)
+    assert _server_token(data) not in (None, first)
+
+
+def test_banner_is_printed_with_the_pairing_url_and_never_the_token_in_a_path(make_server,
+                                                                              tmp_path):
+    srv = make_server("--advertise-host", "192.0.2.7", data_dir=tmp_path / "b")
+    token = _server_token(tmp_path / "b")
+    log = srv.log()
+    assert "http://192.0.2.7:%d/#k=%s" % (srv.port, token) in log
+    assert "/" + token not in log.replace("#k=" + token, "")
