@@ -10,6 +10,11 @@ One TCP port carries three protocols, told apart by the first byte a client send
   a letter    HTTP/1.1: the embedded web client (GET /), WebSocket (GET /ws) carrying the
               same JSON messages, and file upload/download routes.
 The contract is docs/PROTOCOL.md. Everything runs in one thread on a `selectors` loop.
+
+The file reads top-down, pure code first; `grep -n '^# .*####' chatserver.py` lists the
+sections: limits, errors, helpers, the sans-I/O codecs (framing, HTTP, WebSocket), the QR
+encoder and pairing, storage, the chat domain, connections, HTTP routes, the event loop, the
+embedded web client, and the command line.
 """
 
 __version__ = "1.0.0"
@@ -2264,6 +2269,401 @@ def _qr_check_quiet(quiet):
         raise ValueError(f"QR quiet zone must be an int 0-{_QR_MAX_QUIET_ZONE}, not {quiet!r}")
 
 ###############################################################################
+# Pairing #####################################################################
+###############################################################################
+
+# -- which address do phones use? ----------------------------------------------------
+#
+# Detection must send NOTHING on the network (no "UDP connect to 8.8.8.8" trick, no DNS
+# query): we ask the kernel for each interface's address, which is a local system call.
+
+# struct ifreq (Linux <net/if.h>, BSD/macOS the same layout): char ifr_name[16], then a
+# struct sockaddr_in whose sin_addr starts 4 bytes in, so the IPv4 address is at 20..24.
+_IFREQ_SIZE = 40
+_IFNAMSIZ = 16
+_IFREQ_ADDR = slice(20, 24)
+_SIOCGIFADDR_LINUX = 0x8915            # <linux/sockios.h>
+_SIOCGIFADDR_BSD = 0xC0206921          # _IOWR('i', 33, struct ifreq), macOS and the BSDs
+
+
+def list_ipv4_interfaces():
+    """[(interface name or None, "a.b.c.d"), ...] for this machine, loopback included.
+
+    Never raises and never sends a packet; [] when nothing can be found."""
+    for detect in (_ipv4_by_ioctl, _ipv4_by_hostname_on_windows):
+        try:
+            found = detect()
+        except Exception:  # noqa: BLE001 - a banner nicety must never stop the server
+            found = []
+        if found:
+            return found
+    return []
+
+
+def _siocgifaddr():
+    if sys.platform.startswith("linux"):
+        return _SIOCGIFADDR_LINUX
+    if sys.platform == "darwin" or "bsd" in sys.platform:
+        return _SIOCGIFADDR_BSD
+    return None
+
+
+def _ipv4_by_ioctl():
+    """Linux/macOS: socket.if_nameindex() names, SIOCGIFADDR on a dummy UDP socket for
+    each (an ioctl asks the kernel; the socket is never bound, connected or used)."""
+    try:
+        import fcntl
+    except ImportError:   # Windows
+        return []
+    request = _siocgifaddr()
+    if request is None or not hasattr(socket, "if_nameindex"):
+        return []
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            ifreq = name.encode("utf-8", "replace")[:_IFNAMSIZ - 1].ljust(_IFREQ_SIZE, b"\0")
+            try:
+                answer = fcntl.ioctl(probe.fileno(), request, ifreq)
+            except OSError:   # EADDRNOTAVAIL: the interface has no IPv4 address
+                continue
+            found.append((name, socket.inet_ntoa(answer[_IFREQ_ADDR])))
+    return found
+
+
+def _ipv4_by_hostname_on_windows():
+    """Windows: resolving the own computer name answers with every adapter's IPv4
+    address, from the local resolver (Windows never asks a DNS server for its own name).
+    Not used on Linux/macOS, where an own name missing from /etc/hosts may go to DNS."""
+    if not IS_WINDOWS:
+        return []
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except (OSError, UnicodeError):
+        return []
+    addresses = []   # one entry per socket type: keep each address once
+    for info in infos:
+        if info[4][0] not in addresses:
+            addresses.append(info[4][0])
+    return [(None, address) for address in addresses]
+
+
+# Ranking. Lower sorts first; each key is one tuple element, most important first:
+#   1. virtual: known virtual adapters (by name, or by a well-known virtual range when
+#      the name says nothing) go last: a phone can never reach a Docker bridge or a
+#      VirtualBox host-only network, and a VPN address works only with the VPN on.
+#   2. address class: RFC 1918 home/office ranges first; 172.16/12 a little after
+#      192.168/16 and 10/8 because Windows' WSL 2 and Hyper-V "Default Switch" (and Docker)
+#      pick their NAT subnets from 172.16/12, while home routers almost always hand out
+#      192.168.x or 10.x; then CGNAT 100.64/10, which on a PC is mostly Tailscale or a
+#      similar overlay VPN; then public addresses (possible on campus networks, but rare).
+#   3. name: a recognised physical adapter (eth*, en*, wl*, Wi-Fi, Ethernet) before an
+#      unknown name.
+#   4. the order the system listed them in (stable for equal rank).
+_VIRTUAL_NAME_PREFIXES = (
+    "docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "tun", "tap", "wg", "tailscale",
+    "zt", "utun", "ham", "lxc", "lxdbr", "podman", "cni", "flannel", "kube", "vethernet",
+    "vmware", "virtualbox", "hyper-v", "wsl",
+)
+# Windows adapter names are free text ("vEthernet (WSL)", "VirtualBox Host-Only Network").
+_VIRTUAL_NAME_PARTS = (
+    "virtualbox", "hyper-v", "vethernet", "wsl", "vmware", "tailscale", "zerotier",
+    "wireguard", "openvpn", "tap-windows", "hamachi", "vpn", "docker",
+)
+_PHYSICAL_NAME_PREFIXES = (
+    "eth", "en", "wlan", "wl", "wi-fi", "wifi", "ethernet", "wireless", "local area connection",
+)
+_PRIVATE_HOME_NETS = (ipaddress.IPv4Network("192.168.0.0/16"), ipaddress.IPv4Network("10.0.0.0/8"))
+_PRIVATE_172_NET = ipaddress.IPv4Network("172.16.0.0/12")
+_CGNAT_NET = ipaddress.IPv4Network("100.64.0.0/10")      # RFC 6598 shared address space
+_VIRTUAL_NETS = (
+    ipaddress.IPv4Network("192.168.56.0/24"),   # VirtualBox host-only adapter default
+    ipaddress.IPv4Network("172.17.0.0/16"),     # Docker default bridge (docker0)
+)
+_CLASS_PRIVATE, _CLASS_PRIVATE_172, _CLASS_CGNAT, _CLASS_PUBLIC = range(4)
+
+
+def rank_lan_addresses(interfaces):
+    """The IPv4 addresses a phone on the same network most likely reaches, best first.
+
+    interfaces: [(name or None, "a.b.c.d"), ...] as list_ipv4_interfaces() gives.
+    Loopback, link-local, unspecified, multicast, reserved and non-IPv4 entries are
+    dropped; each address appears once, at its best rank."""
+    keyed = []
+    for index, (name, text) in enumerate(interfaces):
+        ip = _parse_ipv4(text)
+        if ip is None or not _reachable_from_lan(ip):
+            continue
+        keyed.append((_address_rank(name, ip) + (index,), str(ip)))
+    ranked = []
+    for _, address in sorted(keyed):
+        if address not in ranked:
+            ranked.append(address)
+    return ranked
+
+
+def _parse_ipv4(text):
+    try:
+        ip = ipaddress.ip_address(str(text).strip())
+    except ValueError:
+        return None
+    return ip if ip.version == 4 else None
+
+
+def _reachable_from_lan(ip):
+    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
+                or ip.is_reserved)
+
+
+def _address_rank(name, ip):
+    lowered = (name or "").strip().lower()
+    physical = lowered.startswith(_PHYSICAL_NAME_PREFIXES)
+    virtual = _is_virtual_name(lowered) or (
+        not physical and any(ip in net for net in _VIRTUAL_NETS))
+    return (int(virtual), _address_class(ip), int(not physical))
+
+
+def _is_virtual_name(lowered):
+    if not lowered:
+        return False
+    return lowered.startswith(_VIRTUAL_NAME_PREFIXES) or any(
+        part in lowered for part in _VIRTUAL_NAME_PARTS)
+
+
+def _address_class(ip):
+    if any(ip in net for net in _PRIVATE_HOME_NETS):
+        return _CLASS_PRIVATE
+    if ip in _PRIVATE_172_NET:
+        return _CLASS_PRIVATE_172
+    if ip in _CGNAT_NET:
+        return _CLASS_CGNAT
+    return _CLASS_PUBLIC
+
+
+# -- the pairing URL ---------------------------------------------------------------
+
+LOOPBACK_FALLBACK_HOST = "127.0.0.1"
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "*")
+
+
+def pairing_url(host, port, token):
+    """http://<host>:<port>/#k=<token>, or without the fragment in open mode (token None).
+
+    The token travels ONLY in the fragment: RFC 3986 3.5 "the fragment identifier is
+    not used in the scheme-specific processing of a URI" - a browser never sends it in a
+    request, so it stays out of server logs, proxies and Referer headers; the web client
+    reads it from location.hash."""
+    url = "http://%s:%d/" % (_url_host(host), port)
+    if token is None:
+        return url
+    return url + "#k=" + urllib.parse.quote(token, safe="-_.~")
+
+
+def _url_host(host):
+    # RFC 3986 3.2.2: an IPv6 literal is enclosed in brackets; RFC 6874: a zone id's
+    # "%" is written "%25".
+    host = host.strip()
+    if ":" in host and not host.startswith("["):
+        return "[%s]" % host.replace("%", "%25")
+    return host
+
+
+def listens_on_lan(bind_host):
+    """Whether clients on other machines can reach a server bound to bind_host."""
+    if bind_host in _WILDCARD_HOSTS:
+        return True
+    try:
+        return not ipaddress.ip_address(bind_host.split("%")[0]).is_loopback
+    except ValueError:   # a host name: assume it names this machine on the network
+        return bind_host.lower() != "localhost"
+
+
+def pairing_urls(bind_host, port, token, advertise_host=None, interfaces=None):
+    """Pairing URLs, best first.
+
+    advertise_host (--advertise-host) wins and comes first, the detected ones follow. A
+    specific bind address is the only one that works. A wildcard bind (0.0.0.0) is
+    reachable at every LAN address, ranked by rank_lan_addresses; with none found (no
+    network) the URL falls back to 127.0.0.1 - the banner then says only this PC can
+    connect. interfaces: injected [(name, ip)] for tests; default list_ipv4_interfaces()."""
+    if bind_host in _WILDCARD_HOSTS:
+        if interfaces is None:
+            interfaces = list_ipv4_interfaces()
+        hosts = rank_lan_addresses(interfaces) or [LOOPBACK_FALLBACK_HOST]
+    else:
+        hosts = [bind_host]
+    if advertise_host:
+        hosts = [advertise_host] + [h for h in hosts if h != advertise_host]
+    return [pairing_url(host, port, token) for host in hosts]
+
+
+# -- the start-up banner -----------------------------------------------------------
+
+# Error correction level of every pairing QR code (console, /pair, /qr.svg, /qr.png).
+# "M" (15 % of codewords recoverable) rather than "L" (7 %): a QR code photographed off a
+# screen suffers moire, glare and, in the console, the thin gaps some fonts leave between
+# half-block lines. For a typical URL (http://192.168.1.20:5555/#k= + a 22-char token,
+# 50 bytes) M needs version 4 (33 modules; 41 x 21 text cells with the quiet zone) where
+# L would fit version 3 (29 modules; 37 x 19): 2 lines saved is not worth half the margin.
+# Version 4-M holds 62 bytes, more than the longest IPv4 URL (54), so every IPv4
+# pairing code fits an 80 x 25 console.
+PAIRING_QR_EC = "M"
+CONSOLE_COLUMNS = 80                # the narrowest console we plan for (cmd.exe default)
+QR_QUIET_ZONE = 4                   # ISO/IEC 18004 6.3.8: "The quiet zone shall be 4X wide"
+QR_MIN_QUIET_ZONE = 2               # what readers tolerate when 4 does not fit the width
+QR_ASCII_CELLS_PER_MODULE = 2       # "##" per module in the ASCII drawing
+FIREWALL_SCRIPT = "firewall.ps1"
+
+
+def pairing_banner(urls, token, port, stream_encoding_ok, is_windows, lan):
+    """The start-up text: where to point the phone, the QR code of the best URL, and
+    what to try when the phone cannot connect. stream_encoding_ok: the console can
+    print block characters (qr_console_can_encode(sys.stdout)); lan: the server listens
+    on an address other machines can reach (listens_on_lan)."""
+    best = urls[0]
+    lines = ["", "Open this address on your phone (same WiFi) or scan the QR code:",
+             "  " + best]
+    lines += ["  also: " + url for url in urls[1:]]
+    lines.append(_console_qr(best, stream_encoding_ok))
+    if token is None:
+        lines.append("Open mode: anyone on this network can join, no pairing code needed.")
+    if not lan:
+        lines += ["Listening on this PC only: phones cannot connect.",
+                  "Start with --host 0.0.0.0 to let them in."]
+    elif _is_loopback_url_host(best):
+        lines += ["No network address found: is this PC on WiFi or a network cable?",
+                  "Only this PC can connect for now."]
+    lines.append("Phone cannot connect?")
+    lines.append("  - Same WiFi as this PC? Not a guest network (it keeps devices apart).")
+    if is_windows and lan:
+        lines += _firewall_hint(port)
+    lines.append("  - Wrong address? Restart with --advertise-host <this PC's address>.")
+    lines.append("Bigger QR code, on this PC: http://%s:%d/pair" % (LOOPBACK_FALLBACK_HOST, port))
+    return "\n".join(lines)
+
+
+def _firewall_hint(port):
+    # firewall.ps1 opens DEFAULT_PORT unless given -Port, which a right-click cannot pass.
+    if port == DEFAULT_PORT:
+        return ["  - Windows: right-click %s > Run with PowerShell (allows port %d)."
+                % (FIREWALL_SCRIPT, port)]
+    return ["  - Windows firewall: in PowerShell, in the folder of %s, run" % FIREWALL_SCRIPT,
+            "    powershell -ExecutionPolicy Bypass -File .\\%s -Port %d" % (FIREWALL_SCRIPT, port)]
+
+
+def _console_qr(url, stream_encoding_ok):
+    qr = qr_encode(url, ec=PAIRING_QR_EC)
+    if stream_encoding_ok:
+        # Half blocks: 41 columns for version 4, far inside 80 with the full quiet zone.
+        return qr_render_console(qr, quiet=QR_QUIET_ZONE)
+    # "##" per module doubles the width: 4-M with a 4-module quiet zone would be 82
+    # columns and wrap, which destroys the symbol. Narrow the quiet zone to fit.
+    room = CONSOLE_COLUMNS // QR_ASCII_CELLS_PER_MODULE - qr.size
+    quiet = max(QR_MIN_QUIET_ZONE, min(QR_QUIET_ZONE, room // 2))
+    return qr_render_console(qr, quiet=quiet, ascii_only=True)
+
+
+def _is_loopback_url_host(url):
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+# -- the /pair page (served to the PC itself only) ------------------------------------
+
+_PAIR_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<title>Pair your phone - LAN Chat</title>
+<style>
+:root {{ --bg: #f4f5f7; --fg: #1d2330; --muted: #5b6475; --card: #ffffff; }}
+@media (prefers-color-scheme: dark) {{
+  :root {{ --bg: #15181e; --fg: #e8eaf0; --muted: #9aa3b5; --card: #222733; }}
+}}
+* {{ box-sizing: border-box; }}
+body {{ margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center;
+  background: var(--bg); color: var(--fg); font: 16px/1.5 system-ui, -apple-system, "Segoe UI",
+  Roboto, sans-serif; }}
+main {{ background: var(--card); border-radius: 16px; padding: 24px 28px; margin: 16px;
+  max-width: 560px; text-align: center; box-shadow: 0 4px 24px rgba(0, 0, 0, .15); }}
+h1 {{ font-size: 1.4em; margin: 0 0 12px; }}
+.qr {{ background: #ffffff; border-radius: 8px; padding: 8px; display: inline-block; }}
+.qr svg {{ display: block; width: min(70vmin, 420px); height: auto; }}
+.url {{ font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace; word-break: break-all;
+  user-select: all; margin: 12px 0; padding: 8px; border-radius: 6px; background: var(--bg); }}
+ol {{ text-align: left; margin: 12px 0 0; padding-left: 1.4em; }}
+.muted {{ color: var(--muted); font-size: .9em; }}
+</style>
+</head>
+<body>
+<main>
+<h1>Pair your phone</h1>
+<div class="qr" role="img" aria-label="QR code of the chat address">{svg}</div>
+<p class="url">{url}</p>
+<ol>
+<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
+<li>Scan the code with the phone's camera, or type the address above.</li>
+<li>Pick a nickname and chat.</li>
+</ol>
+<p class="muted">The code contains the chat's key: show it only to people you want in.
+Phone cannot connect? On Windows, right-click {firewall} &gt; Run with PowerShell.</p>
+</main>
+</body>
+</html>
+"""
+
+
+def pair_page_html(url, svg_text):
+    """The pairing page for GET /pair: a big QR code (inline SVG), the URL as text,
+    short instructions; no script, no external resource. svg_text is qr_render_svg's."""
+    return _PAIR_PAGE.format(svg=_inline_svg(svg_text), url=html.escape(url),
+                             firewall=FIREWALL_SCRIPT).encode("utf-8")
+
+
+def _inline_svg(svg_text):
+    # An XML declaration is not valid inside an HTML document: keep from <svg on.
+    start = svg_text.find("<svg")
+    return svg_text[start:] if start >= 0 else svg_text
+
+
+# -- who may see the pairing page ------------------------------------------------------
+
+def is_loopback_peer(peer):
+    """Whether an accept()ed peer address (IPv4 or IPv6 tuple) is this machine itself:
+    127/8, ::1, or 127/8 mapped into IPv6 (::ffff:127.0.0.1, from a dual-stack socket)."""
+    try:
+        ip = ipaddress.ip_address(str(peer[0]).split("%")[0])
+    except (TypeError, IndexError, KeyError, ValueError):
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+# -- opening the pairing page at start ---------------------------------------------
+
+def should_open_browser(no_browser):
+    """Only the frozen Windows .exe opens the browser: it was started by a double-click,
+    so there is no terminal a user would read the QR code from. Scripts and services
+    (python chatserver.py, any other OS) must not pop windows up."""
+    return bool(getattr(sys, "frozen", False)) and IS_WINDOWS and not no_browser
+
+
+def open_pair_page(port):
+    """Show http://127.0.0.1:<port>/pair in the default browser; False when that fails."""
+    try:
+        import webbrowser
+        return bool(webbrowser.open("http://%s:%d/pair" % (LOOPBACK_FALLBACK_HOST, port)))
+    except Exception:  # noqa: BLE001 - no browser is not a reason to stop the server
+        return False
+
+
+###############################################################################
 # Storage: messages (SQLite) ##################################################
 ###############################################################################
 
@@ -4038,401 +4438,6 @@ class Server:
     def health(self):
         return {"status": "ok", "version": __version__, "clients": len(self.chat.joined),
                 "connections": len(self.conns), "uptime": round(time.time() - self.started, 1)}
-
-###############################################################################
-# Pairing #####################################################################
-###############################################################################
-
-# -- which address do phones use? ----------------------------------------------------
-#
-# Detection must send NOTHING on the network (no "UDP connect to 8.8.8.8" trick, no DNS
-# query): we ask the kernel for each interface's address, which is a local system call.
-
-# struct ifreq (Linux <net/if.h>, BSD/macOS the same layout): char ifr_name[16], then a
-# struct sockaddr_in whose sin_addr starts 4 bytes in, so the IPv4 address is at 20..24.
-_IFREQ_SIZE = 40
-_IFNAMSIZ = 16
-_IFREQ_ADDR = slice(20, 24)
-_SIOCGIFADDR_LINUX = 0x8915            # <linux/sockios.h>
-_SIOCGIFADDR_BSD = 0xC0206921          # _IOWR('i', 33, struct ifreq), macOS and the BSDs
-
-
-def list_ipv4_interfaces():
-    """[(interface name or None, "a.b.c.d"), ...] for this machine, loopback included.
-
-    Never raises and never sends a packet; [] when nothing can be found."""
-    for detect in (_ipv4_by_ioctl, _ipv4_by_hostname_on_windows):
-        try:
-            found = detect()
-        except Exception:  # noqa: BLE001 - a banner nicety must never stop the server
-            found = []
-        if found:
-            return found
-    return []
-
-
-def _siocgifaddr():
-    if sys.platform.startswith("linux"):
-        return _SIOCGIFADDR_LINUX
-    if sys.platform == "darwin" or "bsd" in sys.platform:
-        return _SIOCGIFADDR_BSD
-    return None
-
-
-def _ipv4_by_ioctl():
-    """Linux/macOS: socket.if_nameindex() names, SIOCGIFADDR on a dummy UDP socket for
-    each (an ioctl asks the kernel; the socket is never bound, connected or used)."""
-    try:
-        import fcntl
-    except ImportError:   # Windows
-        return []
-    request = _siocgifaddr()
-    if request is None or not hasattr(socket, "if_nameindex"):
-        return []
-    found = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        for _, name in socket.if_nameindex():
-            ifreq = name.encode("utf-8", "replace")[:_IFNAMSIZ - 1].ljust(_IFREQ_SIZE, b"\0")
-            try:
-                answer = fcntl.ioctl(probe.fileno(), request, ifreq)
-            except OSError:   # EADDRNOTAVAIL: the interface has no IPv4 address
-                continue
-            found.append((name, socket.inet_ntoa(answer[_IFREQ_ADDR])))
-    return found
-
-
-def _ipv4_by_hostname_on_windows():
-    """Windows: resolving the own computer name answers with every adapter's IPv4
-    address, from the local resolver (Windows never asks a DNS server for its own name).
-    Not used on Linux/macOS, where an own name missing from /etc/hosts may go to DNS."""
-    if not IS_WINDOWS:
-        return []
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-    except (OSError, UnicodeError):
-        return []
-    addresses = []   # one entry per socket type: keep each address once
-    for info in infos:
-        if info[4][0] not in addresses:
-            addresses.append(info[4][0])
-    return [(None, address) for address in addresses]
-
-
-# Ranking. Lower sorts first; each key is one tuple element, most important first:
-#   1. virtual: known virtual adapters (by name, or by a well-known virtual range when
-#      the name says nothing) go last: a phone can never reach a Docker bridge or a
-#      VirtualBox host-only network, and a VPN address works only with the VPN on.
-#   2. address class: RFC 1918 home/office ranges first; 172.16/12 a little after
-#      192.168/16 and 10/8 because Windows' WSL 2 and Hyper-V "Default Switch" (and Docker)
-#      pick their NAT subnets from 172.16/12, while home routers almost always hand out
-#      192.168.x or 10.x; then CGNAT 100.64/10, which on a PC is mostly Tailscale or a
-#      similar overlay VPN; then public addresses (possible on campus networks, but rare).
-#   3. name: a recognised physical adapter (eth*, en*, wl*, Wi-Fi, Ethernet) before an
-#      unknown name.
-#   4. the order the system listed them in (stable for equal rank).
-_VIRTUAL_NAME_PREFIXES = (
-    "docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "tun", "tap", "wg", "tailscale",
-    "zt", "utun", "ham", "lxc", "lxdbr", "podman", "cni", "flannel", "kube", "vethernet",
-    "vmware", "virtualbox", "hyper-v", "wsl",
-)
-# Windows adapter names are free text ("vEthernet (WSL)", "VirtualBox Host-Only Network").
-_VIRTUAL_NAME_PARTS = (
-    "virtualbox", "hyper-v", "vethernet", "wsl", "vmware", "tailscale", "zerotier",
-    "wireguard", "openvpn", "tap-windows", "hamachi", "vpn", "docker",
-)
-_PHYSICAL_NAME_PREFIXES = (
-    "eth", "en", "wlan", "wl", "wi-fi", "wifi", "ethernet", "wireless", "local area connection",
-)
-_PRIVATE_HOME_NETS = (ipaddress.IPv4Network("192.168.0.0/16"), ipaddress.IPv4Network("10.0.0.0/8"))
-_PRIVATE_172_NET = ipaddress.IPv4Network("172.16.0.0/12")
-_CGNAT_NET = ipaddress.IPv4Network("100.64.0.0/10")      # RFC 6598 shared address space
-_VIRTUAL_NETS = (
-    ipaddress.IPv4Network("192.168.56.0/24"),   # VirtualBox host-only adapter default
-    ipaddress.IPv4Network("172.17.0.0/16"),     # Docker default bridge (docker0)
-)
-_CLASS_PRIVATE, _CLASS_PRIVATE_172, _CLASS_CGNAT, _CLASS_PUBLIC = range(4)
-
-
-def rank_lan_addresses(interfaces):
-    """The IPv4 addresses a phone on the same network most likely reaches, best first.
-
-    interfaces: [(name or None, "a.b.c.d"), ...] as list_ipv4_interfaces() gives.
-    Loopback, link-local, unspecified, multicast, reserved and non-IPv4 entries are
-    dropped; each address appears once, at its best rank."""
-    keyed = []
-    for index, (name, text) in enumerate(interfaces):
-        ip = _parse_ipv4(text)
-        if ip is None or not _reachable_from_lan(ip):
-            continue
-        keyed.append((_address_rank(name, ip) + (index,), str(ip)))
-    ranked = []
-    for _, address in sorted(keyed):
-        if address not in ranked:
-            ranked.append(address)
-    return ranked
-
-
-def _parse_ipv4(text):
-    try:
-        ip = ipaddress.ip_address(str(text).strip())
-    except ValueError:
-        return None
-    return ip if ip.version == 4 else None
-
-
-def _reachable_from_lan(ip):
-    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
-                or ip.is_reserved)
-
-
-def _address_rank(name, ip):
-    lowered = (name or "").strip().lower()
-    physical = lowered.startswith(_PHYSICAL_NAME_PREFIXES)
-    virtual = _is_virtual_name(lowered) or (
-        not physical and any(ip in net for net in _VIRTUAL_NETS))
-    return (int(virtual), _address_class(ip), int(not physical))
-
-
-def _is_virtual_name(lowered):
-    if not lowered:
-        return False
-    return lowered.startswith(_VIRTUAL_NAME_PREFIXES) or any(
-        part in lowered for part in _VIRTUAL_NAME_PARTS)
-
-
-def _address_class(ip):
-    if any(ip in net for net in _PRIVATE_HOME_NETS):
-        return _CLASS_PRIVATE
-    if ip in _PRIVATE_172_NET:
-        return _CLASS_PRIVATE_172
-    if ip in _CGNAT_NET:
-        return _CLASS_CGNAT
-    return _CLASS_PUBLIC
-
-
-# -- the pairing URL ---------------------------------------------------------------
-
-LOOPBACK_FALLBACK_HOST = "127.0.0.1"
-_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "*")
-
-
-def pairing_url(host, port, token):
-    """http://<host>:<port>/#k=<token>, or without the fragment in open mode (token None).
-
-    The token travels ONLY in the fragment: RFC 3986 3.5 "the fragment identifier is
-    not used in the scheme-specific processing of a URI" - a browser never sends it in a
-    request, so it stays out of server logs, proxies and Referer headers; the web client
-    reads it from location.hash."""
-    url = "http://%s:%d/" % (_url_host(host), port)
-    if token is None:
-        return url
-    return url + "#k=" + urllib.parse.quote(token, safe="-_.~")
-
-
-def _url_host(host):
-    # RFC 3986 3.2.2: an IPv6 literal is enclosed in brackets; RFC 6874: a zone id's
-    # "%" is written "%25".
-    host = host.strip()
-    if ":" in host and not host.startswith("["):
-        return "[%s]" % host.replace("%", "%25")
-    return host
-
-
-def listens_on_lan(bind_host):
-    """Whether clients on other machines can reach a server bound to bind_host."""
-    if bind_host in _WILDCARD_HOSTS:
-        return True
-    try:
-        return not ipaddress.ip_address(bind_host.split("%")[0]).is_loopback
-    except ValueError:   # a host name: assume it names this machine on the network
-        return bind_host.lower() != "localhost"
-
-
-def pairing_urls(bind_host, port, token, advertise_host=None, interfaces=None):
-    """Pairing URLs, best first.
-
-    advertise_host (--advertise-host) wins and comes first, the detected ones follow. A
-    specific bind address is the only one that works. A wildcard bind (0.0.0.0) is
-    reachable at every LAN address, ranked by rank_lan_addresses; with none found (no
-    network) the URL falls back to 127.0.0.1 - the banner then says only this PC can
-    connect. interfaces: injected [(name, ip)] for tests; default list_ipv4_interfaces()."""
-    if bind_host in _WILDCARD_HOSTS:
-        if interfaces is None:
-            interfaces = list_ipv4_interfaces()
-        hosts = rank_lan_addresses(interfaces) or [LOOPBACK_FALLBACK_HOST]
-    else:
-        hosts = [bind_host]
-    if advertise_host:
-        hosts = [advertise_host] + [h for h in hosts if h != advertise_host]
-    return [pairing_url(host, port, token) for host in hosts]
-
-
-# -- the start-up banner -----------------------------------------------------------
-
-# Error correction level of every pairing QR code (console, /pair, /qr.svg, /qr.png).
-# "M" (15 % of codewords recoverable) rather than "L" (7 %): a QR code photographed off a
-# screen suffers moire, glare and, in the console, the thin gaps some fonts leave between
-# half-block lines. For a typical URL (http://192.168.1.20:5555/#k= + a 22-char token,
-# 50 bytes) M needs version 4 (33 modules; 41 x 21 text cells with the quiet zone) where
-# L would fit version 3 (29 modules; 37 x 19): 2 lines saved is not worth half the margin.
-# Version 4-M holds 62 bytes, more than the longest IPv4 URL (54), so every IPv4
-# pairing code fits an 80 x 25 console.
-PAIRING_QR_EC = "M"
-CONSOLE_COLUMNS = 80                # the narrowest console we plan for (cmd.exe default)
-QR_QUIET_ZONE = 4                   # ISO/IEC 18004 6.3.8: "The quiet zone shall be 4X wide"
-QR_MIN_QUIET_ZONE = 2               # what readers tolerate when 4 does not fit the width
-QR_ASCII_CELLS_PER_MODULE = 2       # "##" per module in the ASCII drawing
-FIREWALL_SCRIPT = "firewall.ps1"
-
-
-def pairing_banner(urls, token, port, stream_encoding_ok, is_windows, lan):
-    """The start-up text: where to point the phone, the QR code of the best URL, and
-    what to try when the phone cannot connect. stream_encoding_ok: the console can
-    print block characters (qr_console_can_encode(sys.stdout)); lan: the server listens
-    on an address other machines can reach (listens_on_lan)."""
-    best = urls[0]
-    lines = ["", "Open this address on your phone (same WiFi) or scan the QR code:",
-             "  " + best]
-    lines += ["  also: " + url for url in urls[1:]]
-    lines.append(_console_qr(best, stream_encoding_ok))
-    if token is None:
-        lines.append("Open mode: anyone on this network can join, no pairing code needed.")
-    if not lan:
-        lines += ["Listening on this PC only: phones cannot connect.",
-                  "Start with --host 0.0.0.0 to let them in."]
-    elif _is_loopback_url_host(best):
-        lines += ["No network address found: is this PC on WiFi or a network cable?",
-                  "Only this PC can connect for now."]
-    lines.append("Phone cannot connect?")
-    lines.append("  - Same WiFi as this PC? Not a guest network (it keeps devices apart).")
-    if is_windows and lan:
-        lines += _firewall_hint(port)
-    lines.append("  - Wrong address? Restart with --advertise-host <this PC's address>.")
-    lines.append("Bigger QR code, on this PC: http://%s:%d/pair" % (LOOPBACK_FALLBACK_HOST, port))
-    return "\n".join(lines)
-
-
-def _firewall_hint(port):
-    # firewall.ps1 opens DEFAULT_PORT unless given -Port, which a right-click cannot pass.
-    if port == DEFAULT_PORT:
-        return ["  - Windows: right-click %s > Run with PowerShell (allows port %d)."
-                % (FIREWALL_SCRIPT, port)]
-    return ["  - Windows firewall: in PowerShell, in the folder of %s, run" % FIREWALL_SCRIPT,
-            "    powershell -ExecutionPolicy Bypass -File .\\%s -Port %d" % (FIREWALL_SCRIPT, port)]
-
-
-def _console_qr(url, stream_encoding_ok):
-    qr = qr_encode(url, ec=PAIRING_QR_EC)
-    if stream_encoding_ok:
-        # Half blocks: 41 columns for version 4, far inside 80 with the full quiet zone.
-        return qr_render_console(qr, quiet=QR_QUIET_ZONE)
-    # "##" per module doubles the width: 4-M with a 4-module quiet zone would be 82
-    # columns and wrap, which destroys the symbol. Narrow the quiet zone to fit.
-    room = CONSOLE_COLUMNS // QR_ASCII_CELLS_PER_MODULE - qr.size
-    quiet = max(QR_MIN_QUIET_ZONE, min(QR_QUIET_ZONE, room // 2))
-    return qr_render_console(qr, quiet=quiet, ascii_only=True)
-
-
-def _is_loopback_url_host(url):
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-# -- the /pair page (served to the PC itself only) ------------------------------------
-
-_PAIR_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<meta name="referrer" content="no-referrer">
-<title>Pair your phone - LAN Chat</title>
-<style>
-:root {{ --bg: #f4f5f7; --fg: #1d2330; --muted: #5b6475; --card: #ffffff; }}
-@media (prefers-color-scheme: dark) {{
-  :root {{ --bg: #15181e; --fg: #e8eaf0; --muted: #9aa3b5; --card: #222733; }}
-}}
-* {{ box-sizing: border-box; }}
-body {{ margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center;
-  background: var(--bg); color: var(--fg); font: 16px/1.5 system-ui, -apple-system, "Segoe UI",
-  Roboto, sans-serif; }}
-main {{ background: var(--card); border-radius: 16px; padding: 24px 28px; margin: 16px;
-  max-width: 560px; text-align: center; box-shadow: 0 4px 24px rgba(0, 0, 0, .15); }}
-h1 {{ font-size: 1.4em; margin: 0 0 12px; }}
-.qr {{ background: #ffffff; border-radius: 8px; padding: 8px; display: inline-block; }}
-.qr svg {{ display: block; width: min(70vmin, 420px); height: auto; }}
-.url {{ font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace; word-break: break-all;
-  user-select: all; margin: 12px 0; padding: 8px; border-radius: 6px; background: var(--bg); }}
-ol {{ text-align: left; margin: 12px 0 0; padding-left: 1.4em; }}
-.muted {{ color: var(--muted); font-size: .9em; }}
-</style>
-</head>
-<body>
-<main>
-<h1>Pair your phone</h1>
-<div class="qr" role="img" aria-label="QR code of the chat address">{svg}</div>
-<p class="url">{url}</p>
-<ol>
-<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
-<li>Scan the code with the phone's camera, or type the address above.</li>
-<li>Pick a nickname and chat.</li>
-</ol>
-<p class="muted">The code contains the chat's key: show it only to people you want in.
-Phone cannot connect? On Windows, right-click {firewall} &gt; Run with PowerShell.</p>
-</main>
-</body>
-</html>
-"""
-
-
-def pair_page_html(url, svg_text):
-    """The pairing page for GET /pair: a big QR code (inline SVG), the URL as text,
-    short instructions; no script, no external resource. svg_text is qr_render_svg's."""
-    return _PAIR_PAGE.format(svg=_inline_svg(svg_text), url=html.escape(url),
-                             firewall=FIREWALL_SCRIPT).encode("utf-8")
-
-
-def _inline_svg(svg_text):
-    # An XML declaration is not valid inside an HTML document: keep from <svg on.
-    start = svg_text.find("<svg")
-    return svg_text[start:] if start >= 0 else svg_text
-
-
-# -- who may see the pairing page ------------------------------------------------------
-
-def is_loopback_peer(peer):
-    """Whether an accept()ed peer address (IPv4 or IPv6 tuple) is this machine itself:
-    127/8, ::1, or 127/8 mapped into IPv6 (::ffff:127.0.0.1, from a dual-stack socket)."""
-    try:
-        ip = ipaddress.ip_address(str(peer[0]).split("%")[0])
-    except (TypeError, IndexError, KeyError, ValueError):
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-# -- opening the pairing page at start ---------------------------------------------
-
-def should_open_browser(no_browser):
-    """Only the frozen Windows .exe opens the browser: it was started by a double-click,
-    so there is no terminal a user would read the QR code from. Scripts and services
-    (python chatserver.py, any other OS) must not pop windows up."""
-    return bool(getattr(sys, "frozen", False)) and IS_WINDOWS and not no_browser
-
-
-def open_pair_page(port):
-    """Show http://127.0.0.1:<port>/pair in the default browser; False when that fails."""
-    try:
-        import webbrowser
-        return bool(webbrowser.open("http://%s:%d/pair" % (LOOPBACK_FALLBACK_HOST, port)))
-    except Exception:  # noqa: BLE001 - no browser is not a reason to stop the server
-        return False
-
 
 ###############################################################################
 # Embedded web client #########################################################
