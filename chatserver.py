@@ -3551,8 +3551,8 @@ class HttpConnection:
                 elif isinstance(event, BodyChunk):
                     self.on_body(event.data)
                 elif isinstance(event, RequestEnd):
-                    request, self.request = self.request, None
-                    self.on_end(request)
+                    self.on_end(self.request)
+                    self.request = None
             except HttpError as err:
                 self.fail(err)
                 return
@@ -3891,6 +3891,7 @@ class Server:
         self.dirty = set()
         self.to_close = []
         self.running = False
+        self.stop_signal = None
         self.started = time.time()
         self.auth_failures = {}
         self.listeners = []
@@ -3966,6 +3967,8 @@ class Server:
         self.running = True
         while self.running:
             self.run_once()
+        if self.stop_signal is not None:
+            log.info("stopping (signal %d)", self.stop_signal)
         self.shutdown()
 
     def run_once(self):
@@ -5324,9 +5327,10 @@ def config_from_args(args):
 
 
 def install_signal_handlers(server):
-    """Ctrl+C and SIGTERM stop the loop cleanly (bye, flush, close the database)."""
+    """Ctrl+C and SIGTERM stop the loop cleanly (bye, flush, close the database). The handler
+    only sets a flag: it may interrupt a write to the console, where logging would fail."""
     def on_signal(signum, frame):
-        log.info("stopping (signal %d)", signum)
+        server.stop_signal = signum
         server.stop()
     signal.signal(signal.SIGINT, on_signal)
     if hasattr(signal, "SIGTERM"):
@@ -5352,6 +5356,10 @@ def print_banner(server, bound):
 
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # a cp1252 Windows console or a redirected stream must not choke on a nick like 'Zoë 🎉'
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     level = logging.WARNING if args.quiet else getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
                         datefmt="%H:%M:%S")
