@@ -31,6 +31,7 @@ import hashlib
 import heapq
 import html
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -3133,7 +3134,7 @@ class Chat:
         else:
             bodies, has_more = self.store.history(conn.key, after=since,
                                                   limit=WELCOME_HISTORY_RESUME)
-        users = [c.nick for c in self.joined.values()][:WELCOME_USERS_MAX]
+        users = [c.nick for c in itertools.islice(self.joined.values(), WELCOME_USERS_MAX)]
         head = dump_json({
             "type": "welcome", "nick": conn.nick, "server": "chatserver/" + __version__,
             "proto": PROTOCOL_VERSION, "session": conn.session, "users": users,
