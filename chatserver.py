@@ -3330,6 +3330,14 @@ class Chat:
             self.files.discard(up)
             raise ChatError("checksum_mismatch", "The SHA-256 of the received file differs "
                             "from the announced one; the upload is discarded.", up.id)
+        stored = self.store.find_message(conn.key, up.cid)
+        if stored is not None:
+            # this cid was shared before (a browser retrying a POST whose 201 it lost):
+            # acknowledge the original, keep no second copy of the bytes
+            self.files.discard(up)
+            raw = stored.encode("utf-8")
+            self.outbox.send((conn,), raw)
+            return raw
         target = self.joined.get(nick_key(up.recipient)) if up.recipient else None
         meta = self.files.finish(up, conn.key, nick_key(up.recipient) if up.recipient else None)
         log.info("%s shared %r (%d bytes) as %s", conn.label(), meta["name"], meta["size"],
@@ -3452,7 +3460,8 @@ class Connection:
         if self.proto == "ws":
             return ws_encode_frame(WS_OP_TEXT, raw_json)
         if self.proto == "http":
-            return http_simple_response(201, raw_json, "application/json")
+            return http_simple_response(201, raw_json, "application/json", SECURITY_HEADERS,
+                                        keep_alive=not self.close_after_flush)
         return frame_json(raw_json)
 
     def cancel_download(self, file_id):
@@ -3515,6 +3524,7 @@ class HttpConnection:
         self.upload = None          # (session connection, Upload) of a POST /files
         self.busy = False           # a file is being sent: later requests wait their turn
         self.held = bytearray()     # bytes that arrived while busy
+        self.pending = []           # events parsed behind a download, handled after it
         self.head_since = None      # when the current request head started (slowloris)
         self.keep_alive_after = True
 
@@ -3536,13 +3546,20 @@ class HttpConnection:
             self.fail(err)
             return
         self.dispatch(events)
-        if self.ws is None and self.parser.buffered and self.head_since is None and \
-                self.request is None:
+        # bytes that produced no event (buffered, or CRLFs skipped before a request line,
+        # RFC 9112 2.2) start the next request head: it must be whole within http_timeout
+        if self.ws is None and self.head_since is None and self.request is None and \
+                (self.parser.buffered or not events):
             self.start_head_timer()
 
     def dispatch(self, events):
-        for event in events:
+        for index, event in enumerate(events):
             if self.conn.close_after_flush or self.conn.closed:
+                return
+            if self.busy:
+                # RFC 9112 9.3.2: a server "MUST send the corresponding responses in the
+                # same order that the requests were received"
+                self.pending = events[index:]
                 return
             try:
                 if isinstance(event, RequestHead):
@@ -3667,6 +3684,11 @@ class HttpConnection:
         if not is_loopback_peer(self.conn.peer):
             raise HttpError(403, "The pairing page is only shown on the server's own screen.",
                             code="forbidden")
+        if not _is_loopback_url_host("//" + (req.header("host") or "")):
+            # DNS rebinding: a foreign name that resolves to 127.0.0.1 is another origin
+            # for the browser, which would let that site's script read the token.
+            raise HttpError(403, "Open the pairing page as http://127.0.0.1:<port>/pair.",
+                            code="forbidden")
         url = self.server.pairing_urls()[0]
         qr = qr_encode(url, ec="M")
         if req.path == "/qr.svg":
@@ -3730,6 +3752,10 @@ class HttpConnection:
         self.busy = False
         if not self.keep_alive_after:
             self.conn.close_after_flush = "quit"
+            return
+        pending, self.pending = self.pending, []
+        self.dispatch(pending)
+        if self.busy:
             return
         held, self.held = bytes(self.held), bytearray()
         if held:
@@ -4026,7 +4052,8 @@ class Server:
                 continue
             self.conns.add(conn)
             self.selector.register(sock, selectors.EVENT_READ, conn)
-            self._schedule_liveness(conn, conn.last_rx + self.config.ping_after)
+            self._schedule_liveness(conn, conn.last_rx + min(self.config.ping_after,
+                                                               self.config.http_timeout))
 
     def _reject_full(self, conn):
         """Over capacity: wait briefly for the first byte to answer in the client's protocol."""
