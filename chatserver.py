@@ -98,6 +98,8 @@ IDLE_TIMEOUT = 90.0                   # silence before the server closes
 HTTP_TIMEOUT = 20.0                   # an HTTP request head must complete, and an HTTP
                                       # connection may stay silent, this long (slowloris)
 SHUTDOWN_GRACE = 1.5                  # seconds spent flushing `bye` on shutdown
+LINGER_SECONDS = 2.0                  # after a final answer, input is read and dropped this
+                                      # long, so the peer gets the answer instead of a reset
 MAX_SELECT_TIMEOUT = 1.0              # lets Ctrl+C through on Windows, where select() is not interrupted
 AUTH_FREE_FAILURES = 3                # failures per address before answers slow down
 AUTH_MAX_DELAY = 10.0
@@ -3426,7 +3428,7 @@ class Connection:
     __slots__ = ("sock", "fd", "peer", "proto", "decoder", "out", "out_bytes", "nick", "key",
                  "session", "bucket", "last_rx", "soft_since", "closed", "close_after_flush",
                  "downloads", "http", "registered_write", "timer_due", "auth_blocked",
-                 "last_tx")
+                 "last_tx", "lingering")
 
     def __init__(self, sock, peer, bucket):
         self.sock = sock
@@ -3449,6 +3451,7 @@ class Connection:
         self.registered_write = False
         self.timer_due = 0.0
         self.auth_blocked = False
+        self.lingering = False
 
     def label(self):
         who = "%s:%s" % (self.peer[0], self.peer[1]) if self.peer else "?"
@@ -3906,6 +3909,11 @@ class Timers:
             callback(now)
 
 
+def _leave_reason(close_reason):
+    """The `leave.reason` of docs/PROTOCOL.md for why a connection closed."""
+    return close_reason if close_reason in ("quit", "timeout", "slow", "shutdown") else "error"
+
+
 class Server:
     """Accepts, reads, dispatches to the Chat, commits, delivers, flushes — one thread."""
 
@@ -4097,6 +4105,8 @@ class Server:
         if not data:
             self._drop(conn, "quit")
             return
+        if conn.lingering:
+            return      # the answer is out; what the peer still sends is dropped
         if conn.proto == "reject":
             self._answer_full(conn, data)
             return
@@ -4154,7 +4164,7 @@ class Server:
                 self._broadcast(run)
                 run = []
             for conn in targets:
-                if not conn.closed:
+                if not conn.closed and not conn.lingering:
                     self._queue(conn, conn.frame(raw))
         if run:
             self._broadcast(run)
@@ -4241,6 +4251,8 @@ class Server:
                 self._flush(conn)
 
     def _flush(self, conn):
+        if conn.lingering:
+            return
         budget = WRITE_BUDGET
         while budget > 0 and not conn.closed:
             if conn.downloads and conn.out_bytes < DOWNLOAD_LOW_WATER:
@@ -4258,7 +4270,7 @@ class Server:
         if conn.out_bytes <= self.config.out_soft:
             conn.soft_since = None
         if not conn.out and conn.close_after_flush:
-            self._drop(conn, conn.close_after_flush)
+            self._linger(conn, conn.close_after_flush)
             return
         want_write = bool(conn.out) or bool(conn.downloads)
         if want_write and budget <= 0:
@@ -4402,6 +4414,26 @@ class Server:
             conn.close_after_flush = "auth_failed"
         self.timers.add(time.monotonic() + delay, release)
 
+    def _linger(self, conn, reason):
+        """Close gracefully: the user leaves now, our side of the stream ends (FIN), and the
+        socket is kept a moment, reading and dropping input. Closing with unread input would
+        make the kernel send a reset, which can destroy the error answer just sent
+        (RFC 9112 9.6)."""
+        if not self.running or conn.lingering:
+            self._drop(conn, reason)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(conn, reason)
+            return
+        conn.lingering = True
+        self.chat.leave(conn, _leave_reason(reason))
+        if conn.registered_write:
+            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            conn.registered_write = False
+        self.timers.add(time.monotonic() + LINGER_SECONDS, lambda now: self._drop(conn, reason))
+
     def _drop(self, conn, reason):
         """Close a connection now; tell the chat the user left."""
         if conn.closed:
@@ -4421,8 +4453,7 @@ class Server:
         if conn.http is not None:
             conn.http.close()
         conn.release()
-        self.chat.leave(conn, reason if reason in ("quit", "timeout", "slow", "shutdown")
-                        else "error")
+        self.chat.leave(conn, _leave_reason(reason))
 
     def _sweep_uploads(self, now):
         self.files.expire(time.time())

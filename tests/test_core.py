@@ -601,3 +601,15 @@ def test_history_echoes_the_request_cid(server):
     assert a.wait_for("history")["cid"] == "h-7"
     a.send({"type": "history", "cid": "h-8", "limit": 500})
     assert expect_error(a, "bad_request")["ref"] == "h-8"
+
+
+def test_error_reaches_a_client_that_keeps_sending_after_a_fatal_frame(room):
+    """The server half-closes and drains instead of resetting: the error is not lost."""
+    server, watcher = room
+    c = server.client("blaster")
+    c.send_raw(struct.pack(">II", 10, cs.MAX_PAYLOAD_BYTES * 4) + os.urandom(2 * 1024 * 1024))
+    frames = c.expect_closed(timeout=10)
+    assert frames and frames[-1]["code"] == "frame_too_large"
+    leave = watcher.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "blaster")
+    assert leave["reason"] == "error"
+    assert_chat_still_works(server, watcher)
