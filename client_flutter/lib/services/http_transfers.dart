@@ -106,7 +106,7 @@ class HttpTransfers implements FileTransfers {
     }
   }
 
-  /// "Errors are JSON bodies {"error": <code>, "message": <sentence>}".
+  /// "Errors are JSON bodies `{"error": <code>, "message": <sentence>}`".
   static AppError _httpError(http.Response response) {
     try {
       final body = jsonDecode(response.body);
