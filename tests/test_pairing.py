@@ -477,7 +477,8 @@ def test_repeated_failures_from_one_address_are_slowed_down(make_server, tmp_pat
         durations.append(time.monotonic() - t0)
         assert frames[0]["code"] == "auth_failed"
     # the first failures are answered at once, later ones only after a growing delay
-    assert max(durations[:cs.AUTH_FREE_FAILURES]) < 0.4 <= durations[-1]
+    quick = max(durations[:cs.AUTH_FREE_FAILURES])
+    assert durations[-1] >= 0.9 and durations[-1] > quick + 0.5, durations
 
 
 def test_new_token_rotates_and_persists(make_server, tmp_path):
