@@ -1,0 +1,214 @@
+"""Tests of the benchmark tools in bench/: the load tool counts exactly (no timing asserts).
+
+The load tool is run as a CLI on tiny sizes against every target it knows; each run's JSON
+record must show every message delivered exactly once. The stream counters are also checked
+directly, split at every possible position, because a marker cut in two by a recv() is the
+case that would silently skew the benchmark numbers.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "bench")
+sys.path.insert(0, BENCH)
+import loadtool  # noqa: E402
+import report  # noqa: E402
+import plot  # noqa: E402
+
+TINY_N = 3
+TINY_K = 60
+TINY_C = 25
+TINY_ROUNDS = 2
+RUN_TIMEOUT_S = 90
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need_redis():
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is required in CI (apt-get install -y redis-server)")
+        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+
+
+def need_chatserver():
+    if not os.path.exists(os.path.join(REPO, "chatserver.py")):
+        pytest.skip("chatserver.py not written yet")
+
+
+def need(target):
+    if target == "redis":
+        need_redis()
+    elif target == "chatserver":
+        need_chatserver()
+
+
+def run_loadtool(results, *args, expect_status=0):
+    """Run bench/loadtool.py as a CLI; return the JSON record it appended."""
+    cmd = [sys.executable, os.path.join(BENCH, "loadtool.py")] + list(args) + [
+        "--results", str(results), "--quiet-wait", "0", "--tag", "pytest"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == expect_status, proc.stdout + proc.stderr
+    with open(results) as f:
+        return json.loads(f.read().splitlines()[-1])
+
+
+# --- stream counting (sans-I/O) ---------------------------------------------------------
+
+def sample_stream():
+    """Deliveries as the references send them, with probes mixed in; returns (bytes, bulk, probes)."""
+    parts, bulk, probes = [], 0, 0
+    for i in range(12):
+        if i % 4 == 1:
+            text, probes = loadtool.probe_text(100, 10 ** 15 + i), probes + 1
+        else:
+            text, bulk = loadtool.bulk_text(100), bulk + 1
+        parts.append(json.dumps({"type": "msg", "from": "pub0", "text": text}).encode() + b"\n")
+    return b"".join(parts), bulk, probes
+
+
+def feed_in_chunks(stream, cuts):
+    counter = loadtool.StreamCounter()
+    edges = [0] + list(cuts) + [len(stream)]
+    for a, b in zip(edges, edges[1:]):
+        buf = bytearray(stream[a:b]) + bytearray(b"~^P")   # junk past n must be ignored
+        counter.feed(buf, b - a, 2 * 10 ** 15)
+    return counter
+
+
+def test_counter_counts_every_marker_once_whatever_the_split_point():
+    stream, bulk, probes = sample_stream()
+    for cut in range(1, len(stream)):
+        counter = feed_in_chunks(stream, [cut])
+        assert (counter.bulk, counter.probes) == (bulk, probes), "split at %d" % cut
+
+
+def test_counter_handles_chunks_shorter_than_a_marker():
+    stream, bulk, probes = sample_stream()
+    for size in (1, 2, 3, 7, 21, 22, 31, 32, 33):
+        counter = feed_in_chunks(stream, range(size, len(stream), size))
+        assert (counter.bulk, counter.probes) == (bulk, probes), "chunks of %d" % size
+
+
+def test_counter_computes_probe_latency_from_the_embedded_send_time():
+    counter = loadtool.StreamCounter()
+    data = bytearray(loadtool.probe_text(100, 5_000_000).encode())
+    counter.feed(data, len(data), 5_000_000 + 7_000_000)         # received 7 ms later
+    assert counter.latencies_us == [7000]
+
+
+def test_counter_ignores_a_truncated_probe_marker():
+    counter = loadtool.StreamCounter()
+    data = bytearray(b"^P12345^ and ^Pabcdefghijklmnopqrs^")     # too short / not digits
+    counter.feed(data, len(data), 10 ** 9)
+    assert (counter.probes, counter.latencies_us) == (0, [])
+
+
+def test_frame_reader_decodes_headers_and_counts_payload_across_splits():
+    frames = (loadtool.encode_frame({"type": "download_start", "file": "f1"})
+              + loadtool.encode_frame({"type": "file_chunk", "offset": 0}, b"\x00" * 1000)
+              + loadtool.encode_frame({"type": "download_end", "size": 1000}))
+    for cut in range(1, len(frames)):
+        reader = loadtool.FrameReader()
+        headers = reader.feed(memoryview(frames[:cut])) + reader.feed(memoryview(frames[cut:]))
+        assert [h["type"] for h in headers] == ["download_start", "file_chunk", "download_end"]
+        assert reader.payload_bytes == 1000
+
+
+def test_resp_publish_encoding_is_byte_exact():
+    assert loadtool.resp_command(b"PUBLISH", b"room", b"hi") == (
+        b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nroom\r\n$2\r\nhi\r\n")
+
+
+# --- the load tool against every target -------------------------------------------------
+
+@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver"])
+def test_fanout_delivers_every_message_to_every_subscriber(tmp_path, target):
+    need(target)
+    rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", target,
+                       "-n", str(TINY_N), "-k", str(TINY_K), "-p", "100")
+    assert rec["complete"] is True
+    assert rec["delivered"] == TINY_K * TINY_N
+    assert (rec["lost"], rec["dup"], rec["closed"]) == (0, 0, 0)
+    assert rec["publisher_acked"] == TINY_K
+    assert rec["probe"]["samples"] == rec["probe"]["sent"] * TINY_N and rec["probe"]["lost"] == 0
+    assert rec["ok"] is True and rec["deliveries_per_s"] > 0
+
+
+@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver"])
+def test_connscale_each_broadcast_reaches_every_idle_client(tmp_path, target):
+    need(target)
+    rec = run_loadtool(tmp_path / "r.jsonl", "connscale", "--target", target,
+                       "-c", str(TINY_C), "--rounds", str(TINY_ROUNDS))
+    assert rec["complete"] is True and len(rec["broadcast_ms"]) == TINY_ROUNDS
+    assert rec["delivered"] == TINY_C * TINY_ROUNDS
+    assert (rec["lost"], rec["dup"], rec["closed"]) == (0, 0, 0)
+    assert rec["server_rss_kib"]["joined"] > 0
+    assert rec["ok"] is True
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fanout_reports_loss_when_the_server_drops_messages(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, os.path.join(BENCH, "ref_asyncio.py"),
+                               "--port", str(port), "--drop-every", "10"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "ref_asyncio.py did not start"
+                time.sleep(0.05)
+        rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", "asyncio",
+                           "--connect", "127.0.0.1:%d" % port, "-n", str(TINY_N),
+                           "-k", str(TINY_K), "--stall", "2", expect_status=1)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert rec["complete"] is False and rec["ok"] is False
+    assert rec["lost"] > 0 and rec["dup"] == 0
+    assert rec["delivered"] + rec["lost"] == TINY_K * TINY_N
+
+
+def test_filerelay_moves_the_file_intact_through_chatserver(tmp_path):
+    need_chatserver()
+    rec = run_loadtool(tmp_path / "r.jsonl", "filerelay", "--target", "chatserver", "--size-mib", "3")
+    assert rec["sha256_match"] is True
+    assert rec["downloaded_bytes"] == 3 << 20
+    assert rec["probes_lost"] == 0 and rec["ok"] is True
+
+
+def test_filerelay_refuses_targets_without_file_transfer(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "loadtool.py"), "filerelay",
+                           "--target", "redis", "--results", ""], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode != 0
+    assert "only --target chatserver has file transfer" in proc.stderr
+
+
+# --- report and plot on real records ----------------------------------------------------
+
+def test_report_and_plot_summarise_the_records(tmp_path):
+    results = tmp_path / "r.jsonl"
+    for target in ("threaded", "asyncio"):
+        run_loadtool(results, "fanout", "--target", target, "-n", "2", "-k", "20")
+    text = report.render(report.load(str(results)), set())
+    assert "| threaded | 2 | 20 | 100 | 1 |" in text
+    assert "| asyncio | 2 | 20 | 100 | 1 |" in text
+    out = tmp_path / "f.svg"
+    assert plot.main(["--results", str(results), "--out", str(out)]) == 0
+    svg = out.read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 4   # 2 targets x 2 panels
