@@ -307,6 +307,7 @@ class FrameDecoder:
         """Yield complete frames from the buffer; raise FrameError at the first bad one."""
         buf = self._buf
         pos = 0
+        view = memoryview(buf)     # slices of a view copy once (a 1 MiB chunk is one copy)
         try:
             while len(buf) - pos >= 8:
                 hlen, plen = FRAME_PREFIX.unpack_from(buf, pos)
@@ -322,9 +323,10 @@ class FrameDecoder:
                 if len(buf) < end:
                     break
                 start = pos + 8
-                yield bytes(buf[start:start + hlen]), bytes(buf[start + hlen:end])
+                yield bytes(view[start:start + hlen]), bytes(view[start + hlen:end])
                 pos = end
         finally:
+            view.release()
             if pos:
                 del buf[:pos]
 
