@@ -3056,7 +3056,7 @@ class Chat:
         self.closing = []           # (connection, reason) to close after this turn
         self.streams = []           # (connection, file meta, offset): downloads to start
         self.handlers = {
-            # type: (method, needs_join, rate_limited, payload_allowed)
+            # message type -> (method, needs_join, rate_limited, payload_allowed)
             "hello": (self.on_hello, False, False, False),
             "ping": (self.on_ping, False, False, False),
             "pong": (self.on_pong, False, False, False),
@@ -3436,7 +3436,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "peer", "proto", "decoder", "out", "out_bytes", "nick", "key",
                  "session", "bucket", "last_rx", "soft_since", "closed", "close_after_flush",
-                 "downloads", "http", "registered_write", "timer_due", "auth_blocked",
+                 "downloads", "http", "registered_write", "auth_blocked",
                  "last_tx", "lingering")
 
     def __init__(self, sock, peer, bucket):
@@ -3458,7 +3458,6 @@ class Connection:
         self.downloads = {}
         self.http = None
         self.registered_write = False
-        self.timer_due = 0.0
         self.auth_blocked = False
         self.lingering = False
 
@@ -3558,6 +3557,16 @@ class HttpConnection:
             self.fail(err)
             return
         self.dispatch(events)
+        while self.ws is None and self.parser.paused and not self.busy and \
+                not self.conn.close_after_flush:
+            # an upgrade we do not do (e.g. curl's "Upgrade: h2c"): it was answered in
+            # HTTP/1.1, so what follows is HTTP again
+            try:
+                self.dispatch(self.parser.resume())
+            except HttpError as err:
+                self.dispatch(err.events)
+                self.fail(err)
+                return
         # bytes that produced no event (buffered, or CRLFs skipped before a request line,
         # RFC 9112 2.2) start the next request head: it must be whole within http_timeout
         if self.ws is None and self.head_since is None and self.request is None and \
@@ -4349,7 +4358,6 @@ class Server:
     # -- liveness and closing -------------------------------------------------
 
     def _schedule_liveness(self, conn, due):
-        conn.timer_due = due
         self.timers.add(due, lambda now, c=conn: self._liveness(c))
 
     def _liveness(self, conn):

@@ -811,6 +811,18 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
     assert conn.closed_by_server()                       # an error answer closes
 
 
+def test_declined_upgrade_keeps_serving_http(server):
+    """curl --http2 on plain HTTP asks to upgrade to h2c: answer in HTTP/1.1 and go on."""
+    conn = RawHttp(server.port)
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+              b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.read_response().status == 200
+    assert conn.read_response().status == 200        # the request after it is served too
+    conn.request("GET", "/healthz")
+    assert conn.read_response().status == 200
+
+
 def test_connection_close_is_honoured(server):
     conn = RawHttp(server.port)
     conn.request("GET", "/healthz", [("Connection", "close")])
