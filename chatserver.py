@@ -5336,8 +5336,8 @@ def build_arg_parser():
     add("--port", type=int, default=_env("CHAT_PORT", DEFAULT_PORT, int),
         help="TCP port for all protocols (CHAT_PORT)")
     add("--data-dir", default=_env("CHAT_DATA_DIR", None),
-        help="folder for history, files and the pairing token (CHAT_DATA_DIR); default: "
-             + default_data_dir())
+        help="folder for history, files and the pairing token (CHAT_DATA_DIR); "
+             "%(default)s means " + default_data_dir().replace("%", "%%"))
     add("--memory", action="store_true", default=_env("CHAT_MEMORY", False, bool),
         help="keep nothing on disk: history and files vanish at exit (CHAT_MEMORY)")
     add("--max-clients", type=int, default=_env("CHAT_MAX_CLIENTS", DEFAULT_MAX_CLIENTS, int),
