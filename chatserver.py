@@ -3476,8 +3476,11 @@ class Connection:
         return frame_json(raw_json)
 
     def cancel_download(self, file_id):
+        """Stop reading the file. Chunks already queued still go out; the file closes after
+        the last of them (see Server._write_segment)."""
         dl = self.downloads.pop(file_id, None)
-        if dl is not None:
+        if dl is not None and not any(isinstance(item, FileSegment) and item.fh is dl.fh
+                                      for item in self.out):
             dl.fh.close()
 
     def release(self):
@@ -3924,7 +3927,10 @@ class Timers:
         heap = self.heap
         while heap and heap[0][0] <= now:
             callback = heapq.heappop(heap)[2]
-            callback(now)
+            try:
+                callback(now)
+            except Exception:   # one failing timer must not stop the loop or the others
+                log.exception("timer callback failed")
 
 
 def _leave_reason(close_reason):
@@ -4033,12 +4039,24 @@ class Server:
             elif tag == "wake":
                 self._drain_wake()
             else:
-                if mask & selectors.EVENT_READ:
-                    self._read(tag)
-                if mask & selectors.EVENT_WRITE and not tag.closed:
-                    self.dirty.add(tag)
+                try:
+                    if mask & selectors.EVENT_READ:
+                        self._read(tag)
+                    if mask & selectors.EVENT_WRITE and not tag.closed:
+                        self.dirty.add(tag)
+                except Exception:     # a bug must cost one connection, never the server
+                    self._internal_error(tag)
         self.timers.run_due(time.monotonic())
         self.end_turn()
+
+    def _internal_error(self, conn):
+        log.exception("internal error while serving %s; its connection is closed",
+                      conn.label() if isinstance(conn, Connection) else conn)
+        if isinstance(conn, Connection):
+            try:
+                self._drop(conn, "error")
+            except Exception:
+                log.exception("could not close %s cleanly", conn.label())
 
     def end_turn(self):
         """Commit what this turn stored, deliver it, close who must go, write before sleeping."""
@@ -4266,7 +4284,10 @@ class Server:
         dirty, self.dirty = self.dirty, set()
         for conn in dirty:
             if not conn.closed:
-                self._flush(conn)
+                try:
+                    self._flush(conn)
+                except Exception:
+                    self._internal_error(conn)
 
     def _flush(self, conn):
         if conn.lingering:

@@ -613,3 +613,30 @@ def test_error_reaches_a_client_that_keeps_sending_after_a_fatal_frame(room):
     leave = watcher.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "blaster")
     assert leave["reason"] == "error"
     assert_chat_still_works(server, watcher)
+
+
+def test_a_bug_in_a_handler_costs_one_connection_not_the_server(caplog):
+    """The loop's safety net: an unexpected exception closes the connection it came from."""
+    import threading
+    srv = cs.Server(cs.Config(host="127.0.0.1", port=0, memory=True, open=True, rate_limit=0))
+    port = srv.listen()[1]
+
+    def injected_bug(conn, header, payload):
+        raise RuntimeError("injected bug")
+    srv.chat.handlers["explode"] = (injected_bug, True, False, False)
+    loop = threading.Thread(target=srv.serve_forever, daemon=True)
+    loop.start()
+    try:
+        a, b = ChatClient(port), ChatClient(port)
+        a.hello("alice")
+        b.hello("bob")
+        a.send({"type": "explode"})
+        a.expect_closed()
+        leave = b.wait_for("leave")
+        assert leave == {"type": "leave", "nick": "alice", "reason": "error"}
+        assert b.say("still here")["type"] == "msg"
+        assert "injected bug" in caplog.text
+    finally:
+        srv.stop()
+        loop.join(5)
+    assert not loop.is_alive()

@@ -406,3 +406,22 @@ def test_announcing_a_completed_upload_again_reacknowledges_at_once(files_server
     a.send({"type": "upload", "name": "x", "size": 12, "cid": "same-1"})
     assert a.wait_for(lambda h: h["type"] in ("msg", "upload_ready")) == msg
     assert [h for h in b.drain(0.3) if h["type"] == "msg"] == []
+
+
+def test_download_cancel_and_restart_mid_stream_keep_the_server_up(files_server):
+    a, b = files_server.client("alice"), files_server.client("bob")
+    data = os.urandom(16 * MiB)
+    msg = upload(a, data)
+    file_id = msg["file"]["id"]
+    b.send({"type": "download", "file": file_id, "offset": 0})
+    b.wait_for("download_start")
+    b.wait_for("file_chunk")
+    b.send({"type": "download_cancel", "file": file_id})      # chunks are still queued
+    b.send({"type": "download", "file": file_id, "offset": 0})  # and again, mid-stream
+    b.send({"type": "download_cancel", "file": file_id})
+    assert_chat_still_works(files_server, a, b)
+    b.drain(0.5)                       # the chunks that were queued before the cancel
+    start, got = download(b, file_id)                          # a fresh download still works
+    assert got == data
+    b.send({"type": "download_cancel", "file": "f-never-started"})   # harmless
+    assert_chat_still_works(files_server, a, b)
