@@ -74,6 +74,7 @@ WELCOME_HISTORY_NEW = 100             # messages a new client gets in welcome
 WELCOME_HISTORY_RESUME = 200          # messages a resuming client gets at most in welcome
 HISTORY_PAGE_DEFAULT = 50
 HISTORY_PAGE_MAX = 200
+MAX_MESSAGE_ID = 2 ** 62              # ids a client may name (SQLite integers are 64-bit)
 PRESENCE_LIMIT = 500                  # no join/leave events above this many users online
 WELCOME_USERS_MAX = 500               # nicks listed in welcome.users
 
@@ -271,10 +272,15 @@ def frame_json(raw_header):
     return FRAME_PREFIX.pack(len(raw_header), 0) + raw_header
 
 
+def _reject_json_constant(name):
+    """NaN and Infinity are not JSON (RFC 8259); Python would accept and echo them."""
+    raise ValueError("not JSON: " + name)
+
+
 def decode_header(raw):
     """JSON header bytes -> dict with a string `type`, or ChatError (not fatal)."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_json_constant)
     except (UnicodeDecodeError, ValueError):
         raise ChatError("bad_json", "The frame header is not valid UTF-8 JSON.") from None
     if not isinstance(obj, dict):
@@ -3005,9 +3011,7 @@ class Outbox:
 
 
 def _hello_fields(h):
-    since = h.get("since")
-    if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
-        raise bad_request("'since' must be a non-negative integer.")
+    since = _opt_int(h, "since", None, 0, MAX_MESSAGE_ID)
     client = h.get("client", "")
     if not isinstance(client, str) or len(client) > 100:
         raise bad_request("'client' must be a short string.")
@@ -3227,8 +3231,8 @@ class Chat:
         return raw
 
     def on_history(self, conn, h, payload):
-        before = _opt_int(h, "before", None, 0, 2 ** 62)
-        after = _opt_int(h, "after", 0, 0, 2 ** 62)
+        before = _opt_int(h, "before", None, 0, MAX_MESSAGE_ID)
+        after = _opt_int(h, "after", 0, 0, MAX_MESSAGE_ID)
         limit = _opt_int(h, "limit", HISTORY_PAGE_DEFAULT, 1, HISTORY_PAGE_MAX)
         cid = _opt_str(h, "cid", MAX_CID_CHARS)
         bodies, has_more = self.store.history(conn.key, after=after, before=before, limit=limit)

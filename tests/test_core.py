@@ -474,9 +474,12 @@ def test_second_hello_and_bad_proto(room):
     d = ChatClient(server.port)
     d.send({"type": "hello", "nick": "future", "proto": 99})
     assert d.expect_closed()[0]["code"] == "proto_unsupported"
-    e = ChatClient(server.port)
-    e.send({"type": "hello", "nick": "x", "proto": 1, "since": -5})
-    expect_error(e, "bad_request")
+    for since in (-5, 2 ** 70, "12", 1.5):
+        e = ChatClient(server.port)
+        e.send({"type": "hello", "nick": "x", "proto": 1, "since": since})
+        expect_error(e, "bad_request")
+        assert e.hello("ok-%s" % since)["type"] == "welcome"     # the connection stays
+        e.close()
     assert_chat_still_works(server, watcher)
 
 

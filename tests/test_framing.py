@@ -95,6 +95,8 @@ def test_frames_before_a_bad_one_are_still_yielded():
 
 def test_decode_header_errors():
     for raw, code in [(b"\xff", "bad_json"), (b"nope", "bad_json"), (b"[1]", "bad_request"),
+                      (b'{"type":"ping","t":NaN}', "bad_json"),
+                      (b'{"type":"ping","t":-Infinity}', "bad_json"),
                       (b"{}", "bad_request"), (b'{"type":null}', "bad_request"), (b"1", "bad_request")]:
         with pytest.raises(cs.ChatError) as info:
             cs.decode_header(raw)
