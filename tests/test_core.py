@@ -643,3 +643,42 @@ def test_a_bug_in_a_handler_costs_one_connection_not_the_server(caplog):
         srv.stop()
         loop.join(5)
     assert not loop.is_alive()
+
+
+FUZZ_TYPES = ["hello", "msg", "history", "typing", "ping", "pong", "upload", "chunk",
+              "upload_status", "upload_cancel", "download", "download_cancel", "bogus"]
+FUZZ_FIELDS = ["nick", "client", "proto", "token", "since", "session", "text", "cid", "to",
+               "before", "after", "limit", "t", "name", "size", "sha256", "mime", "upload",
+               "offset", "last", "file"]
+FUZZ_VALUES = [None, True, False, 0, -1, 1, 2 ** 63, 2 ** 70, -2 ** 70, 1.5, 1e308, "", "x",
+               "alice", "watcher", "a" * 100, "\u00e9" * 9000, [], [1], {}, {"a": 1}, "\x00",
+               "../x", "0" * 64]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_headers_never_cause_an_internal_error(server, seed):
+    """Every type with random fields of every JSON kind, joined and not: each frame gets an
+    answer or nothing, never an internal error; other clients keep chatting."""
+    import random
+    rng = random.Random(seed)
+    watcher = server.client("watcher")
+    uploads = []
+    for round_ in range(15):
+        c = ChatClient(server.port)
+        try:
+            if round_ % 2:
+                c.hello("fuzz%d" % round_)
+            for _ in range(40):
+                header = {"type": rng.choice(FUZZ_TYPES)}
+                for field in rng.sample(FUZZ_FIELDS, rng.randint(0, 5)):
+                    header[field] = rng.choice(FUZZ_VALUES)
+                if uploads and rng.random() < 0.3:
+                    header["upload"] = rng.choice(uploads)
+                c.send(header, os.urandom(rng.randint(1, 50)) if rng.random() < 0.3 else b"")
+            uploads += [h["upload"] for h in c.drain(0.1) if h.get("type") == "upload_ready"]
+        except (Closed, OSError):
+            pass        # fatal errors (auth, proto) close the connection: that is allowed
+        c.close()
+    assert_chat_still_works(server, watcher)
+    log = server.log()
+    assert "internal error" not in log and "Traceback" not in log
