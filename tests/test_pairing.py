@@ -497,6 +497,10 @@ def test_banner_is_printed_with_the_pairing_url_and_never_the_token_in_a_path(ma
                                                                               tmp_path):
     srv = make_server("--advertise-host", "192.0.2.7", data_dir=tmp_path / "b")
     token = _server_token(tmp_path / "b")
+    url = "http://192.0.2.7:%d/#k=%s" % (srv.port, token)
+    deadline = time.monotonic() + 10      # the port opens before the banner is printed
+    while url not in srv.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = srv.log()
-    assert "http://192.0.2.7:%d/#k=%s" % (srv.port, token) in log
+    assert url in log
     assert "/" + token not in log.replace("#k=" + token, "")
