@@ -1,5 +1,6 @@
 """The core server over loopback: chat, DMs, nicks, history, resume, durability, limits,
 and every bad input of the framed protocol."""
+import itertools
 import os
 import signal
 import socket
@@ -14,9 +15,12 @@ import chatserver as cs
 from chatclient import ChatClient, Closed, encode
 
 
+_PROBES = itertools.count(1)
+
+
 def assert_chat_still_works(server, *observers):
     """Other clients are unaffected: a fresh client's message reaches every observer."""
-    probe = server.client("probe%d" % int(time.monotonic() * 1e6 % 1e6))
+    probe = server.client("probe%d" % next(_PROBES))
     sent = probe.say("still alive")
     assert sent["type"] == "msg"
     for obs in observers:
@@ -129,9 +133,10 @@ def test_nick_is_trimmed_and_unique_case_insensitively(server):
 
 
 def test_nick_free_again_after_leaving(server):
+    watcher = server.client("watcher")
     a = server.client("alice")
     a.close()
-    time.sleep(0.2)
+    watcher.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "alice")
     assert server.client("alice").welcome["nick"] == "alice"
 
 
@@ -167,6 +172,7 @@ def test_resume_after_reconnect_has_no_gap_and_no_duplicate(server):
         b.wait_for("msg")
     cursor = seen[-1]
     b.close()
+    a.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "bob")
     missed = [a.say("missed %d" % i)["id"] for i in range(250)]   # more than one welcome holds
     b2 = ChatClient(server.port)
     welcome = b2.hello("bob", since=cursor)
@@ -188,6 +194,7 @@ def test_resend_with_same_cid_is_stored_once_and_reacknowledged(server):
     first = a.say("only once", cid="fixed-1")
     b.wait_for("msg")
     a.close()
+    b.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "alice")
     a2 = server.client("alice")
     again = a2.say("only once (resent)", cid="fixed-1")
     assert again == first                    # the original, not a new message

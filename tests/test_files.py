@@ -46,7 +46,6 @@ def download(client, file_id, offset=0, into=None):
     start = client.wait_for(lambda h: h["type"] in ("download_start", "error"))
     if start["type"] == "error":
         return start, b""
-    h = hashlib.sha256()
     parts = []
     pos = offset
     while True:
@@ -121,7 +120,8 @@ def test_upload_resumes_after_forced_disconnect(files_server):
     time.sleep(0.3)
     a.sock.shutdown(socket.SHUT_RDWR)     # WiFi drop
     a.close()
-    a2 = files_server.client("alice")
+    # back at once: the session takes the nick over even if the server still holds it
+    a2 = files_server.client("alice", session=a.welcome["session"])
     a2.send({"type": "upload_status", "upload": ready["upload"]})
     status = a2.wait_for("upload_ready")
     assert status["offset"] == 2 * MiB and status["cid"] == "r1"

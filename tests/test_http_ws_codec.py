@@ -5,7 +5,6 @@ import base64
 import json
 import os
 import struct
-import sys
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -831,9 +830,9 @@ def test_fuzz_ws_frame_sequences(frames, data):
 # -- conformance against the `websockets` library -----------------------------------------
 
 from websockets.client import ClientProtocol  # noqa: E402
-from websockets.frames import Close, Frame, Opcode  # noqa: E402
+from websockets.frames import Close, Opcode  # noqa: E402
 from websockets.http11 import Response  # noqa: E402
-from websockets.protocol import Side, State  # noqa: E402
+from websockets.protocol import State  # noqa: E402
 from websockets.server import ServerProtocol  # noqa: E402
 from websockets.typing import Origin  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
