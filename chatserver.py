@@ -44,6 +44,7 @@ import sqlite3
 import struct
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import urllib.parse
@@ -114,6 +115,11 @@ DOWNLOAD_CHUNK = 256 * 1024
 DOWNLOAD_LOW_WATER = 512 * 1024       # read the next chunk only below this much queued output
 MAX_FILE_NAME = 200
 HASH_READ = 1024 * 1024
+DIRECT_PAYLOAD_MIN = 64 * 1024        # a frame payload this large is received straight into
+                                      # its own buffer (one copy from the kernel, not three)
+DISK_QUEUE_HIGH = 8 * 1024 * 1024     # upload bytes waiting for the disk thread: above this,
+DISK_QUEUE_LOW = 2 * 1024 * 1024      # connections that sent them are not read until the
+                                      # queue is back under the low mark (TCP back-pressure)
 
 IS_WINDOWS = sys.platform == "win32"
 
@@ -277,10 +283,15 @@ def _reject_json_constant(name):
     raise ValueError("not JSON: " + name)
 
 
+# one decoder for every header: json.loads(..., parse_constant=...) would build a new
+# decoder per call, a quarter of the cost of a small header
+_json_decoder = json.JSONDecoder(parse_constant=_reject_json_constant)
+
+
 def decode_header(raw):
     """JSON header bytes -> dict with a string `type`, or ChatError (not fatal)."""
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_json_constant)
+        obj = _json_decoder.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ChatError("bad_json", "The frame header is not valid UTF-8 JSON.") from None
     if not isinstance(obj, dict):
@@ -295,22 +306,73 @@ class FrameDecoder:
 
     `feed(data)` returns the complete frames; a declared length over a limit raises
     FrameError before any of the frame body is awaited.
+
+    A large payload (a file chunk) can be received in place: once its header is complete,
+    `receive_buffer()` gives a view of the part still missing, for `recv_into()`, and
+    `received(n)` records what arrived there. The payload is then yielded as the
+    bytearray it was received into, copied once from the kernel instead of three times.
     """
 
-    def __init__(self, max_header=MAX_HEADER_BYTES, max_payload=MAX_PAYLOAD_BYTES):
+    def __init__(self, max_header=MAX_HEADER_BYTES, max_payload=MAX_PAYLOAD_BYTES,
+                 direct_min=DIRECT_PAYLOAD_MIN):
         self.max_header = max_header
         self.max_payload = max_payload
+        self.direct_min = direct_min
         self._buf = bytearray()
+        self._big = None           # [raw_header, payload bytearray, bytes filled]
 
     def feed(self, data):
-        self._buf += data
+        self.append(data)
         return list(self.frames())
 
     def append(self, data):
+        if self._big is not None:
+            data = self._fill_big(data)
         self._buf += data
+
+    def _fill_big(self, data):
+        big = self._big
+        n = min(len(big[1]) - big[2], len(data))
+        big[1][big[2]:big[2] + n] = data[:n]
+        big[2] += n
+        return data[n:]
+
+    def receive_buffer(self):
+        """A writable view for the rest of a large payload, or None (then use feed/append)."""
+        big = self._big or self._start_big()
+        if big is None or big[2] == len(big[1]):
+            return None
+        return memoryview(big[1])[big[2]:]
+
+    def received(self, n):
+        """`n` bytes were written into the view `receive_buffer()` returned."""
+        self._big[2] += n
+
+    def _start_big(self):
+        buf = self._buf
+        if len(buf) < 8:
+            return None
+        hlen, plen = FRAME_PREFIX.unpack_from(buf, 0)
+        if plen < self.direct_min or not 0 < hlen <= self.max_header or \
+                plen > self.max_payload:
+            return None            # small, or over a limit: frames() decides
+        have = len(buf) - 8 - hlen
+        if have < 0 or have >= plen:
+            return None            # the header is incomplete, or the frame already is
+        payload = bytearray(plen)
+        payload[:have] = memoryview(buf)[8 + hlen:]
+        self._big = [bytes(buf[8:8 + hlen]), payload, have]
+        del buf[:]
+        return self._big
 
     def frames(self):
         """Yield complete frames from the buffer; raise FrameError at the first bad one."""
+        big = self._big
+        if big is not None:
+            if big[2] < len(big[1]):
+                return
+            self._big = None
+            yield big[0], big[1]
         buf = self._buf
         pos = 0
         view = memoryview(buf)     # slices of a view copy once (a 1 MiB chunk is one copy)
@@ -339,7 +401,8 @@ class FrameDecoder:
     @property
     def buffered(self):
         """Bytes held for an incomplete frame."""
-        return len(self._buf)
+        big = self._big
+        return len(self._buf) + (big[2] + 8 + len(big[0]) if big is not None else 0)
 
 ###############################################################################
 # HTTP/1.1 request parser ######################################################
@@ -2849,7 +2912,8 @@ class Upload:
     """A file being received: streamed to `<data>/uploads/<id>.part`, never held in memory."""
 
     __slots__ = ("id", "owner_key", "owner", "name", "size", "sha256_expected", "mime",
-                 "recipient", "cid", "caption", "updated", "received", "hasher", "fh", "path")
+                 "recipient", "cid", "caption", "updated", "received", "hasher", "fh", "path",
+                 "pending", "error")
 
     def __init__(self, upload_id, owner, name, size, sha256_expected, mime, recipient, cid,
                  caption, path):
@@ -2868,6 +2932,8 @@ class Upload:
         self.received = 0
         self.hasher = hashlib.sha256()
         self.fh = None
+        self.pending = 0           # chunks handed to the DiskWriter and not written yet
+        self.error = None          # the OSError that stopped writing, if any
 
     def open_for_append(self):
         """(Re)open the partial file; after a restart, rebuild the hash from what is on disk."""
@@ -2881,16 +2947,94 @@ class Upload:
                 for block in iter(lambda: f.read(HASH_READ), b""):
                     self.hasher.update(block)
 
-    def write(self, data):
-        self.fh.write(data)
-        self.hasher.update(data)
-        self.received += len(data)
-        self.updated = time.time()
+    def write_all(self, data):
+        """Append `data` to the partial file (on the DiskWriter's thread)."""
+        view = memoryview(data)
+        while view:
+            view = view[self.fh.write(view):]
 
     def close(self):
         if self.fh is not None:
             self.fh.close()
             self.fh = None
+
+
+class DiskWriter:
+    """One thread that appends upload chunks to their partial files, so that the event loop
+    does not wait on the page cache (the write releases the GIL). One thread for all
+    uploads, not one per client; jobs run in arrival order. Copying into the page cache
+    is the slowest step of an upload (docs/PERFORMANCE.md); the loop hashes the chunk
+    itself, which keeps both threads busy.
+
+    The loop hands a chunk over with `submit()` and counts it as received at once. Before
+    it closes, renames or deletes a partial file, it calls `settle(upload)`, which waits
+    for that upload's queued chunks: at most DISK_QUEUE_HIGH plus one read, because the
+    loop stops reading connections that sent data while the queue is `congested`.
+    `on_drained` is called (from the thread) when the queue falls back to DISK_QUEUE_LOW.
+    A write error is kept in `upload.error` and the upload's later chunks are skipped.
+    """
+
+    def __init__(self, on_drained=None):
+        self.on_drained = on_drained
+        self.queued = 0            # bytes submitted and not written yet
+        self.submitted = 0         # chunks ever submitted (lets the loop see who fed it)
+        self._jobs = collections.deque()
+        self._cond = threading.Condition()
+        self._thread = None
+        self._stopping = False
+
+    @property
+    def congested(self):
+        return self.queued > DISK_QUEUE_HIGH
+
+    def submit(self, up, data):
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="disk-writer",
+                                                daemon=True)
+                self._thread.start()
+            up.pending += 1
+            self.queued += len(data)
+            self.submitted += 1
+            self._jobs.append((up, data))
+            self._cond.notify_all()
+
+    def settle(self, up):
+        """Wait until every chunk submitted for `up` is written (or failed)."""
+        with self._cond:
+            while up.pending:
+                self._cond.wait()
+
+    def close(self):
+        """Write what is queued, then stop the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stopping:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                up, data = self._jobs.popleft()
+            if up.error is None:
+                try:
+                    up.write_all(data)
+                except (OSError, ValueError) as exc:   # ValueError: a closed file (a bug)
+                    up.error = exc
+            with self._cond:
+                up.pending -= 1
+                was_high = self.queued > DISK_QUEUE_LOW
+                self.queued -= len(data)
+                drained = was_high and self.queued <= DISK_QUEUE_LOW
+                self._cond.notify_all()
+            if drained and self.on_drained is not None:
+                self.on_drained()
 
 
 class FileStore:
@@ -2905,6 +3049,7 @@ class FileStore:
         os.makedirs(self.files_dir, exist_ok=True)
         os.makedirs(self.uploads_dir, exist_ok=True)
         self.uploads = {}
+        self.disk = DiskWriter()
 
     def recover(self, now=None):
         """After a crash: keep resumable partial uploads, delete orphans and expired ones,
@@ -2955,7 +3100,16 @@ class FileStore:
         self.store.save_upload(up)
         return up
 
+    def append(self, up, data):
+        """Queue a chunk for the disk thread; it counts as received now."""
+        up.open_for_append()
+        up.hasher.update(data)     # here: the disk thread is the slower one (see DiskWriter)
+        self.disk.submit(up, data)
+        up.received += len(data)
+        up.updated = time.time()
+
     def discard(self, up):
+        self.disk.settle(up)
         up.close()
         _remove_quietly(up.path)
         self.uploads.pop(up.id, None)
@@ -2963,6 +3117,7 @@ class FileStore:
 
     def finish(self, up, sender_key, recipient_key):
         """Move a complete upload into the store; returns the file's metadata."""
+        self.disk.settle(up)
         up.close()
         file_id = "f" + secrets.token_hex(12)
         os.replace(up.path, self.file_path(file_id))
@@ -3323,19 +3478,32 @@ class Chat:
                             up.id)
         if not data:
             raise bad_request("A chunk carries 1 byte or more.", up.id)
+        if up.error is not None:
+            raise self.write_failed(up)
         if up.received + len(data) > up.size:
             self.files.discard(up)
             raise ChatError("size_mismatch", "More bytes than the announced %d; the upload is "
                             "discarded." % up.size, up.id)
-        up.open_for_append()
-        up.write(data)
+        self.files.append(up, data)
         if up.received == up.size or last:
             return self.finish_upload(conn, up)
         return None
 
+    def write_failed(self, up):
+        """The disk thread could not write this upload: discard it, tell the uploader."""
+        reason = up.error.strerror if isinstance(up.error, OSError) and up.error.strerror \
+            else "disk error"
+        self.files.discard(up)
+        log.warning("upload %s (%s) failed: %s", up.id, up.name, up.error)
+        return ChatError("disk_full", "The server could not write the file (%s); the upload "
+                         "is discarded." % reason, up.id)
+
     def finish_upload(self, conn, up):
         """Verify and publish a complete upload; returns the file message (JSON bytes)."""
         up.open_for_append()
+        self.files.disk.settle(up)
+        if up.error is not None:
+            raise self.write_failed(up)
         digest = up.hasher.hexdigest()
         if up.received != up.size:
             self.files.discard(up)
@@ -3363,6 +3531,8 @@ class Chat:
 
     def on_upload_status(self, conn, h, payload):
         up = self.own_upload(conn, h)
+        if up.error is not None:
+            raise self.write_failed(up)
         up.open_for_append()
         up.updated = time.time()
         self.send_upload_ready(conn, up)
@@ -3441,7 +3611,7 @@ class Connection:
     __slots__ = ("sock", "fd", "peer", "proto", "decoder", "out", "out_bytes", "nick", "key",
                  "session", "bucket", "last_rx", "soft_since", "closed", "close_after_flush",
                  "downloads", "http", "registered_write", "auth_blocked",
-                 "last_tx", "lingering")
+                 "last_tx", "lingering", "read_paused", "events")
 
     def __init__(self, sock, peer, bucket):
         self.sock = sock
@@ -3464,6 +3634,8 @@ class Connection:
         self.registered_write = False
         self.auth_blocked = False
         self.lingering = False
+        self.read_paused = False      # its uploads wait for the disk (DiskWriter.congested)
+        self.events = selectors.EVENT_READ   # what the selector watches for it (0: nothing)
 
     def label(self):
         who = "%s:%s" % (self.peer[0], self.peer[1]) if self.peer else "?"
@@ -3966,6 +4138,8 @@ class Server:
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.files.disk.on_drained = self.wake
+        self.paused = set()           # connections not read while the disk catches up
 
     # -- setup ----------------------------------------------------------------
 
@@ -4068,6 +4242,8 @@ class Server:
         self._deliver(self.chat.outbox.take())
         self._start_streams()
         self._close_marked()
+        if self.paused and not self.files.disk.queued > DISK_QUEUE_LOW:
+            self._resume_reading()
         self._flush_dirty()
 
     def _drain_wake(self):
@@ -4135,6 +4311,13 @@ class Server:
     def _read(self, conn):
         if conn.closed:
             return
+        submitted = self.files.disk.submitted
+        if conn.proto == "framed" and not conn.lingering and not conn.auth_blocked:
+            view = conn.decoder.receive_buffer()
+            if view is not None:
+                self._read_in_place(conn, view)
+                self._pause_if_disk_congested(conn, submitted)
+                return
         try:
             data = conn.sock.recv(RECV_SIZE)
         except OSError as exc:
@@ -4145,6 +4328,59 @@ class Server:
         if not data:
             self._drop(conn, "quit")
             return
+        self._handle_input(conn, data)
+        self._pause_if_disk_congested(conn, submitted)
+
+    def _read_in_place(self, conn, view):
+        """The rest of a large frame payload goes straight into its own buffer."""
+        try:
+            n = conn.sock.recv_into(view)
+        except OSError as exc:
+            if exc.errno in _RETRY_ERRNOS or isinstance(exc, BlockingIOError):
+                return
+            self._drop(conn, "error")
+            return
+        finally:
+            view.release()
+        if not n:
+            self._drop(conn, "quit")
+            return
+        conn.last_rx = time.monotonic()
+        conn.decoder.received(n)
+        self._dispatch_frames(conn)
+
+    def _pause_if_disk_congested(self, conn, submitted_before):
+        """Stop reading a connection whose upload data the disk thread is behind on; the
+        client's sends then block in TCP until the queue drains (back-pressure)."""
+        if self.files.disk.submitted != submitted_before and self.files.disk.congested \
+                and not conn.closed and not conn.lingering:
+            conn.read_paused = True
+            self.paused.add(conn)
+            self._update_interest(conn)
+
+    def _resume_reading(self):
+        paused, self.paused = self.paused, set()
+        for conn in paused:
+            if not conn.closed and conn.read_paused:
+                conn.read_paused = False
+                self._update_interest(conn)
+
+    def _update_interest(self, conn):
+        """Register what the selector should watch: reads unless paused, writes while output
+        is pending. A socket watched for nothing is unregistered."""
+        events = (0 if conn.read_paused else selectors.EVENT_READ) | \
+            (selectors.EVENT_WRITE if conn.registered_write else 0)
+        if events == conn.events or conn.closed:
+            return
+        if not conn.events:
+            self.selector.register(conn.sock, events, conn)
+        elif not events:
+            self.selector.unregister(conn.sock)
+        else:
+            self.selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _handle_input(self, conn, data):
         if conn.lingering:
             return      # the answer is out; what the peer still sends is dropped
         if conn.proto == "reject":
@@ -4180,10 +4416,12 @@ class Server:
             conn.http.feed(data)
 
     def _feed_framed(self, conn, data):
-        decoder = conn.decoder
-        decoder.append(data)
+        conn.decoder.append(data)
+        self._dispatch_frames(conn)
+
+    def _dispatch_frames(self, conn):
         try:
-            for raw_header, payload in decoder.frames():
+            for raw_header, payload in conn.decoder.frames():
                 if conn.close_after_flush:
                     break
                 self.chat.handle(conn, raw_header, payload)
@@ -4319,9 +4557,8 @@ class Server:
         if want_write and budget <= 0:
             self.dirty.add(conn)     # fairness: more next turn, after the others
         if want_write != conn.registered_write:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
-            self.selector.modify(conn.sock, events, conn)
             conn.registered_write = want_write
+            self._update_interest(conn)
 
     def _write_some(self, conn):
         """Write the head of the queue; returns bytes sent, or None if the peer is gone."""
@@ -4471,9 +4708,8 @@ class Server:
             return
         conn.lingering = True
         self.chat.leave(conn, _leave_reason(reason))
-        if conn.registered_write:
-            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-            conn.registered_write = False
+        conn.registered_write = conn.read_paused = False
+        self._update_interest(conn)
         self.timers.add(time.monotonic() + LINGER_SECONDS, lambda now: self._drop(conn, reason))
 
     def _drop(self, conn, reason):
@@ -4525,6 +4761,7 @@ class Server:
         for sock in self.listeners:
             self.selector.unregister(sock)
             sock.close()
+        self.files.disk.close()
         self.store.close()
         self.selector.close()
         self._wake_r.close()

@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -47,6 +48,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -1445,30 +1447,60 @@ class RelayLoop:
 
 
 def upload_file(loop, transfer, path, size, cid, deadline):
-    """Announce, then send every chunk; done when our own file msg (same cid) arrives."""
+    """Announce, then send every chunk; done when our own file msg (same cid) arrives.
+    The chunks go out from a sender thread (header with send(), payload with os.sendfile(),
+    as the raw reference sends), so the tool's loop never stands between two chunks."""
     transfer.queue(encode_frame({"type": "upload", "name": "bench.bin", "size": size, "cid": cid,
                                  "mime": "application/octet-stream"}))
-    state = {"upload": None, "chunk": None, "offset": 0, "file": None}
-    f = open(path, "rb")
+    state = {"sender": None, "file": None, "error": []}
 
     def step():
         for header in transfer.headers:
-            if header.get("type") == "upload_ready" and header.get("cid") == cid:
-                state["upload"], state["chunk"] = header["upload"], header["chunk"]
+            if header.get("type") == "upload_ready" and header.get("cid") == cid \
+                    and state["sender"] is None:
+                state["sender"] = threading.Thread(
+                    target=send_chunks, daemon=True,
+                    args=(transfer.client.sock, path, header["upload"], header["chunk"], size,
+                          state["error"]))
+                state["sender"].start()
             elif header.get("type") == "msg" and header.get("cid") == cid:
                 state["file"] = header["file"]
         transfer.headers.clear()
-        if state["upload"] and not transfer.out and state["offset"] < size:
-            data = f.read(min(state["chunk"], size - state["offset"]))
-            transfer.queue(chunk_frame_head(state["upload"], state["offset"], len(data)), data)
-            state["offset"] += len(data)
+        if state["error"]:
+            raise state["error"][0]
 
+    t0 = time.monotonic()
+    loop.run(step, lambda: state["file"] is not None, deadline)
+    elapsed = time.monotonic() - t0
+    state["sender"].join()
+    return elapsed, state["file"]
+
+
+def send_chunks(sock, path, upload_id, chunk, size, errors):
     try:
-        t0 = time.monotonic()
-        loop.run(step, lambda: state["file"] is not None, deadline)
-        return time.monotonic() - t0, state["file"]
-    finally:
-        f.close()
+        with open(path, "rb") as f:
+            offset = 0
+            while offset < size:
+                n = min(chunk, size - offset)
+                send_all_nonblocking(sock, chunk_frame_head(upload_id, offset, n))
+                sent = 0
+                while sent < n:
+                    try:
+                        sent += os.sendfile(sock.fileno(), f.fileno(), offset + sent, n - sent)
+                    except (BlockingIOError, InterruptedError):
+                        select.select([], [sock], [], 1.0)
+                offset += n
+    except Exception as exc:      # reported by the tool's loop
+        errors.append(exc)
+
+
+def send_all_nonblocking(sock, data):
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view):]
+        except (BlockingIOError, InterruptedError):
+            select.select([], [sock], [], 1.0)
 
 
 def chunk_frame_head(upload_id, offset, length):

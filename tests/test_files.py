@@ -392,7 +392,7 @@ def test_partial_uploads_expire_after_the_grace_period(tmp_path):
     store = cs.MessageStore(":memory:")
     files = cs.FileStore(str(tmp_path), store)
     up = files.start("alice", "a.bin", 10, None, "application/octet-stream", None, "c", "")
-    up.write(b"abc")
+    files.append(up, b"abc")
     files.expire(time.time() + cs.UPLOAD_GRACE - 5)
     assert up.id in files.uploads
     files.expire(time.time() + cs.UPLOAD_GRACE + 5)
@@ -425,3 +425,101 @@ def test_download_cancel_and_restart_mid_stream_keep_the_server_up(files_server)
     assert got == data
     b.send({"type": "download_cancel", "file": "f-never-started"})   # harmless
     assert_chat_still_works(files_server, a, b)
+
+
+# -- the disk thread: write errors and back-pressure ------------------------------------------
+
+class InProcessServer:
+    """A real server on 127.0.0.1 in this process, so a test can reach into its disk thread."""
+
+    def __init__(self):
+        self.srv = cs.Server(cs.Config(host="127.0.0.1", port=0, memory=True, open=True,
+                                       rate_limit=0))
+        self.port = self.srv.listen()[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def client(self, nick):
+        c = ChatClient(self.port)
+        c.hello(nick)
+        return c
+
+    def stop(self):
+        self.srv.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def inproc():
+    server = InProcessServer()
+    yield server
+    server.stop()
+
+
+def test_a_failing_disk_write_is_reported_and_others_are_unaffected(inproc, monkeypatch):
+    import errno
+    real_write = cs.Upload.write_all
+
+    def failing_write(up, data):
+        if up.name == "doomed.bin":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(up, data)
+    monkeypatch.setattr(cs.Upload, "write_all", failing_write)
+    a, b = inproc.client("alice"), inproc.client("bob")
+    result = upload(a, os.urandom(3 * MiB), name="doomed.bin", chunk=256 * 1024)
+    assert result["type"] == "error" and result["code"] == "disk_full", result
+    assert "No space left on device" in result["message"] and result["fatal"] is False
+    # nothing half-written is kept, nothing was announced, and everyone can go on
+    assert inproc.srv.files.uploads == {}
+    assert os.listdir(inproc.srv.files.uploads_dir) == []
+    assert [h for h in b.drain(0.3) if h["type"] == "msg"] == []
+    assert b.say("still chatting")["type"] == "msg"
+    assert a.wait_for(lambda h: h.get("text") == "still chatting")["from"] == "bob"
+    data = os.urandom(MiB + 7)
+    msg = upload(a, data, name="fine.bin")        # the same user's next upload works
+    assert msg["type"] == "msg" and msg["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch):
+    """While the disk thread is stuck, the uploading connection stops being read once the
+    queue is over DISK_QUEUE_HIGH (memory stays bounded), chat keeps flowing, and when the
+    disk catches up the upload completes intact."""
+    monkeypatch.setattr(cs, "DISK_QUEUE_HIGH", 512 * 1024)
+    monkeypatch.setattr(cs, "DISK_QUEUE_LOW", 128 * 1024)
+    gate, most_queued = threading.Event(), [0]
+    real_write = cs.Upload.write_all
+
+    def gated_write(up, data):
+        most_queued[0] = max(most_queued[0], inproc.srv.files.disk.queued)
+        gate.wait(30)
+        real_write(up, data)
+    monkeypatch.setattr(cs.Upload, "write_all", gated_write)
+    a, b = inproc.client("alice"), inproc.client("bob")
+    data = os.urandom(8 * MiB)
+    a.send({"type": "upload", "name": "slow.bin", "size": len(data), "cid": "up1",
+            "sha256": hashlib.sha256(data).hexdigest()})
+    upload_id = a.wait_for("upload_ready")["upload"]
+    sender = threading.Thread(target=lambda: [
+        a.send({"type": "chunk", "upload": upload_id, "offset": off}, data[off:off + 128 * 1024])
+        for off in range(0, len(data), 128 * 1024)], daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not inproc.srv.paused and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (paused,) = inproc.srv.paused
+    assert paused.nick == "alice" and paused.read_paused
+    ack = b.say("the chat does not wait for the disk")
+    assert ack["type"] == "msg"
+    assert a.wait_for(lambda h: h.get("id") == ack["id"])["from"] == "bob"
+    # bounded: at most the high mark plus what one read can bring
+    assert inproc.srv.files.disk.queued <= cs.DISK_QUEUE_HIGH + cs.RECV_SIZE + 128 * 1024
+    gate.set()
+    sender.join(30)
+    msg = a.wait_for(lambda h: h["type"] in ("msg", "error") and
+                     (h.get("cid") == "up1" or h.get("ref") in ("up1", upload_id)), timeout=30)
+    assert msg["type"] == "msg" and msg["file"]["size"] == len(data), msg
+    assert not inproc.srv.paused and not paused.read_paused
+    assert most_queued[0] <= cs.DISK_QUEUE_HIGH + cs.RECV_SIZE + 128 * 1024
+    start, got = download(b, msg["file"]["id"])
+    assert got == data

@@ -132,3 +132,90 @@ def test_fuzz_roundtrip_any_split(messages, step):
     for i in range(0, len(stream), step):
         got += dec.feed(stream[i:i + step])
     assert [(cs.decode_header(h), p) for h, p in got] == frames
+
+
+# -- large payloads received in place (recv_into) ---------------------------------------------
+
+def read_like_the_server(dec, stream, sizes):
+    """Drive the decoder as Server._read does: recv_into the payload view when the decoder
+    offers one, else append; `sizes` are what successive reads return (cycled)."""
+    got, pos, i = [], 0, 0
+    while pos < len(stream):
+        want = sizes[i % len(sizes)]
+        i += 1
+        view = dec.receive_buffer()
+        if view is not None:
+            n = min(want, len(view), len(stream) - pos)
+            view[:n] = stream[pos:pos + n]
+            view.release()
+            dec.received(n)
+        else:
+            n = min(want, len(stream) - pos)
+            dec.append(stream[pos:pos + n])
+        pos += n
+        got += list(dec.frames())
+    return got
+
+
+def test_large_payload_is_received_in_place_into_one_buffer():
+    dec = cs.FrameDecoder()
+    payload = os.urandom(cs.MAX_PAYLOAD_BYTES)
+    frame = cs.encode_frame({"type": "chunk", "upload": "u1", "offset": 0}, payload)
+    assert dec.feed(frame[:1000]) == []
+    view = dec.receive_buffer()
+    assert view is not None and len(view) == len(frame) - 1000       # exactly what is missing
+    view[:] = frame[1000:]
+    view.release()
+    dec.received(len(frame) - 1000)
+    assert dec.receive_buffer() is None                              # complete: nothing more
+    (raw_header, got), = dec.frames()
+    assert cs.decode_header(raw_header)["upload"] == "u1"
+    assert got == payload and isinstance(got, bytearray)
+    assert dec.buffered == 0 and dec.receive_buffer() is None
+
+
+def test_small_frames_and_incomplete_headers_are_not_received_in_place():
+    dec = cs.FrameDecoder()
+    small = cs.encode_frame({"type": "msg", "text": "hi"})
+    assert dec.feed(small[:5]) == [] and dec.receive_buffer() is None       # no prefix yet
+    assert len(dec.feed(small[5:])) == 1
+    big = cs.encode_frame({"type": "chunk"}, b"x" * cs.DIRECT_PAYLOAD_MIN)
+    dec.append(big[:12])                       # prefix complete, header not
+    assert dec.receive_buffer() is None
+    dec.append(big[12:])
+    assert dec.receive_buffer() is None        # the whole frame is already here
+    assert [p for _, p in dec.frames()] == [b"x" * cs.DIRECT_PAYLOAD_MIN]
+
+
+def test_bytes_after_an_in_place_payload_start_the_next_frame():
+    """A fast sender's next frame can arrive in the same read as the end of the payload."""
+    dec = cs.FrameDecoder(direct_min=16)
+    a = cs.encode_frame({"type": "chunk", "n": 1}, b"A" * 100)
+    b = cs.encode_frame({"type": "msg", "text": "after"})
+    dec.append(a[:40])
+    assert dec.receive_buffer() is not None
+    dec.append(a[40:] + b)                     # append() fills the payload first
+    got = list(dec.frames())
+    assert [(cs.decode_header(h), bytes(p)) for h, p in got] == \
+        [({"type": "chunk", "n": 1}, b"A" * 100), ({"type": "msg", "text": "after"}, b"")]
+
+
+def test_payload_over_the_limit_is_refused_not_received_in_place():
+    dec = cs.FrameDecoder(max_payload=1000, direct_min=16)
+    dec.append(struct.pack(">II", 4, 1001) + b"{}xx")
+    assert dec.receive_buffer() is None
+    with pytest.raises(cs.FrameError) as info:
+        list(dec.frames())
+    assert info.value.code == "frame_too_large"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=5), st.integers(min_value=0, max_value=300)),
+                min_size=1, max_size=6),
+       st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=5))
+def test_fuzz_in_place_reads_yield_what_feed_yields(shapes, sizes):
+    frames = [({"type": "x", "i": i, "pad": "p" * extra}, os.urandom(plen))
+              for i, (extra, plen) in enumerate(shapes)]
+    stream = b"".join(cs.encode_frame(h, p) for h, p in frames)
+    got = read_like_the_server(cs.FrameDecoder(direct_min=32), stream, sizes)
+    assert [(cs.decode_header(h), bytes(p)) for h, p in got] == frames
