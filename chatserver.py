@@ -166,6 +166,7 @@ def bad_request(message, ref=None):
 ###############################################################################
 
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_json_str = json.encoder.encode_basestring    # a str as a JSON string (C), what the encoder does
 
 
 def dump_json(obj):
@@ -3366,11 +3367,11 @@ class Chat:
         def build_body(msg_id):
             # the JSON of {"type":"msg","id","ts","from",**fields,"cid"[,"to"]}, built as
             # text: this runs once per message, on the hot path
-            enc = _json_encoder.encode
             return '{"type":"msg","id":%d,"ts":"%s","from":%s%s,"cid":%s%s}' % (
-                msg_id, utc_timestamp(now), enc(conn.nick),
-                "".join([',"%s":%s' % (k, enc(v)) for k, v in fields.items()]), enc(cid),
-                ',"to":' + enc(to) if to is not None else "")
+                msg_id, utc_timestamp(now), _json_str(conn.nick),
+                "".join([',"%s":%s' % (k, _json_str(v) if type(v) is str else
+                                       _json_encoder.encode(v)) for k, v in fields.items()]),
+                _json_str(cid), ',"to":' + _json_str(to) if to is not None else "")
 
         msg_id, body, is_new = self.store.add_message(conn.key, to_key, cid, build_body)
         raw = body.encode("utf-8")
@@ -4524,12 +4525,41 @@ class Server:
 
     def _flush_dirty(self):
         dirty, self.dirty = self.dirty, set()
+        now = time.monotonic()
         for conn in dirty:
             if not conn.closed:
                 try:
-                    self._flush(conn)
+                    if not self._send_single(conn, now):
+                        self._flush(conn)
                 except Exception:
                     self._internal_error(conn)
+
+    def _send_single(self, conn, now):
+        """The common case after a broadcast: one buffer queued, nothing else going on. One
+        send() and done; anything else (or a partial send) takes the general path."""
+        out = conn.out
+        if len(out) != 1 or conn.registered_write or conn.downloads or conn.lingering or \
+                conn.close_after_flush:
+            return False
+        data = out[0]
+        if type(data) is not bytes:
+            return False
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._drop(conn, "error")
+            return True
+        conn.last_tx = now
+        if sent != len(data):
+            out[0] = memoryview(data)[sent:]
+            conn.out_bytes -= sent
+            return False
+        out.clear()
+        conn.out_bytes = 0
+        conn.soft_since = None
+        return True
 
     def _flush(self, conn):
         if conn.lingering:
