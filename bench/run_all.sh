@@ -7,7 +7,8 @@
 #
 # Knobs (environment): TARGETS, RUNS (runs per configuration, >= 3 for medians), FANOUT_N,
 # K (messages per fan-out run), K_LARGE_N and LARGE_N (a smaller K for the largest N keeps
-# the slow targets under the 2-minute run limit), CONN_C, CONN_RUNS, FILE_MIB, PERSIST
+# the slow targets under the 2-minute run limit), PROCS_LARGE_N (tool worker processes
+# at N >= LARGE_N), CONN_C, CONN_RUNS, FILE_MIB, FILE_RUNS, PERSIST
 # (1 = chatserver with persistence, the default; 0 = --memory), LOADTOOL_ARGS (extra flags),
 # EXTRAS (1 = also asyncio-perline at N < LARGE_N and chatserver --memory; 0 = skip).
 # Rounds are interleaved (run 1 of every target, then run 2, ...) so that a noisy period on
@@ -21,6 +22,10 @@ FANOUT_N=${FANOUT_N:-"10 100 1000"}
 K=${K:-20000}
 LARGE_N=${LARGE_N:-1000}
 K_LARGE_N=${K_LARGE_N:-20000}
+PROCS_LARGE_N=${PROCS_LARGE_N:-2}   # subscriber worker processes at N >= LARGE_N: with one,
+                                    # the tool cannot read ~1 GB/s of frames and the probe
+                                    # measures its own backlog (docs/PERFORMANCE.md)
+FILE_RUNS=${FILE_RUNS:-3}
 CONN_C=${CONN_C:-"1000 5000 10000"}
 CONN_RUNS=${CONN_RUNS:-3}
 FILE_MIB=${FILE_MIB:-1024}
@@ -54,9 +59,10 @@ run=1
 while [ "$run" -le "$RUNS" ]; do
     for n in $FANOUT_N; do
         k=$K
-        [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N
+        procs=1
+        [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N && procs=$PROCS_LARGE_N
         for t in $available_targets; do
-            lt fanout --target "$t" -n "$n" -k "$k" -p 100
+            lt fanout --target "$t" -n "$n" -k "$k" -p 100 --procs "$procs"
         done
     done
     if [ "$run" -le "$CONN_RUNS" ]; then
@@ -69,7 +75,7 @@ while [ "$run" -le "$RUNS" ]; do
     run=$((run + 1))
 done
 case " $available_targets " in
-    *" chatserver "*) lt filerelay --target chatserver --size-mib "$FILE_MIB" ;;
+    *" chatserver "*) lt filerelay --target chatserver --size-mib "$FILE_MIB" --runs "$FILE_RUNS" ;;
 esac
 
 # Extras (EXTRAS=0 skips them): the naive asyncio variant where it finishes within the run
@@ -85,9 +91,10 @@ if [ "${EXTRAS:-1}" = 1 ]; then
         if [ "$PERSIST" = 1 ]; then
             for n in $FANOUT_N; do
                 k=$K
-                [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N
+                procs=1
+                [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N && procs=$PROCS_LARGE_N
                 python3 bench/loadtool.py fanout --target chatserver --no-persist -n "$n" -k "$k" \
-                    -p 100 --runs "$RUNS" $LOADTOOL_ARGS || status=1
+                    -p 100 --procs "$procs" --runs "$RUNS" $LOADTOOL_ARGS || status=1
             done
         fi ;;
     esac
