@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run the whole benchmark suite, then refresh the tables in docs/PERFORMANCE.md and the plot.
 #
-#   bench/run_all.sh                      # everything, about 12 min on 2 cores
+#   bench/run_all.sh                      # everything, about 15 min on 2 cores
 #   TARGETS="chatserver" bench/run_all.sh # only re-measure chatserver (tables keep the
 #                                         # references' latest runs)
 #
