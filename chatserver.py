@@ -120,6 +120,7 @@ DIRECT_PAYLOAD_MIN = 64 * 1024        # a frame payload this large is received s
 DISK_QUEUE_HIGH = 8 * 1024 * 1024     # upload bytes waiting for the disk thread: above this,
 DISK_QUEUE_LOW = 2 * 1024 * 1024      # connections that sent them are not read until the
                                       # queue is back under the low mark (TCP back-pressure)
+DISK_CLOSE_WAIT = 10.0                # seconds shutdown waits for queued chunks to be written
 
 IS_WINDOWS = sys.platform == "win32"
 
@@ -3006,14 +3007,18 @@ class DiskWriter:
             while up.pending:
                 self._cond.wait()
 
-    def close(self):
-        """Write what is queued, then stop the thread."""
+    def close(self, timeout=DISK_CLOSE_WAIT):
+        """Write what is queued, then stop the thread (a hung disk cannot hang the exit)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
-            thread.join()
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("the disk is not finishing its writes; %d bytes of partial "
+                            "uploads are dropped (their owners resume from what is on disk)",
+                            self.queued)
 
     def _run(self):
         while True:

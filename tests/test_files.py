@@ -481,12 +481,43 @@ def test_a_failing_disk_write_is_reported_and_others_are_unaffected(inproc, monk
     assert msg["type"] == "msg" and msg["file"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch):
+def send_slowly_framed(client, data, results):
+    """Framed upload of `data` in 128 KiB chunks; the file msg (or error) into `results`."""
+    client.send({"type": "upload", "name": "slow.bin", "size": len(data), "cid": "up1",
+                 "sha256": hashlib.sha256(data).hexdigest()})
+    upload_id = client.wait_for("upload_ready")["upload"]
+    for off in range(0, len(data), 128 * 1024):
+        client.send({"type": "chunk", "upload": upload_id, "offset": off},
+                    data[off:off + 128 * 1024])
+    results.append(client.wait_for(lambda h: h["type"] in ("msg", "error") and
+                                   (h.get("cid") == "up1" or h.get("ref") in ("up1", upload_id)),
+                                   timeout=30))
+
+
+def send_slowly_http(client, data, results):
+    """The browser's way: POST /files with the session of `client`; the 201 body is the msg."""
+    import http.client
+    import json
+    import urllib.parse
+    conn = http.client.HTTPConnection("127.0.0.1", client.sock.getpeername()[1], timeout=30)
+    conn.request("POST", "/files?" + urllib.parse.urlencode(
+        {"session": client.welcome["session"], "name": "slow.bin", "cid": "up1"}),
+        body=data, headers={"Content-Type": "application/octet-stream"})
+    res = conn.getresponse()
+    results.append(json.loads(res.read()) if res.status == 201 else {"type": "error",
+                                                                       "status": res.status})
+    conn.close()
+
+
+@pytest.mark.parametrize("send_slowly", [send_slowly_framed, send_slowly_http],
+                         ids=["framed", "http"])
+def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch, send_slowly):
     """While the disk thread is stuck, the uploading connection stops being read once the
     queue is over DISK_QUEUE_HIGH (memory stays bounded), chat keeps flowing, and when the
     disk catches up the upload completes intact."""
     monkeypatch.setattr(cs, "DISK_QUEUE_HIGH", 512 * 1024)
     monkeypatch.setattr(cs, "DISK_QUEUE_LOW", 128 * 1024)
+    bound = cs.DISK_QUEUE_HIGH + cs.RECV_SIZE + 128 * 1024   # the mark + one read + one chunk
     gate, most_queued = threading.Event(), [0]
     real_write = cs.Upload.write_all
 
@@ -497,29 +528,44 @@ def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch):
     monkeypatch.setattr(cs.Upload, "write_all", gated_write)
     a, b = inproc.client("alice"), inproc.client("bob")
     data = os.urandom(8 * MiB)
-    a.send({"type": "upload", "name": "slow.bin", "size": len(data), "cid": "up1",
-            "sha256": hashlib.sha256(data).hexdigest()})
-    upload_id = a.wait_for("upload_ready")["upload"]
-    sender = threading.Thread(target=lambda: [
-        a.send({"type": "chunk", "upload": upload_id, "offset": off}, data[off:off + 128 * 1024])
-        for off in range(0, len(data), 128 * 1024)], daemon=True)
+    results = []
+    sender = threading.Thread(target=send_slowly, args=(a, data, results), daemon=True)
     sender.start()
     deadline = time.monotonic() + 10
     while not inproc.srv.paused and time.monotonic() < deadline:
         time.sleep(0.01)
     (paused,) = inproc.srv.paused
-    assert paused.nick == "alice" and paused.read_paused
+    assert paused.read_paused and paused.proto in ("framed", "http")
+    assert (paused is inproc.srv.chat.joined["alice"]) == (send_slowly is send_slowly_framed)
     ack = b.say("the chat does not wait for the disk")
     assert ack["type"] == "msg"
     assert a.wait_for(lambda h: h.get("id") == ack["id"])["from"] == "bob"
-    # bounded: at most the high mark plus what one read can bring
-    assert inproc.srv.files.disk.queued <= cs.DISK_QUEUE_HIGH + cs.RECV_SIZE + 128 * 1024
+    assert inproc.srv.files.disk.queued <= bound
     gate.set()
     sender.join(30)
-    msg = a.wait_for(lambda h: h["type"] in ("msg", "error") and
-                     (h.get("cid") == "up1" or h.get("ref") in ("up1", upload_id)), timeout=30)
+    (msg,) = results
     assert msg["type"] == "msg" and msg["file"]["size"] == len(data), msg
+    assert msg["file"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert not inproc.srv.paused and not paused.read_paused
-    assert most_queued[0] <= cs.DISK_QUEUE_HIGH + cs.RECV_SIZE + 128 * 1024
+    assert most_queued[0] <= bound
     start, got = download(b, msg["file"]["id"])
     assert got == data
+
+
+def test_shutdown_writes_the_queued_chunks_and_a_hung_disk_cannot_hang_it(tmp_path, monkeypatch):
+    store = cs.MessageStore(":memory:")
+    files = cs.FileStore(str(tmp_path), store)
+    up = files.start("alice", "a.bin", 10, None, "application/octet-stream", None, "c", "")
+    files.append(up, b"abcde")
+    files.disk.close()
+    with open(up.path, "rb") as f:
+        assert f.read() == b"abcde"           # written before the thread stopped
+    hung = cs.FileStore(str(tmp_path / "hung"), store)
+    release = threading.Event()
+    monkeypatch.setattr(cs.Upload, "write_all", lambda self, data: release.wait(10))
+    up2 = hung.start("bob", "b.bin", 10, None, "application/octet-stream", None, "d", "")
+    hung.append(up2, b"xyz")
+    started = time.monotonic()
+    hung.disk.close(timeout=0.2)
+    assert time.monotonic() - started < 5 and hung.disk.queued == 3
+    release.set()
