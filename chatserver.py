@@ -4318,42 +4318,28 @@ class Server:
         if conn.closed:
             return
         submitted = self.files.disk.submitted
+        view = None
         if conn.proto == "framed" and not conn.lingering and not conn.auth_blocked:
-            view = conn.decoder.receive_buffer()
-            if view is not None:
-                self._read_in_place(conn, view)
-                self._pause_if_disk_congested(conn, submitted)
-                return
+            view = conn.decoder.receive_buffer()  # the rest of a large payload: in place
         try:
-            data = conn.sock.recv(RECV_SIZE)
+            got = conn.sock.recv(RECV_SIZE) if view is None else conn.sock.recv_into(view)
         except OSError as exc:
-            if exc.errno in _RETRY_ERRNOS or isinstance(exc, BlockingIOError):
-                return
-            self._drop(conn, "error")
-            return
-        if not data:
-            self._drop(conn, "quit")
-            return
-        self._handle_input(conn, data)
-        self._pause_if_disk_congested(conn, submitted)
-
-    def _read_in_place(self, conn, view):
-        """The rest of a large frame payload goes straight into its own buffer."""
-        try:
-            n = conn.sock.recv_into(view)
-        except OSError as exc:
-            if exc.errno in _RETRY_ERRNOS or isinstance(exc, BlockingIOError):
-                return
-            self._drop(conn, "error")
+            if not (exc.errno in _RETRY_ERRNOS or isinstance(exc, BlockingIOError)):
+                self._drop(conn, "error")
             return
         finally:
-            view.release()
-        if not n:
+            if view is not None:
+                view.release()
+        if not got:
             self._drop(conn, "quit")
             return
-        conn.last_rx = time.monotonic()
-        conn.decoder.received(n)
-        self._dispatch_frames(conn)
+        if view is None:
+            self._handle_input(conn, got)
+        else:
+            conn.last_rx = time.monotonic()
+            conn.decoder.received(got)
+            self._dispatch_frames(conn)
+        self._pause_if_disk_congested(conn, submitted)
 
     def _pause_if_disk_congested(self, conn, submitted_before):
         """Stop reading a connection whose upload data the disk thread is behind on; the
