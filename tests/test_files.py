@@ -9,7 +9,7 @@ import time
 import pytest
 
 import chatserver as cs
-from chatclient import ChatClient
+from chatclient import ChatClient, encode
 from test_core import assert_chat_still_works, expect_error
 
 MiB = 1024 * 1024
@@ -109,7 +109,10 @@ def test_three_concurrent_uploads_and_downloads(files_server):
         assert got[i] == blobs[(i + 1) % 3]
 
 
-def test_upload_resumes_after_forced_disconnect(files_server):
+@pytest.mark.parametrize("cut", [0, MiB // 2], ids=["between-chunks", "mid-chunk"])
+def test_upload_resumes_after_forced_disconnect(files_server, cut):
+    """A drop between chunks, or in the middle of one (its payload half received in place):
+    the resume offset is what complete chunks brought, never a partial chunk."""
     a = files_server.client("alice")
     data = os.urandom(3 * MiB + 123)
     a.send({"type": "upload", "name": "r.bin", "size": len(data), "cid": "r1",
@@ -117,6 +120,10 @@ def test_upload_resumes_after_forced_disconnect(files_server):
     ready = a.wait_for("upload_ready")
     a.send({"type": "chunk", "upload": ready["upload"], "offset": 0}, data[:MiB])
     a.send({"type": "chunk", "upload": ready["upload"], "offset": MiB}, data[MiB:2 * MiB])
+    if cut:
+        frame = encode({"type": "chunk", "upload": ready["upload"], "offset": 2 * MiB},
+                       data[2 * MiB:3 * MiB])
+        a.send_raw(frame[:len(frame) - MiB + cut])
     time.sleep(0.3)
     a.sock.shutdown(socket.SHUT_RDWR)     # WiFi drop
     a.close()
