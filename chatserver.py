@@ -3031,8 +3031,10 @@ class DiskWriter:
             if up.error is None:
                 try:
                     up.write_all(data)
-                except (OSError, ValueError) as exc:   # ValueError: a closed file (a bug)
-                    up.error = exc
+                except Exception as exc:    # the thread must outlive any failure: the loop
+                    up.error = exc          # waits on `pending` in settle()
+                    if not isinstance(exc, OSError):
+                        log.exception("unexpected error writing upload %s", up.id)
             with self._cond:
                 up.pending -= 1
                 was_high = self.queued > DISK_QUEUE_LOW

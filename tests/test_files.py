@@ -464,19 +464,23 @@ def inproc():
     server.stop()
 
 
-def test_a_failing_disk_write_is_reported_and_others_are_unaffected(inproc, monkeypatch):
-    import errno
+@pytest.mark.parametrize("failure, reason", [
+    (OSError(28, "No space left on device"), "No space left on device"),   # ENOSPC
+    (RuntimeError("a bug in the disk thread"), "disk error"),
+], ids=["enospc", "bug"])
+def test_a_failing_disk_write_is_reported_and_others_are_unaffected(inproc, monkeypatch,
+                                                                      failure, reason):
     real_write = cs.Upload.write_all
 
     def failing_write(up, data):
         if up.name == "doomed.bin":
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise failure
         real_write(up, data)
     monkeypatch.setattr(cs.Upload, "write_all", failing_write)
     a, b = inproc.client("alice"), inproc.client("bob")
     result = upload(a, os.urandom(3 * MiB), name="doomed.bin", chunk=256 * 1024)
     assert result["type"] == "error" and result["code"] == "disk_full", result
-    assert "No space left on device" in result["message"] and result["fatal"] is False
+    assert reason in result["message"] and result["fatal"] is False
     # nothing half-written is kept, nothing was announced, and everyone can go on
     assert inproc.srv.files.uploads == {}
     assert os.listdir(inproc.srv.files.uploads_dir) == []
