@@ -121,6 +121,8 @@ DISK_QUEUE_HIGH = 8 * 1024 * 1024     # upload bytes waiting for the disk thread
 DISK_QUEUE_LOW = 2 * 1024 * 1024      # connections that sent them are not read until the
                                       # queue is back under the low mark (TCP back-pressure)
 DISK_CLOSE_WAIT = 10.0                # seconds shutdown waits for queued chunks to be written
+DB_LOCK_WAIT = 2.0                    # seconds to wait for the data folder's database when
+                                      # another process holds it (e.g. a server just exiting)
 
 IS_WINDOWS = sys.platform == "win32"
 
@@ -153,6 +155,10 @@ class ChatError(Exception):
     @property
     def fatal(self):
         return ERROR_FATAL.get(self.code, True)
+
+
+class DataDirInUse(OSError):
+    """Another process (usually another chatserver) has the data folder's database open."""
 
 
 class FrameError(ChatError):
@@ -2791,14 +2797,37 @@ class MessageStore:
 
     def __init__(self, path, synchronous="FULL"):
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=DB_LOCK_WAIT)
         if path != ":memory:":
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._lock_exclusively()
         self.db.execute("PRAGMA synchronous=%s" % ("FULL" if synchronous == "FULL" else "NORMAL"))
         self.db.executescript(self.SCHEMA)
         row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
         self.last_id = row[0] or 0
         self.in_transaction = False
+
+    def _lock_exclusively(self):
+        """Hold the database's write lock for as long as the server runs.
+
+        Two servers on one data folder would hand out the same message ids and delete each
+        other's files in progress (FileStore.recover), so the second one must not start. The
+        lock is taken before the first WAL access: SQLite then keeps the WAL index in this
+        process's memory (no -shm file) and a commit takes no file lock (fewer system calls
+        per loop turn). The OS drops the lock when the process dies, even by SIGKILL."""
+        try:
+            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self.db.close()
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise DataDirInUse("the data folder %s is in use by another process "
+                               "(another chatserver?). Stop it, or start this one with its "
+                               "own --data-dir." % os.path.dirname(os.path.abspath(self.path))
+                               ) from None
 
     # -- transactions ---------------------------------------------------------
 

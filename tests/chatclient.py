@@ -3,11 +3,13 @@
 Used by the tests (and handy by hand: `python -i tests/chatclient.py`)."""
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "chatserver.py")
@@ -179,6 +181,15 @@ class ServerProcess:
     def log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def pairing_token(self, timeout=10.0):
+        """The pairing token, read the way a person would: from the PC's own /pair page
+        (the database is locked by the running server)."""
+        url = "http://127.0.0.1:%d/pair" % self.port
+        page = urllib.request.urlopen(url, timeout=timeout).read().decode("utf-8")
+        found = re.search(r"#k=([A-Za-z0-9_-]+)", page)
+        assert found, "no token on the /pair page: %r" % page[:300]
+        return found.group(1)
 
     def client(self, nick=None, **hello):
         c = ChatClient(self.port)

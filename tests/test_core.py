@@ -265,6 +265,42 @@ def test_history_survives_a_clean_restart(make_server, tmp_path):
     assert srv2.client("bob").welcome["history"][-1] == sent
 
 
+def test_a_second_server_on_the_same_data_folder_refuses_to_start(make_server, tmp_path):
+    """Two servers on one folder would hand out the same ids and delete each other's
+    partial uploads at start: the second must stop with a clear message, harmlessly."""
+    import subprocess
+    from chatclient import SERVER, free_port
+    data = tmp_path / "shared"
+    first = make_server("--open", data_dir=data)
+    alice, bob = first.client("alice"), first.client("bob")
+    said = alice.say("before the second server")
+    bob.wait_for(lambda h: h.get("type") == "msg" and h["id"] == said["id"])
+    payload = os.urandom(3000)
+    alice.send({"type": "upload", "name": "half.bin", "size": len(payload), "cid": "up1"})
+    upload = alice.wait_for("upload_ready")["upload"]
+    alice.send({"type": "chunk", "upload": upload, "offset": 0}, payload[:1000])
+    alice.send({"type": "upload_status", "upload": upload})
+    assert alice.wait_for("upload_ready")["offset"] == 1000     # a partial file on disk
+
+    second = subprocess.run(
+        [sys.executable, SERVER, "--host", "127.0.0.1", "--port", str(free_port()),
+         "--data-dir", str(data), "--open", "--no-browser"],
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second
+    assert "in use by another process" in second.stderr and str(data) in second.stderr
+    assert "Traceback" not in second.stderr
+
+    # the first server did not notice: the partial upload completes, chat goes on
+    alice.send({"type": "chunk", "upload": upload, "offset": 1000, "last": True}, payload[1000:])
+    shared = bob.wait_for(lambda h: h.get("type") == "msg" and h.get("file"))
+    assert shared["file"]["size"] == len(payload)
+    assert_chat_still_works(first, alice, bob)
+    assert first.stop() == 0
+    again = make_server("--open", data_dir=data)       # the lock went with the first server
+    history = again.client("carol").welcome["history"]
+    assert said in history and shared["id"] in [m["id"] for m in history]
+
+
 # -- limits ---------------------------------------------------------------------------
 
 def test_flood_is_rate_limited_and_connection_stays(make_server):
@@ -494,7 +530,7 @@ def test_second_hello_and_bad_proto(room):
 
 def test_token_required_unless_open(make_server, tmp_path):
     srv = make_server(data_dir=tmp_path / "tok")
-    token = cs.MessageStore(str(tmp_path / "tok" / "chat.sqlite3")).get_setting("pairing_token")
+    token = srv.pairing_token()
     assert token
     for bad in (None, "wrong", token + "x"):
         c = ChatClient(srv.port)

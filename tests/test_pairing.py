@@ -435,7 +435,8 @@ def test_open_pair_page_survives_a_broken_browser(monkeypatch):
 
 # -- the token on a real server ---------------------------------------------------------
 
-def _server_token(data_dir):
+def _stored_token(data_dir):
+    """The token in a stopped server's database (a running server holds the lock)."""
     store = cs.MessageStore(os.path.join(str(data_dir), "chat.sqlite3"))
     try:
         return store.get_setting("pairing_token")
@@ -448,7 +449,7 @@ def test_websocket_hello_needs_the_token(make_server, tmp_path):
     from websockets.sync.client import connect
     from websockets.exceptions import ConnectionClosed
     srv = make_server(data_dir=tmp_path / "tok")
-    token = _server_token(tmp_path / "tok")
+    token = srv.pairing_token()
     for bad in (None, "wrong"):
         with connect("ws://127.0.0.1:%d/ws" % srv.port) as ws:
             hello = {"type": "hello", "nick": "mallory", "proto": 1}
@@ -484,19 +485,23 @@ def test_repeated_failures_from_one_address_are_slowed_down(make_server, tmp_pat
 def test_new_token_rotates_and_persists(make_server, tmp_path):
     data = tmp_path / "rot"
     srv = make_server(data_dir=data)
-    first = _server_token(data)
+    first = srv.pairing_token()
     srv.stop()
+    assert _stored_token(data) == first
     srv = make_server(data_dir=data)
-    assert _server_token(data) == first          # persisted across restarts
+    assert srv.pairing_token() == first          # persisted across restarts
     srv.stop()
-    make_server("--new-token", data_dir=data)
-    assert _server_token(data) not in (None, first)
+    srv = make_server("--new-token", data_dir=data)
+    rotated = srv.pairing_token()
+    assert rotated not in (None, first)
+    srv.stop()
+    assert _stored_token(data) == rotated
 
 
 def test_banner_is_printed_with_the_pairing_url_and_never_the_token_in_a_path(make_server,
                                                                               tmp_path):
     srv = make_server("--advertise-host", "192.0.2.7", data_dir=tmp_path / "b")
-    token = _server_token(tmp_path / "b")
+    token = srv.pairing_token()
     url = "http://192.0.2.7:%d/#k=%s" % (srv.port, token)
     deadline = time.monotonic() + 10      # the port opens before the banner is printed
     while url not in srv.log() and time.monotonic() < deadline:
