@@ -5744,6 +5744,28 @@ def print_banner(server, bound):
                              IS_WINDOWS, listens_on_lan(host)), flush=True)
 
 
+def keep_window_open(stdin=None):
+    """Wait for Enter when the double-clicked Windows .exe cannot start: its console window
+    closes with the process, and the reason (port or data folder in use) would flash by
+    unread. Scripts, services and other systems exit at once."""
+    stdin = sys.stdin if stdin is None else stdin
+    if not (getattr(sys, "frozen", False) and IS_WINDOWS and stdin is not None):
+        return False
+    try:
+        if not stdin.isatty():
+            return False
+        input("Press Enter to close this window.")
+    except (EOFError, KeyboardInterrupt, OSError, ValueError):
+        pass
+    return True
+
+
+def cannot_start(exc):
+    log.error("cannot start: %s", exc)
+    keep_window_open()
+    return 2
+
+
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):
@@ -5755,10 +5777,13 @@ def main(argv=None):
                         datefmt="%H:%M:%S")
     try:
         server = Server(config_from_args(args))
+    except OSError as exc:          # the data folder: not writable, or in use
+        return cannot_start(exc)
+    try:
         bound = server.listen()
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 2
+    except OSError as exc:          # the port: in use, or not an address of this PC
+        server.shutdown()
+        return cannot_start(exc)
     install_signal_handlers(server)
     if not args.quiet:
         print_banner(server, bound)

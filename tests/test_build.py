@@ -529,6 +529,19 @@ def temp_onefile_dirs(target):
     return {(path, os.stat(path).st_ino) for path in glob.glob(pattern, recursive=True)}
 
 
+def refuse_second_instance(target, data_dir):
+    """A second copy on the same data folder exits with code 2 and says why, at once: the
+    database lock works on this OS (LockFileEx under Wine), and without a console the
+    .exe does not wait for Enter."""
+    args = ["--host", "127.0.0.1", "--port", str(free_port()),
+            "--data-dir", target.data_dir_arg(data_dir), "--open", "--no-browser"]
+    second = subprocess.run(target.command + args, stdin=subprocess.DEVNULL,
+                            capture_output=True, env=target.env, timeout=START_TIMEOUT)
+    output = (second.stdout + second.stderr).decode("utf-8", "replace")
+    assert second.returncode == 2, output
+    assert "in use by another process" in output, output
+
+
 def smoke(target, data_dir, capsys):
     port = free_port()
     leftovers_before = temp_onefile_dirs(target)
@@ -536,6 +549,10 @@ def smoke(target, data_dir, capsys):
     report(capsys, "%s: listening %.2f s after start" % (target.name, server.startup_seconds))
     try:
         alice, bob, ids = chat_round(port)
+        refuse_second_instance(target, data_dir)
+        again = alice.say("after the second instance gave up", cid="c2")
+        assert bob.wait_for(lambda h: h.get("cid") == "c2")["id"] == again["id"]
+        ids.append(again["id"])
         code = server.stop()
         # The clean path says goodbye to every client before closing.
         for client in (alice, bob):

@@ -301,6 +301,69 @@ def test_a_second_server_on_the_same_data_folder_refuses_to_start(make_server, t
     assert said in history and shared["id"] in [m["id"] for m in history]
 
 
+class _Console:
+    """A stand-in for sys.stdin: an interactive console, or a pipe."""
+
+    def __init__(self, tty):
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.fixture
+def prompts(monkeypatch):
+    """Every input() prompt shown; the frozen Windows .exe is simulated."""
+    import builtins
+    shown = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": shown.append(prompt) or "")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(cs, "IS_WINDOWS", True)
+    monkeypatch.setattr(sys, "stdin", _Console(True))
+    return shown
+
+
+def _main_args(port, *extra):
+    return ["--host", "127.0.0.1", "--port", str(port), "--no-browser", "--open", *extra]
+
+
+def test_main_refuses_a_data_folder_in_use_and_the_exe_window_waits(tmp_path, prompts, caplog):
+    from chatclient import free_port
+    holder = cs.MessageStore(str(tmp_path / "chat.sqlite3"))     # another server, in effect
+    try:
+        assert cs.main(_main_args(free_port(), "--data-dir", str(tmp_path))) == 2
+    finally:
+        holder.close()
+    assert "in use by another process" in caplog.text and str(tmp_path) in caplog.text
+    assert prompts == ["Press Enter to close this window."]
+    # once the folder is free, the same command gets as far as the port (taken here)
+    threads = set(threading.enumerate())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert cs.main(_main_args(taken.getsockname()[1], "--data-dir", str(tmp_path))) == 2
+    assert "ddress already in use" in caplog.text or "10048" in caplog.text
+    assert set(threading.enumerate()) == threads          # the disk thread was stopped too
+    assert len(prompts) == 2
+    store = cs.MessageStore(str(tmp_path / "chat.sqlite3"))      # and left it unlocked
+    store.close()
+
+
+@pytest.mark.parametrize("frozen, windows, tty", [
+    (False, True, True), (True, False, True), (True, True, False)])
+def test_only_the_double_clicked_exe_waits_before_closing(monkeypatch, prompts, frozen,
+                                                          windows, tty):
+    if not frozen:
+        monkeypatch.delattr(sys, "frozen")
+    monkeypatch.setattr(cs, "IS_WINDOWS", windows)
+    monkeypatch.setattr(sys, "stdin", _Console(tty))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        assert cs.main(_main_args(taken.getsockname()[1], "--memory")) == 2
+    assert prompts == []
+
+
 # -- limits ---------------------------------------------------------------------------
 
 def test_flood_is_rate_limited_and_connection_stays(make_server):
