@@ -2797,13 +2797,20 @@ class MessageStore:
 
     def __init__(self, path, synchronous="FULL"):
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                  timeout=DB_LOCK_WAIT)
-        if path != ":memory:":
-            self._lock_exclusively()
-        self.db.execute("PRAGMA synchronous=%s" % ("FULL" if synchronous == "FULL" else "NORMAL"))
-        self.db.executescript(self.SCHEMA)
-        row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
+        self.db = None
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                      timeout=DB_LOCK_WAIT)
+            if path != ":memory:":
+                self._lock_exclusively()
+            self.db.execute("PRAGMA synchronous=%s"
+                            % ("FULL" if synchronous == "FULL" else "NORMAL"))
+            self.db.executescript(self.SCHEMA)
+            row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
+        except sqlite3.DatabaseError as exc:     # locked, not a database, read-only, ...
+            if self.db is not None:
+                self.db.close()
+            raise self._open_error(exc) from None
         self.last_id = row[0] or 0
         self.in_transaction = False
 
@@ -2815,19 +2822,20 @@ class MessageStore:
         lock is taken before the first WAL access: SQLite then keeps the WAL index in this
         process's memory (no -shm file) and a commit takes no file lock (fewer system calls
         per loop turn). The OS drops the lock when the process dies, even by SIGKILL."""
-        try:
-            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            self.db.close()
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            raise DataDirInUse("the data folder %s is in use by another process "
-                               "(another chatserver?). Stop it, or start this one with its "
-                               "own --data-dir." % os.path.dirname(os.path.abspath(self.path))
-                               ) from None
+        self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("COMMIT")
+
+    def _open_error(self, exc):
+        """An OSError a person can act on, for a database that cannot be used."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if "locked" in str(exc) or "busy" in str(exc):
+            return DataDirInUse("the data folder %s is in use by another process (another "
+                                "chatserver?). Stop it, or start this one with its own "
+                                "--data-dir." % folder)
+        return OSError("cannot use the history database %s (%s). Move it away to start "
+                       "with an empty history, or use another --data-dir." % (self.path, exc))
 
     # -- transactions ---------------------------------------------------------
 

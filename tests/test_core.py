@@ -349,6 +349,17 @@ def test_main_refuses_a_data_folder_in_use_and_the_exe_window_waits(tmp_path, pr
     store.close()
 
 
+def test_main_refuses_a_damaged_database_with_its_path(tmp_path, prompts, caplog):
+    from chatclient import free_port
+    (tmp_path / "chat.sqlite3").write_bytes(b"this is not a database, " * 100)
+    assert cs.main(_main_args(free_port(), "--data-dir", str(tmp_path))) == 2
+    assert "cannot use the history database" in caplog.text
+    assert str(tmp_path / "chat.sqlite3") in caplog.text and "not a database" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert prompts == ["Press Enter to close this window."]
+    assert (tmp_path / "chat.sqlite3").read_bytes() == b"this is not a database, " * 100
+
+
 @pytest.mark.parametrize("frozen, windows, tty", [
     (False, True, True), (True, False, True), (True, True, False)])
 def test_only_the_double_clicked_exe_waits_before_closing(monkeypatch, prompts, frozen,
