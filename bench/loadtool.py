@@ -97,6 +97,12 @@ PROBE_SECOND = 0x50                                 # "P"
 PROBE_END = 0x5E                                    # "^"
 PROBE_LEN = len(PROBE_PREFIX) + PROBE_DIGITS + 1    # "^P" + digits + "^"
 CARRY_LEN = max(len(BULK_MARK), PROBE_LEN) - 1      # longest marker - 1
+# The fence: one message sent to everyone before the bulk when only a sample of the
+# subscribers reads its data (--verify-every). Everything after it is the same byte stream
+# for every subscriber, so a byte count measured from it means the same thing for all.
+FENCE_MARK = b"!FENCE!"
+CID_DIGITS = 7                      # bulk cids have one length: the bytes after a marker are
+                                    # the same in every bulk frame (see bulk_tail)
 ROOM = b"room"
 
 
@@ -171,6 +177,27 @@ class StreamCounter:
             i = data.find(PROBE_FIRST, i + 1, n)
 
 
+def nth_marker_start(carry, buf, n, nth):
+    """Where the nth bulk marker counted by StreamCounter.feed(buf, n) starts, relative to
+    buf[0] (negative when it began in the previous read: the one split by the boundary,
+    which feed() counts before those inside buf). `carry` is the counter's carry before
+    that feed(); None when buf[:n] holds fewer than nth markers."""
+    m = len(BULK_MARK)
+    if BULK_FIRST in carry:
+        edge = carry[1 - m:]
+        i = (edge + buf[:min(n, m - 1)]).find(BULK_MARK)
+        if i >= 0:
+            if nth == 1:
+                return i - len(edge)
+            nth -= 1
+    pos = -1
+    for _ in range(nth):
+        pos = buf.find(BULK_MARK, pos + 1, n)
+        if pos < 0:
+            return None
+    return pos
+
+
 # ---------------------------------------------------------------------------------------
 # Target adapters
 # ---------------------------------------------------------------------------------------
@@ -208,6 +235,11 @@ class NdjsonTarget:
     def encode_msg(self, text, cid):
         return json.dumps({"type": "msg", "text": text}, separators=(",", ":")).encode() + b"\n"
 
+    def bulk_tail(self, text, cid):
+        """(bytes from a bulk marker to the end of its delivered frame, the frame's last
+        bytes): {"type":"msg","from":"<nick>","text":"<text>"}\\n"""
+        return len(text) + 3, b'"}\n'
+
     def version(self):
         return None
 
@@ -239,6 +271,10 @@ class RedisTarget:
 
     def encode_msg(self, text, cid):
         return resp_command(b"PUBLISH", ROOM, text.encode())
+
+    def bulk_tail(self, text, cid):
+        """*3 $7 message $4 room $<len> <text>\\r\\n"""
+        return len(text) + 2, b"\r\n"
 
     def version(self):
         try:
@@ -306,6 +342,10 @@ class ChatserverTarget:
 
     def encode_msg(self, text, cid):
         return encode_frame({"type": "msg", "text": text, "cid": cid})
+
+    def bulk_tail(self, text, cid):
+        """A broadcast msg ends with ..."text":"<text>","cid":"<cid>"} (no payload)."""
+        return len(text) + len('","cid":"') + len(cid) + len('"}'), b'"}'
 
     def version(self):
         try:
@@ -553,8 +593,14 @@ def wait_server_idle(pid, max_s=SETTLE_MAX_S):
 # Subscriber worker process
 # ---------------------------------------------------------------------------------------
 class Client:
-    """One connection: handshake buffer first, then a StreamCounter."""
-    __slots__ = ("sock", "nick", "role", "hs", "counter", "joined", "out")
+    """One connection: handshake buffer first, then a StreamCounter.
+
+    With --verify-every M > 1 a subscriber first looks for the fence (`fence` holds what it
+    read so far); `since` then counts the bytes after it. A "drain" subscriber stops reading
+    its data into user space there (MSG_TRUNC) and records (since, time) per read until the
+    end of the bulk is known from a verifying subscriber."""
+    __slots__ = ("sock", "nick", "role", "hs", "counter", "joined", "out", "drain", "fence",
+                 "since", "timeline")
 
     def __init__(self, sock, nick, role):
         self.sock = sock
@@ -564,6 +610,10 @@ class Client:
         self.counter = StreamCounter()
         self.joined = False
         self.out = b""
+        self.drain = False
+        self.fence = None
+        self.since = 0
+        self.timeline = []
 
 
 def open_client(host, port):
@@ -594,9 +644,14 @@ def feed_handshake(target, client, buf, n, now_ns):
 class SubscriberWorker:
     """Runs in a child process: connects its subscribers, counts, reports over a Pipe."""
 
-    def __init__(self, target, host, port, nicks, conn, pace_s):
+    def __init__(self, target, host, port, nicks, conn, pace_s, verify_every=1, tail=None):
         self.parent_pid = os.getppid()
         self.pace_s = pace_s
+        self.verify_every = verify_every
+        self.tail = tail                # (bytes from a bulk marker to its frame's end, end bytes)
+        self.unfenced = 0
+        self.bulk_end = None            # bytes after the fence up to the end of the K-th bulk frame
+        self.mismatches = []            # verifying subscribers that disagree on bulk_end
         self.target = target
         self.host = host
         self.port = port
@@ -627,6 +682,10 @@ class SubscriberWorker:
                     self.errors.append("connect %s: %s" % (nick, e))
                     continue
                 client.out = self.target.hello(nick, "sub")
+                if self.verify_every > 1:
+                    client.drain = len(self.clients) % self.verify_every != 0
+                    client.fence = bytearray()
+                    self.unfenced += 1
                 self.sel.register(client.sock, selectors.EVENT_WRITE, client)
                 self.clients.append(client)
                 connecting += 1
@@ -696,8 +755,12 @@ class SubscriberWorker:
                     if not self._handle_command(cpu0):
                         return
                     continue
+                draining = client.drain and client.fence is None and client.joined
                 try:
-                    n = client.sock.recv_into(buf)
+                    if draining:    # the kernel drops the data: no copy, nothing to scan
+                        n = client.sock.recv_into(buf, RECV_BUF_BYTES, socket.MSG_TRUNC)
+                    else:
+                        n = client.sock.recv_into(buf)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as e:
@@ -709,6 +772,9 @@ class SubscriberWorker:
                     client.sock.close()
                     continue
                 now = time.monotonic_ns()
+                if draining:
+                    self._drained(client, n, now)
+                    continue
                 counter = client.counter
                 if not client.joined:
                     try:
@@ -716,13 +782,14 @@ class SubscriberWorker:
                     except (HandshakeError, ValueError) as e:
                         self.errors.append("%s: %s" % (client.nick, e))
                     continue
+                before, carry = counter.bulk, counter.carry
                 counter.feed(buf, n, now)
+                if client.fence is not None:
+                    self._look_for_fence(client, buf, n, now)
+                elif self.verify_every > 1:
+                    self._verified(client, buf, n, before, carry, now)
                 if not counter.reached and self.expect is not None and counter.bulk >= self.expect:
-                    counter.reached = True
-                    self.last_done_ns = max(self.last_done_ns, now)
-                    self.pending -= 1
-                    if self.pending == 0:
-                        self.conn.send(("reached", self.expect, self.last_done_ns))
+                    self._mark_reached(client, now)
             if pace and events:
                 # Let data pile up in the socket buffers: fewer, larger reads keep this
                 # process (Python, one core) from being the bottleneck. Costs <= pace of
@@ -737,7 +804,72 @@ class SubscriberWorker:
                 next_progress = time.monotonic() + PROGRESS_INTERVAL_S
                 if os.getppid() != self.parent_pid:
                     return                  # the tool was killed: do not linger as an orphan
-                self.conn.send(("progress", sum(c.counter.bulk for c in self.clients)))
+                self.conn.send(("progress", sum(c.since if c.drain else c.counter.bulk
+                                                for c in self.clients)))
+
+    def _mark_reached(self, client, when_ns):
+        client.counter.reached = True
+        client.timeline = None
+        self.last_done_ns = max(self.last_done_ns, when_ns)
+        self.pending -= 1
+        if self.pending == 0:
+            self.conn.send(("reached", self.expect, self.last_done_ns))
+
+    def _look_for_fence(self, client, buf, n, now):
+        """Before the fence: keep what arrived (presence frames, a few hundred bytes) until
+        the fence marker is in it; `since` starts right after the marker."""
+        client.fence += buf[:n]
+        i = client.fence.find(FENCE_MARK)
+        if i < 0:
+            del client.fence[:-(len(FENCE_MARK) - 1)]
+            return
+        client.since = len(client.fence) - (i + len(FENCE_MARK))
+        client.fence = None
+        if client.drain:
+            client.timeline.append((client.since, now))
+        self.unfenced -= 1
+        if self.unfenced == 0:
+            self.conn.send(("fenced",))
+
+    def _drained(self, client, n, now):
+        client.since += n
+        if client.counter.reached or self.expect is None:
+            return
+        if self.bulk_end is None:
+            client.timeline.append((client.since, now))
+        elif client.since >= self.bulk_end:
+            self._mark_reached(client, now)
+
+    def _verified(self, client, buf, n, before, carry, now):
+        """A verifying subscriber after the fence: when this read brought the K-th bulk
+        marker, the end of its frame is the end of the bulk, in bytes after the fence."""
+        offset = client.since
+        client.since += n
+        expect = self.expect
+        if expect is None or not before < expect <= client.counter.bulk:
+            return
+        start = nth_marker_start(carry, buf, n, expect - before)
+        tail, ending = self.tail
+        end = start + tail
+        if 0 <= end - len(ending) and end <= n and buf[end - len(ending):end] != ending:
+            self.mismatches.append("%s: the K-th bulk frame does not end %d bytes after its "
+                                   "marker" % (client.nick, tail))
+        self._set_bulk_end(offset + end, client)
+
+    def _set_bulk_end(self, bulk_end, client):
+        if self.bulk_end is not None:
+            if bulk_end != self.bulk_end:
+                self.mismatches.append("%s: bulk ends %d bytes after the fence, not %d: the "
+                                       "subscribers' streams differ" % (client.nick, bulk_end,
+                                                                         self.bulk_end))
+            return
+        self.bulk_end = bulk_end
+        for c in self.clients:      # drainers that passed the end already: when they did
+            if c.drain and not c.counter.reached and c.timeline is not None:
+                for since, when in c.timeline:
+                    if since >= bulk_end:
+                        self._mark_reached(c, when)
+                        break
 
     def _handle_command(self, cpu0):
         try:
@@ -762,19 +894,28 @@ class SubscriberWorker:
         return True
 
     def _probes_complete(self):
-        return all(c.counter.probes >= self.probe_target for c in self.clients)
+        """Every verifying subscriber has every probe, and every drain subscriber as many
+        bytes after the fence as they (the same stream, so the same count)."""
+        verified = [c for c in self.clients if not c.drain]
+        if not all(c.counter.probes >= self.probe_target for c in verified):
+            return False
+        last = max((c.since for c in verified), default=0)
+        return all(c.since >= last for c in self.clients if c.drain)
 
     def _final_stats(self, cpu0):
         expect = self.expect or 0
-        bulk = [c.counter.bulk for c in self.clients]
+        verified = [c for c in self.clients if not c.drain]
+        bulk = [c.counter.bulk for c in verified]
         lat = []
-        for c in self.clients:
+        for c in verified:
             lat.extend(c.counter.latencies_us)
+        drained_lost, drained_dup = self._drained_lost_and_dup(expect)
         return {
-            "clients": len(self.clients), "expect": expect,
+            "clients": len(self.clients), "expect": expect, "verified": len(verified),
+            "bulk_end": self.bulk_end, "mismatches": self.mismatches[:5],
             "bulk_total": sum(bulk),
-            "lost": sum(max(0, expect - b) for b in bulk),
-            "dup": sum(max(0, b - expect) for b in bulk),
+            "lost": sum(max(0, expect - b) for b in bulk) + drained_lost,
+            "dup": sum(max(0, b - expect) for b in bulk) + drained_dup,
             "probes_total": sum(c.counter.probes for c in self.clients),
             "probe_target": self.probe_target,
             "latencies_us": lat,
@@ -784,11 +925,34 @@ class SubscriberWorker:
         }
 
 
-def worker_main(target, host, port, nicks, conn, pace_s):
+    def _drained_lost_and_dup(self, expect):
+        """Messages missing at (or extra for) drain subscribers, estimated from the bytes
+        they got after the fence against the verifying subscribers' count: their data was
+        not read, so only the byte count can tell. Probes keep arriving after the bulk, so
+        a drain subscriber that missed a message may still pass the end of the bulk; this
+        end-of-run comparison is what catches it."""
+        drained = [c for c in self.clients if c.drain]
+        if not expect or not drained:
+            return 0, 0
+        if not self.bulk_end:
+            return expect * sum(1 for c in drained if not c.counter.reached), 0
+        last = max(c.since for c in self.clients if not c.drain)
+        per_message = self.bulk_end / expect
+        lost = dup = 0
+        for c in drained:
+            gap = last - c.since
+            if gap > 0:
+                lost += max(1, round(gap / per_message))
+            elif gap < 0:
+                dup += max(1, round(-gap / per_message))
+        return lost, dup
+
+
+def worker_main(target, host, port, nicks, conn, pace_s, verify_every, tail):
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when we stop
     die_with_parent()
     try:
-        SubscriberWorker(target, host, port, nicks, conn, pace_s).run()
+        SubscriberWorker(target, host, port, nicks, conn, pace_s, verify_every, tail).run()
     except Exception as e:          # report, never hang the parent
         try:
             conn.send(("crash", repr(e)))
@@ -800,7 +964,8 @@ def worker_main(target, host, port, nicks, conn, pace_s):
 class Workers:
     """The subscriber processes, seen from the main process."""
 
-    def __init__(self, target, host, port, count, procs, prefix, pace_s):
+    def __init__(self, target, host, port, count, procs, prefix, pace_s, verify_every=1,
+                 tail=None):
         ctx = multiprocessing.get_context("fork")
         procs = max(1, min(procs, count))
         self.conns = []
@@ -808,7 +973,8 @@ class Workers:
         for w in range(procs):
             nicks = ["%s%d" % (prefix, i) for i in range(w, count, procs)]
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(target, host, port, nicks, child, pace_s), daemon=True)
+            p = ctx.Process(target=worker_main, daemon=True, args=(
+                target, host, port, nicks, child, pace_s, verify_every, tail))
             p.start()
             child.close()
             self.conns.append(parent)
@@ -827,6 +993,21 @@ class Workers:
             joined += msg[1]
             errors.extend(msg[2])
         return joined, errors
+
+    def wait_fenced(self, timeout):
+        """Until every worker's subscribers have all read past the fence."""
+        deadline = time.monotonic() + timeout
+        for conn in self.conns:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not conn.poll(left):
+                    raise RuntimeError("the fence did not reach every subscriber in %.0f s"
+                                       % timeout)
+                msg = conn.recv()
+                if msg[0] == "fenced":
+                    break
+                if msg[0] == "crash":
+                    raise RuntimeError("worker crashed: %s" % msg[1])
 
     def send_all(self, *msg):
         for conn in self.conns:
@@ -869,10 +1050,16 @@ class Workers:
 
 
 def merge_finals(finals):
-    out = {"clients": 0, "bulk_total": 0, "lost": 0, "dup": 0, "probes_total": 0,
-           "closed": 0, "errors": [], "cpu_s": 0.0, "latencies_us": []}
+    out = {"clients": 0, "verified": 0, "bulk_total": 0, "lost": 0, "dup": 0,
+           "probes_total": 0, "closed": 0, "errors": [], "cpu_s": 0.0, "latencies_us": []}
+    ends = {f["bulk_end"] for f in finals if f.get("bulk_end") is not None}
+    out["mismatches"] = [m for f in finals for m in f.get("mismatches", [])]
+    if len(ends) > 1:
+        out["mismatches"].append("workers saw the bulk end at different offsets: %s"
+                                 % sorted(ends))
+    out["bulk_end"] = ends.pop() if len(ends) == 1 else None
     for f in finals:
-        for key in ("clients", "bulk_total", "lost", "dup", "probes_total", "closed"):
+        for key in ("clients", "verified", "bulk_total", "lost", "dup", "probes_total", "closed"):
             out[key] += f[key]
         out["errors"].extend(f["errors"])
         out["cpu_s"] += f["cpu_s"]
@@ -1113,10 +1300,11 @@ class Run:
             self.server = Server(self.target, self.host, self.args)
             self.port, self.server_pid = self.server.port, self.server.pid
 
-    def start_subscribers(self, count):
+    def start_subscribers(self, count, verify_every=1, tail=None):
         t0 = time.monotonic()
         self.workers = Workers(self.target, self.host, self.port, count, self.args.procs,
-                               "s%s-" % self.run_id[:4], self.args.pace_ms / 1000.0)
+                               "s%s-" % self.run_id[:4], self.args.pace_ms / 1000.0,
+                               verify_every, tail)
         joined, errors = self.workers.wait_ready(HANDSHAKE_TIMEOUT_S + 30)
         if joined != count:
             raise RuntimeError("only %d of %d subscribers joined: %s" % (joined, count, errors))
@@ -1151,16 +1339,20 @@ def run_fanout(args):
     run = Run(args, "fanout")
     try:
         run.start_server()
-        run.start_subscribers(args.n)
+        text = bulk_text(args.p)
+        cid = lambda i, j: "%s-%03d-%0*d" % (run.run_id, i, CID_DIGITS, j)
+        verify_every = max(1, args.verify_every)
+        run.start_subscribers(args.n, verify_every, run.target.bulk_tail(text, cid(0, 0)))
         publishers = []
         per_pub = [args.k // args.publishers + (1 if i < args.k % args.publishers else 0)
                    for i in range(args.publishers)]
-        text = bulk_text(args.p)
         for i, count in enumerate(per_pub):
             client = run.join_extra("pub%d" % i, "pub")
-            msgs = [run.target.encode_msg(text, "%s-%d-%d" % (run.run_id, i, j)) for j in range(count)]
+            msgs = [run.target.encode_msg(text, cid(i, j)) for j in range(count)]
             publishers.append(Publisher(client, msgs, args.window, run.target))
         probe = run.join_extra("probe", "pub") if not args.no_probe else None
+        if verify_every > 1:
+            send_fence(run)
         loop = EventLoop(run.workers, run.server_pid)
         for pub in publishers:
             loop.add_publisher(pub)
@@ -1189,19 +1381,34 @@ def run_fanout(args):
             "elapsed_s": round(elapsed_s, 4) if elapsed_s else None,
             "deliveries": deliveries,
             "deliveries_per_s": round(deliveries / elapsed_s) if elapsed_s else None,
+            "verify_every": verify_every, "verified": finals["verified"],
+            "bulk_end_bytes": finals["bulk_end"], "mismatches": finals["mismatches"][:5],
             "delivered": finals["bulk_total"], "lost": finals["lost"], "dup": finals["dup"],
             "closed": finals["closed"], "errors": finals["errors"][:5],
             "publisher_acked": sum(p.acked for p in publishers),
-            "probe": latency_summary(finals["latencies_us"], loop.probes_sent, args.n),
+            "probe": latency_summary(finals["latencies_us"], loop.probes_sent,
+                                     finals["verified"]),
             "server_rss_kib": {"before": rss_before, "peak": loop.rss_peak or None},
             "cpu_s": cpu, "machine_idle_before": idle_before,
             "settle_s": round(settle_s, 2),
         })
         rec["ok"] = bool(complete and rec["lost"] == 0 and rec["dup"] == 0 and rec["closed"] == 0
-                         and rec["probe"]["lost"] == 0)
+                         and rec["probe"]["lost"] == 0 and not rec["mismatches"])
         return rec
     finally:
         run.close()
+
+
+def send_fence(run):
+    """One message to everyone before the bulk; returns once every subscriber read past it.
+    Sent from a connection of its own, closed right after: nobody reads its copy."""
+    fencer = blocking_join(run.target, run.host, run.port, "fence", "pub")
+    try:
+        fencer.sock.setblocking(True)
+        fencer.sock.sendall(run.target.encode_msg(FENCE_MARK.decode(), "fence-%s" % run.run_id))
+        run.workers.wait_fenced(HANDSHAKE_TIMEOUT_S)
+    finally:
+        fencer.sock.close()
 
 
 def run_connscale(args):
@@ -1658,6 +1865,11 @@ def build_parser():
     f.add_argument("--publishers", type=int, default=1)
     f.add_argument("--window", type=int, default=128, help="un-acknowledged messages per publisher")
     f.add_argument("--no-probe", action="store_true")
+    f.add_argument("--verify-every", type=int, default=1, metavar="M",
+                   help="1 subscriber in M counts every marker and probe; the others let the "
+                        "kernel drop their data unread (MSG_TRUNC) and count the bytes after a "
+                        "fence message up to the end of the bulk, which the verifying ones "
+                        "locate (default 1: every subscriber verifies)")
 
     c = sub.add_parser("connscale", help="C idle joined clients, RSS, broadcast time")
     common(c)

@@ -16,7 +16,8 @@ recipients before reading the sender's next data. --per-line gives the naive var
 (readline(), one broadcast per message) for comparison.
 
 --drop-every M exists only so tests can check that the load tool detects loss: every M-th
-message skips one recipient (the first joined). Run: python3 bench/ref_asyncio.py --port 7002
+message skips one recipient (the first joined, or with --drop-nick-suffix S the first whose
+nick ends with S). Run: python3 bench/ref_asyncio.py --port 7002
 """
 import argparse
 import asyncio
@@ -31,16 +32,29 @@ READ_BYTES = 64 * 1024                # one read() may bring many lines: broadca
 
 
 class Room:
-    def __init__(self, drop_every=0):
+    def __init__(self, drop_every=0, drop_nick_suffix=None):
         self.writers = []
+        self.nicks = {}
         self.drop_every = drop_every
+        self.drop_nick_suffix = drop_nick_suffix
         self.broadcasts = 0
+
+    def join(self, writer, nick):
+        self.writers.append(writer)
+        self.nicks[writer] = nick
+
+    def victim(self):
+        """The recipient a dropped broadcast skips (test hook)."""
+        for writer in self.writers:
+            if self.drop_nick_suffix is None or self.nicks[writer].endswith(self.drop_nick_suffix):
+                return writer
+        return None
 
     async def broadcast(self, data, count=1):
         """Send `data` (holding `count` messages) to everyone."""
         before, self.broadcasts = self.broadcasts, self.broadcasts + count
         drop = self.drop_every and before // self.drop_every != self.broadcasts // self.drop_every
-        skip = self.writers[0] if drop else None
+        skip = self.victim() if drop else None
         congested = []
         for writer in self.writers:
             if writer is skip:
@@ -57,6 +71,7 @@ class Room:
     def leave(self, writer):
         if writer in self.writers:
             self.writers.remove(writer)
+            del self.nicks[writer]
 
 
 def encode_line(obj):
@@ -98,7 +113,7 @@ async def serve_client(room, reader, writer, per_line):
                 if kind == "hello" and nick is None:
                     nick = str(obj.get("nick", "anon"))
                     writer.write(encode_line({"type": "welcome", "nick": nick}))
-                    room.writers.append(writer)
+                    room.join(writer, nick)
                 elif kind == "msg" and nick is not None:
                     out.append(encode_line({"type": "msg", "from": nick, "text": obj.get("text", "")}))
             if out:
@@ -117,8 +132,8 @@ def raise_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(host, port, drop_every, per_line):
-    room = Room(drop_every)
+async def serve(host, port, drop_every, per_line, drop_nick_suffix=None):
+    room = Room(drop_every, drop_nick_suffix)
     server = await asyncio.start_server(
         lambda r, w: serve_client(room, r, w, per_line), host, port,
         backlog=LISTEN_BACKLOG, limit=STREAM_LIMIT_BYTES, family=socket.AF_INET)
@@ -132,11 +147,14 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drop-every", type=int, default=0, metavar="M",
                         help="test hook: every M-th broadcast skips one recipient (0 = never)")
+    parser.add_argument("--drop-nick-suffix", metavar="S",
+                        help="test hook: the skipped recipient is the first whose nick ends with S")
     parser.add_argument("--per-line", action="store_true",
                         help="naive variant: readline() and one broadcast per message")
     args = parser.parse_args()
     raise_fd_limit()
-    asyncio.run(serve(args.host, args.port, args.drop_every, args.per_line))
+    asyncio.run(serve(args.host, args.port, args.drop_every, args.per_line,
+                      args.drop_nick_suffix))
 
 
 if __name__ == "__main__":

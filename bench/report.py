@@ -96,6 +96,7 @@ def fanout_rows(groups):
         rows[(target, n, k, p, persist)] = {
             "runs": len(recs), "persist": persist,
             "procs": "/".join(str(v) for v in sorted({r.get("procs", 1) for r in recs})),
+            "verify": "/".join(str(v) for v in sorted({r.get("verify_every", 1) for r in recs})),
             "rate": median([r["deliveries_per_s"] for r in recs]),
             "p50": median([r["probe"]["p50_ms"] for r in recs]),
             "p99": median([r["probe"]["p99_ms"] for r in recs]),
@@ -107,14 +108,17 @@ def fanout_rows(groups):
 
 
 def fanout_table(rows):
-    out = ["| target | N | K | P | runs | tool workers | deliveries/s (median) | probe p50 ms "
+    out = ["| target | N | K | P | runs | tool workers | subscribers that read their data "
+           "| deliveries/s (median) | probe p50 ms "
            "| probe p99 ms | server CPU (cores) | other jobs' CPU (cores) | server RSS MiB |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (target, n, k, p, _), row in sorted(rows.items(), key=lambda kv: (
             kv[0][1], kv[0][2], kv[0][3], TARGET_ORDER.index(kv[0][0]), str(kv[0][4]))):
         name = target + (" (persist)" if row["persist"] else " (memory)" if row["persist"] is False else "")
-        out.append("| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s |" % (
-            name, n, k, p, row["runs"], row["procs"], fmt_rate(row["rate"]), fmt(row["p50"]), fmt(row["p99"]),
+        verify = "all" if row["verify"] == "1" else "1 in " + row["verify"]
+        out.append("| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, n, k, p, row["runs"], row["procs"], verify, fmt_rate(row["rate"]), fmt(row["p50"]),
+            fmt(row["p99"]),
             fmt(row["server_cpu"], 2), fmt(row["foreign"], 2),
             fmt(row["rss"] / 1024 if row["rss"] else None)))
     return out

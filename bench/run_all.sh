@@ -8,7 +8,8 @@
 # Knobs (environment): TARGETS, RUNS (runs per configuration, >= 3 for medians), FANOUT_N,
 # K (messages per fan-out run), K_LARGE_N and LARGE_N (a smaller K for the largest N keeps
 # the slow targets under the 2-minute run limit), PROCS_LARGE_N (tool worker processes
-# at N >= LARGE_N), CONN_C, CONN_RUNS, FILE_MIB, FILE_RUNS, PERSIST
+# at N >= LARGE_N), VERIFY_LARGE_N (1 subscriber in this many reads its data at N >= LARGE_N),
+# CONN_C, CONN_RUNS, FILE_MIB, FILE_RUNS, PERSIST
 # (1 = chatserver with persistence, the default; 0 = --memory), LOADTOOL_ARGS (extra flags),
 # EXTRAS (1 = also asyncio-perline at N < LARGE_N and chatserver --memory; 0 = skip).
 # Rounds are interleaved (run 1 of every target, then run 2, ...) so that a noisy period on
@@ -25,6 +26,9 @@ K_LARGE_N=${K_LARGE_N:-20000}
 PROCS_LARGE_N=${PROCS_LARGE_N:-2}   # subscriber worker processes at N >= LARGE_N: with one,
                                     # the tool cannot read ~1 GB/s of frames and the probe
                                     # measures its own backlog (docs/PERFORMANCE.md)
+VERIFY_LARGE_N=${VERIFY_LARGE_N:-10} # at N >= LARGE_N, 1 subscriber in this many reads and
+                                    # counts its data; the others let the kernel drop it and
+                                    # count bytes (loadtool.py --verify-every; 1 = all read)
 FILE_RUNS=${FILE_RUNS:-3}
 CONN_C=${CONN_C:-"1000 5000 10000"}
 CONN_RUNS=${CONN_RUNS:-3}
@@ -60,9 +64,10 @@ while [ "$run" -le "$RUNS" ]; do
     for n in $FANOUT_N; do
         k=$K
         procs=1
-        [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N && procs=$PROCS_LARGE_N
+        verify=1
+        [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N && procs=$PROCS_LARGE_N && verify=$VERIFY_LARGE_N
         for t in $available_targets; do
-            lt fanout --target "$t" -n "$n" -k "$k" -p 100 --procs "$procs"
+            lt fanout --target "$t" -n "$n" -k "$k" -p 100 --procs "$procs" --verify-every "$verify"
         done
     done
     if [ "$run" -le "$CONN_RUNS" ]; then
@@ -92,9 +97,11 @@ if [ "${EXTRAS:-1}" = 1 ]; then
             for n in $FANOUT_N; do
                 k=$K
                 procs=1
-                [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N && procs=$PROCS_LARGE_N
+                verify=1
+                [ "$n" -ge "$LARGE_N" ] && k=$K_LARGE_N && procs=$PROCS_LARGE_N && verify=$VERIFY_LARGE_N
                 python3 bench/loadtool.py fanout --target chatserver --no-persist -n "$n" -k "$k" \
-                    -p 100 --procs "$procs" --runs "$RUNS" $LOADTOOL_ARGS || status=1
+                    -p 100 --procs "$procs" --verify-every "$verify" --runs "$RUNS" \
+                    $LOADTOOL_ARGS || status=1
             done
         fi ;;
     esac

@@ -110,6 +110,51 @@ def test_counter_ignores_a_truncated_probe_marker():
     assert (counter.probes, counter.latencies_us) == (0, [])
 
 
+def _marker_starts(data, split):
+    """Feed data in two reads split at `split`; where nth_marker_start puts each marker,
+    as absolute offsets."""
+    counter = loadtool.StreamCounter()
+    starts = []
+    offset = 0
+    for chunk in (data[:split], data[split:]):
+        buf = bytearray(chunk) + bytearray(64)       # a receive buffer larger than the read
+        before, carry = counter.bulk, counter.carry
+        counter.feed(buf, len(chunk), 0)
+        for nth in range(1, counter.bulk - before + 1):
+            starts.append(offset + loadtool.nth_marker_start(carry, buf, len(chunk), nth))
+        offset += len(chunk)
+    return starts
+
+
+def test_nth_marker_start_finds_every_marker_whatever_the_split_point():
+    text = loadtool.bulk_text(100)
+    data = b"".join(b'{"x":"' + text.encode() + b'"}\n' for _ in range(3))
+    truth = [i for i in range(len(data)) if data.startswith(loadtool.BULK_MARK, i)]
+    assert len(truth) == 3
+    for split in range(len(data) + 1):
+        assert _marker_starts(data, split) == truth, split
+
+
+def test_nth_marker_start_is_none_past_the_last_marker():
+    buf = bytearray(loadtool.BULK_MARK + b"xx")
+    assert loadtool.nth_marker_start(b"", buf, len(buf), 1) == 0
+    assert loadtool.nth_marker_start(b"", buf, len(buf), 2) is None
+
+
+@pytest.mark.parametrize("name", ["threaded", "redis", "chatserver"])
+def test_bulk_tail_matches_the_frame_each_target_delivers(name):
+    text, cid = loadtool.bulk_text(100), "abcd1234-000-0000007"
+    delivered = {
+        "threaded": b'{"type":"msg","from":"pub0","text":"' + text.encode() + b'"}\n',
+        "redis": b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$100\r\n" + text.encode() + b"\r\n",
+        "chatserver": b"\0" * 8 + b'{"type":"msg","id":7,"ts":"2026-11-25T07:00:00.000Z",'
+                      b'"from":"pub0","text":"' + text.encode() + b'","cid":"' + cid.encode() + b'"}',
+    }[name]
+    tail, ending = loadtool.make_target(name).bulk_tail(text, cid)
+    start = delivered.find(loadtool.BULK_MARK)
+    assert start + tail == len(delivered) and delivered.endswith(ending)
+
+
 def test_frame_reader_decodes_headers_and_counts_payload_across_splits():
     frames = (loadtool.encode_frame({"type": "download_start", "file": "f1"})
               + loadtool.encode_frame({"type": "file_chunk", "offset": 0}, b"\x00" * 1000)
@@ -181,6 +226,48 @@ def test_fanout_reports_loss_when_the_server_drops_messages(tmp_path):
     assert rec["complete"] is False and rec["ok"] is False
     assert rec["lost"] > 0 and rec["dup"] == 0
     assert rec["delivered"] + rec["lost"] == TINY_K * TINY_N
+
+
+@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver"])
+def test_fanout_with_a_verified_sample_still_accounts_for_every_subscriber(tmp_path, target):
+    need(target)
+    n, k = 12, 400
+    rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", target, "-n", str(n),
+                       "-k", str(k), "-p", "100", "--procs", "2", "--verify-every", "3")
+    assert rec["complete"] is True and rec["ok"] is True
+    assert (rec["verify_every"], rec["verified"]) == (3, 4)     # 2 workers x 2 of their 6
+    assert rec["delivered"] == k * 4 and rec["deliveries"] == k * n
+    assert (rec["lost"], rec["dup"], rec["closed"], rec["mismatches"]) == (0, 0, 0, [])
+    assert rec["bulk_end_bytes"] > k * 100                    # the bulk, counted in bytes
+    assert rec["probe"]["samples"] == rec["probe"]["sent"] * 4 and rec["probe"]["lost"] == 0
+
+
+def test_fanout_reports_loss_at_a_subscriber_that_only_counts_bytes(tmp_path):
+    port = free_port()
+    # "-1": the second subscriber of the only worker, a drain subscriber with -verify-every 4
+    server = subprocess.Popen([sys.executable, os.path.join(BENCH, "ref_asyncio.py"),
+                               "--port", str(port), "--drop-every", "10",
+                               "--drop-nick-suffix", "-1"])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "ref_asyncio.py did not start"
+                time.sleep(0.05)
+        rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", "asyncio",
+                           "--connect", "127.0.0.1:%d" % port, "-n", "8", "-k", "200",
+                           "--verify-every", "4", "--stall", "2", expect_status=1)
+    finally:
+        server.terminate()
+        server.wait(10)
+    # The probes that follow the bulk may carry the short subscriber's byte count past the
+    # end of the bulk ("complete"), but at the end it has fewer bytes than the others.
+    assert rec["ok"] is False
+    assert rec["delivered"] == 200 * 2 and rec["dup"] == 0     # the verified two got all
+    assert rec["lost"] >= 1          # estimated from the bytes it is short of the others
 
 
 def test_filerelay_moves_the_file_intact_through_chatserver(tmp_path):
