@@ -5,6 +5,7 @@ record must show every message delivered exactly once. The stream counters are a
 directly, split at every possible position, because a marker cut in two by a recv() is the
 case that would silently skew the benchmark numbers.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -204,10 +205,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_fanout_reports_loss_when_the_server_drops_messages(tmp_path):
+@contextlib.contextmanager
+def lossy_asyncio_server(*drop_args):
+    """ref_asyncio.py with its test hook that skips a recipient; yields its port."""
     port = free_port()
     server = subprocess.Popen([sys.executable, os.path.join(BENCH, "ref_asyncio.py"),
-                               "--port", str(port), "--drop-every", "10"])
+                               "--port", str(port), *drop_args])
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -217,12 +220,17 @@ def test_fanout_reports_loss_when_the_server_drops_messages(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "ref_asyncio.py did not start"
                 time.sleep(0.05)
-        rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", "asyncio",
-                           "--connect", "127.0.0.1:%d" % port, "-n", str(TINY_N),
-                           "-k", str(TINY_K), "--stall", "2", expect_status=1)
+        yield port
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_fanout_reports_loss_when_the_server_drops_messages(tmp_path):
+    with lossy_asyncio_server("--drop-every", "10") as port:
+        rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", "asyncio",
+                           "--connect", "127.0.0.1:%d" % port, "-n", str(TINY_N),
+                           "-k", str(TINY_K), "--stall", "2", expect_status=1)
     assert rec["complete"] is False and rec["ok"] is False
     assert rec["lost"] > 0 and rec["dup"] == 0
     assert rec["delivered"] + rec["lost"] == TINY_K * TINY_N
@@ -243,26 +251,11 @@ def test_fanout_with_a_verified_sample_still_accounts_for_every_subscriber(tmp_p
 
 
 def test_fanout_reports_loss_at_a_subscriber_that_only_counts_bytes(tmp_path):
-    port = free_port()
-    # "-1": the second subscriber of the only worker, a drain subscriber with -verify-every 4
-    server = subprocess.Popen([sys.executable, os.path.join(BENCH, "ref_asyncio.py"),
-                               "--port", str(port), "--drop-every", "10",
-                               "--drop-nick-suffix", "-1"])
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "ref_asyncio.py did not start"
-                time.sleep(0.05)
+    # "-1": the second subscriber of the only worker, a drain subscriber with --verify-every 4
+    with lossy_asyncio_server("--drop-every", "10", "--drop-nick-suffix", "-1") as port:
         rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", "asyncio",
                            "--connect", "127.0.0.1:%d" % port, "-n", "8", "-k", "200",
                            "--verify-every", "4", "--stall", "2", expect_status=1)
-    finally:
-        server.terminate()
-        server.wait(10)
     # The probes that follow the bulk may carry the short subscriber's byte count past the
     # end of the bulk ("complete"), but at the end it has fewer bytes than the others.
     assert rec["ok"] is False
