@@ -833,9 +833,9 @@ class SubscriberWorker:
 
     def _drained(self, client, n, now):
         client.since += n
-        if client.counter.reached or self.expect is None:
+        if client.counter.reached:
             return
-        if self.bulk_end is None:
+        if self.bulk_end is None:       # (known only once `expect` is)
             client.timeline.append((client.since, now))
         elif client.since >= self.bulk_end:
             self._mark_reached(client, now)
