@@ -5752,20 +5752,17 @@ def print_banner(server, bound):
                              IS_WINDOWS, listens_on_lan(host)), flush=True)
 
 
-def keep_window_open(stdin=None):
+def keep_window_open():
     """Wait for Enter when the double-clicked Windows .exe cannot start: its console window
     closes with the process, and the reason (port or data folder in use) would flash by
     unread. Scripts, services and other systems exit at once."""
-    stdin = sys.stdin if stdin is None else stdin
-    if not (getattr(sys, "frozen", False) and IS_WINDOWS and stdin is not None):
-        return False
+    if not (getattr(sys, "frozen", False) and IS_WINDOWS and sys.stdin is not None):
+        return
     try:
-        if not stdin.isatty():
-            return False
-        input("Press Enter to close this window.")
+        if sys.stdin.isatty():
+            input("Press Enter to close this window.")
     except (EOFError, KeyboardInterrupt, OSError, ValueError):
         pass
-    return True
 
 
 def cannot_start(exc):
