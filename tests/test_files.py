@@ -375,6 +375,13 @@ def test_kill_9_mid_upload_never_serves_a_partial_file(make_server, tmp_path):
     a.send({"type": "chunk", "upload": ready["upload"], "offset": 0}, data[:MiB])
     a.send({"type": "ping"})
     a.wait_for("pong")
+    # The pong says the chunk was received; the disk thread writes it a moment later, and a
+    # crash before that resumes from what is on disk (RELIABILITY.md). Crash after it here.
+    part = data_dir / "uploads" / (ready["upload"] + ".part")
+    deadline = time.monotonic() + 10
+    while part.stat().st_size < MiB and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert part.stat().st_size == MiB
     srv.kill9()
     # debris: an orphaned temporary file and a stored file no row lists
     (data_dir / "uploads" / "uorphan.part").write_bytes(b"junk")
