@@ -787,7 +787,7 @@ class SubscriberWorker:
                 if client.fence is not None:
                     self._look_for_fence(client, buf, n, now)
                 elif self.verify_every > 1:
-                    self._verified(client, buf, n, before, carry, now)
+                    self._verified(client, buf, n, before, carry)
                 if not counter.reached and self.expect is not None and counter.bulk >= self.expect:
                     self._mark_reached(client, now)
             if pace and events:
@@ -840,7 +840,7 @@ class SubscriberWorker:
         elif client.since >= self.bulk_end:
             self._mark_reached(client, now)
 
-    def _verified(self, client, buf, n, before, carry, now):
+    def _verified(self, client, buf, n, before, carry):
         """A verifying subscriber after the fence: when this read brought the K-th bulk
         marker, the end of its frame is the end of the bulk, in bytes after the fence."""
         offset = client.since
@@ -923,7 +923,6 @@ class SubscriberWorker:
             "errors": self.errors[:5],
             "cpu_s": time.process_time() - cpu0,
         }
-
 
     def _drained_lost_and_dup(self, expect):
         """Messages missing at (or extra for) drain subscribers, estimated from the bytes
@@ -1758,7 +1757,7 @@ def run_filerelay(args):
         deadline = time.monotonic() + args.timeout
         lat_mark = len(listener.counter.latencies_us)
         up_s, file_info = upload_file(loop, transfer, path, size, "up-" + run.run_id, deadline)
-        up_rss, up_probes = loop.rss_peak, loop.probes_sent
+        up_rss = loop.rss_peak
         up_lat = listener.counter.latencies_us[lat_mark:]
         lat_mark = len(listener.counter.latencies_us)
         down_s = download_file(loop, transfer, file_info["id"], size, deadline)

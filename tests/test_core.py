@@ -1,10 +1,13 @@
 """The core server over loopback: chat, DMs, nicks, history, resume, durability, limits,
 and every bad input of the framed protocol."""
+import builtins
 import itertools
 import os
+import random
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -12,7 +15,7 @@ import time
 import pytest
 
 import chatserver as cs
-from chatclient import ChatClient, Closed, encode
+from chatclient import SERVER, ChatClient, Closed, encode, free_port
 
 
 _PROBES = itertools.count(1)
@@ -268,8 +271,6 @@ def test_history_survives_a_clean_restart(make_server, tmp_path):
 def test_a_second_server_on_the_same_data_folder_refuses_to_start(make_server, tmp_path):
     """Two servers on one folder would hand out the same ids and delete each other's
     partial uploads at start: the second must stop with a clear message, harmlessly."""
-    import subprocess
-    from chatclient import SERVER, free_port
     data = tmp_path / "shared"
     first = make_server("--open", data_dir=data)
     alice, bob = first.client("alice"), first.client("bob")
@@ -314,7 +315,6 @@ class _Console:
 @pytest.fixture
 def prompts(monkeypatch):
     """Every input() prompt shown; the frozen Windows .exe is simulated."""
-    import builtins
     shown = []
     monkeypatch.setattr(builtins, "input", lambda prompt="": shown.append(prompt) or "")
     monkeypatch.setattr(sys, "frozen", True, raising=False)
@@ -328,7 +328,6 @@ def _main_args(port, *extra):
 
 
 def test_main_refuses_a_data_folder_in_use_and_the_exe_window_waits(tmp_path, prompts, caplog):
-    from chatclient import free_port
     holder = cs.MessageStore(str(tmp_path / "chat.sqlite3"))     # another server, in effect
     try:
         assert cs.main(_main_args(free_port(), "--data-dir", str(tmp_path))) == 2
@@ -350,7 +349,6 @@ def test_main_refuses_a_data_folder_in_use_and_the_exe_window_waits(tmp_path, pr
 
 
 def test_main_refuses_a_damaged_database_with_its_path(tmp_path, prompts, caplog):
-    from chatclient import free_port
     (tmp_path / "chat.sqlite3").write_bytes(b"this is not a database, " * 100)
     assert cs.main(_main_args(free_port(), "--data-dir", str(tmp_path))) == 2
     assert "cannot use the history database" in caplog.text
@@ -644,7 +642,6 @@ def test_sigint_is_clean_too(make_server):
 # -- CLI ----------------------------------------------------------------------------------
 
 def test_help_documents_every_flag():
-    import subprocess
     out = subprocess.run([sys.executable, cs.__file__, "--help"], capture_output=True,
                          text=True, timeout=30).stdout
     for action in cs.build_arg_parser()._actions:
@@ -737,7 +734,6 @@ def test_error_reaches_a_client_that_keeps_sending_after_a_fatal_frame(room):
 
 def test_a_bug_in_a_handler_costs_one_connection_not_the_server(caplog):
     """The loop's safety net: an unexpected exception closes the connection it came from."""
-    import threading
     srv = cs.Server(cs.Config(host="127.0.0.1", port=0, memory=True, open=True, rate_limit=0))
     port = srv.listen()[1]
 
@@ -776,7 +772,6 @@ FUZZ_VALUES = [None, True, False, 0, -1, 1, 2 ** 63, 2 ** 70, -2 ** 70, 1.5, 1e3
 def test_random_headers_never_cause_an_internal_error(server, seed):
     """Every type with random fields of every JSON kind, joined and not: each frame gets an
     answer or nothing, never an internal error; other clients keep chatting."""
-    import random
     rng = random.Random(seed)
     watcher = server.client("watcher")
     uploads = []
