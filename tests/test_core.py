@@ -36,7 +36,7 @@ def expect_error(client, code, timeout=5.0):
     err = client.wait_for("error", timeout=timeout)
     assert err["code"] == code, err
     assert isinstance(err["message"], str) and err["message"]
-    assert err["fatal"] == cs.ERROR_FATAL[code]
+    assert err["fatal"] == cs.ERRORS[code].fatal
     return err
 
 
@@ -52,7 +52,8 @@ def test_broadcast_reaches_everyone_including_sender(server):
         assert got == ack
 
 
-def test_broadcast_to_200_concurrent_clients(server):
+def test_broadcast_to_200_concurrent_clients(make_server):
+    server = make_server("--open", "--rate-limit", "0", "--max-per-address", "0")
     clients = [ChatClient(server.port) for _ in range(200)]
     for i, c in enumerate(clients):
         c.send({"type": "hello", "nick": "user%03d" % i, "client": "tests/1", "proto": 1})
@@ -115,12 +116,16 @@ def test_presence_join_and_leave(server):
 
 # -- nicks --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("nick", ["", "   ", "x" * 33, "bad\x07nick", "zero\u200bwidth", 42, None])
-def test_invalid_nicks_are_refused_and_connection_stays(server, nick):
+@pytest.mark.parametrize("nick,code", [
+    ("", "nick_invalid"), ("   ", "nick_invalid"), ("x" * 33, "nick_invalid"),
+    ("bad\x07nick", "nick_invalid"), ("zero\u200bwidth", "nick_invalid"),
+    # PROTOCOL.md: a missing or mistyped field is bad_request, whatever the field
+    (42, "bad_request"), (None, "bad_request")])
+def test_invalid_nicks_are_refused_and_connection_stays(server, nick, code):
     watcher = server.client("watcher")
     c = ChatClient(server.port)
     c.send({"type": "hello", "nick": nick, "proto": 1})
-    expect_error(c, "nick_invalid")
+    expect_error(c, code)
     assert c.hello("valid-after")["nick"] == "valid-after"
     assert_chat_still_works(server, watcher, c)
 
@@ -739,7 +744,7 @@ def test_a_bug_in_a_handler_costs_one_connection_not_the_server(caplog):
 
     def injected_bug(conn, header, payload):
         raise RuntimeError("injected bug")
-    srv.chat.handlers["explode"] = (injected_bug, True, False, False)
+    srv.chat.handlers["explode"] = (injected_bug, cs.Handler("explode"))
     loop = threading.Thread(target=srv.serve_forever, daemon=True)
     loop.start()
     try:

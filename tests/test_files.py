@@ -358,9 +358,14 @@ def test_max_file_size_is_configurable(make_server):
 
 
 def test_chunk_before_hello(files_server):
+    """Before hello no frame carries a payload (PROTOCOL.md, "Before hello"): the declared
+    length is refused before any of it is read, and the stranger is closed."""
+    watcher = files_server.client("watcher")
     c = ChatClient(files_server.port)
     c.send({"type": "chunk", "upload": "u1", "offset": 0}, b"x")
-    expect_error(c, "not_joined")
+    frames = c.expect_closed()
+    assert frames and frames[-1]["code"] == "frame_too_large" and frames[-1]["fatal"] is True
+    assert_chat_still_works(files_server, watcher)
 
 
 # -- crash safety -------------------------------------------------------------------------
@@ -550,10 +555,10 @@ def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch, send_
     sender = threading.Thread(target=send_slowly, args=(a, data, results), daemon=True)
     sender.start()
     deadline = time.monotonic() + 10
-    while not inproc.srv.paused and time.monotonic() < deadline:
+    while not inproc.srv.paused_by_disk and time.monotonic() < deadline:
         time.sleep(0.01)
-    (paused,) = inproc.srv.paused
-    assert paused.read_paused and paused.proto in ("framed", "http")
+    (paused,) = inproc.srv.paused_by_disk
+    assert paused.paused & cs.PAUSED_BY_DISK and paused.proto in ("framed", "http")
     assert (paused is inproc.srv.chat.joined["alice"]) == (send_slowly is send_slowly_framed)
     ack = b.say("the chat does not wait for the disk")
     assert ack["type"] == "msg"
@@ -564,7 +569,7 @@ def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch, send_
     (msg,) = results
     assert msg["type"] == "msg" and msg["file"]["size"] == len(data), msg
     assert msg["file"]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert not inproc.srv.paused and not paused.read_paused
+    assert not inproc.srv.paused_by_disk and not paused.paused & cs.PAUSED_BY_DISK
     assert most_queued[0] <= bound
     start, got = download(b, msg["file"]["id"])
     assert got == data

@@ -1131,17 +1131,26 @@ def test_pairing_page_refuses_foreign_host_names(make_server, host):
         assert ok.read_response().status == 200, name
 
 
-class FakeServer:
-    """Just what HttpConnection.get_pairing touches: the pairing URL and the output queue."""
-
-    def __init__(self):
-        self.sent = []
+class FakeSite:
+    """Just what HttpConnection.get_pairing asks the server for: the pairing URL."""
 
     def pairing_urls(self):
         return ["http://192.168.1.10:5555/#k=secret-token"]
 
-    def _queue(self, conn, data):
+
+class FakeConnection:
+    """Just what get_pairing touches on its connection: the peer and the output queue."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.sent = []
+        self.state = cs.OPEN
+
+    def push(self, data):
         self.sent.append(data)
+
+    def close_when_done(self, reason, hold=0.0):
+        self.state = cs.CLOSING
 
 
 def pairing_request(path, host):
@@ -1152,8 +1161,8 @@ def pairing_request(path, host):
                                   ("10.0.0.7", 1)])
 @pytest.mark.parametrize("path", ["/pair", "/qr.svg", "/qr.png"])
 def test_pairing_routes_refused_to_lan_peers(peer, path):
-    fake = FakeServer()
-    http_conn = cs.HttpConnection(fake, types.SimpleNamespace(peer=peer, close_after_flush=False))
+    fake = FakeConnection(peer)
+    http_conn = cs.HttpConnection(fake, None, FakeSite())
     with pytest.raises(cs.HttpError) as info:
         http_conn.get_pairing(pairing_request(path, "192.168.1.10:5555"))
     assert info.value.status == 403 and info.value.code == "forbidden"
@@ -1163,8 +1172,8 @@ def test_pairing_routes_refused_to_lan_peers(peer, path):
 @pytest.mark.parametrize("peer", [("127.0.0.1", 40000), ("::1", 40000, 0, 0)])
 def test_pairing_fake_answers_loopback(peer):
     """The same fake on a loopback peer gets the page: the 403 above is the peer check."""
-    fake = FakeServer()
-    http_conn = cs.HttpConnection(fake, types.SimpleNamespace(peer=peer, close_after_flush=False))
+    fake = FakeConnection(peer)
+    http_conn = cs.HttpConnection(fake, None, FakeSite())
     http_conn.get_pairing(pairing_request("/qr.png", "127.0.0.1:5555"))
     assert len(fake.sent) == 1 and fake.sent[0].startswith(b"HTTP/1.1 200 ")
     assert PNG_SIGNATURE in fake.sent[0]
