@@ -249,6 +249,16 @@ def default_data_dir():
     return os.path.join(base, "chatserver")
 
 
+_PAGE_MARKER = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+def fill_markers(template, values):
+    """A client_web/ template with each {{name}} replaced by values[name] (a KeyError if it
+    has none). One pass: a marker inside a value is left as it is. CSS braces need no
+    doubling, unlike str.format."""
+    return _PAGE_MARKER.sub(lambda match: values[match.group(1)], template)
+
+
 class TokenBucket:
     """Flood control: `rate` tokens per second, at most `burst` saved up."""
 
@@ -2660,57 +2670,11 @@ def _is_loopback_url_host(url):
 
 # -- the /pair page (served to the PC itself only) ------------------------------------
 
-_PAIR_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<meta name="referrer" content="no-referrer">
-<title>Pair your phone - LAN Chat</title>
-<style>
-:root {{ --bg: #f4f5f7; --fg: #1d2330; --muted: #5b6475; --card: #ffffff; }}
-@media (prefers-color-scheme: dark) {{
-  :root {{ --bg: #15181e; --fg: #e8eaf0; --muted: #9aa3b5; --card: #222733; }}
-}}
-* {{ box-sizing: border-box; }}
-body {{ margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center;
-  background: var(--bg); color: var(--fg); font: 16px/1.5 system-ui, -apple-system, "Segoe UI",
-  Roboto, sans-serif; }}
-main {{ background: var(--card); border-radius: 16px; padding: 24px 28px; margin: 16px;
-  max-width: 560px; text-align: center; box-shadow: 0 4px 24px rgba(0, 0, 0, .15); }}
-h1 {{ font-size: 1.4em; margin: 0 0 12px; }}
-.qr {{ background: #ffffff; border-radius: 8px; padding: 8px; display: inline-block; }}
-.qr svg {{ display: block; width: min(70vmin, 420px); height: auto; }}
-.url {{ font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace; word-break: break-all;
-  user-select: all; margin: 12px 0; padding: 8px; border-radius: 6px; background: var(--bg); }}
-ol {{ text-align: left; margin: 12px 0 0; padding-left: 1.4em; }}
-.muted {{ color: var(--muted); font-size: .9em; }}
-</style>
-</head>
-<body>
-<main>
-<h1>Pair your phone</h1>
-<div class="qr" role="img" aria-label="QR code of the chat address">{svg}</div>
-<p class="url">{url}</p>
-<ol>
-<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
-<li>Scan the code with the phone's camera, or type the address above.</li>
-<li>Pick a nickname and chat.</li>
-</ol>
-<p class="muted">The code contains the chat's key: show it only to people you want in.
-Phone cannot connect? On Windows, right-click {firewall} &gt; Run with PowerShell.</p>
-</main>
-</body>
-</html>
-"""
-
-
 def pair_page_html(url, svg_text):
     """The pairing page for GET /pair: a big QR code (inline SVG), the URL as text,
     short instructions; no script, no external resource. svg_text is qr_render_svg's."""
-    return _PAIR_PAGE.format(svg=_inline_svg(svg_text), url=html.escape(url),
-                             firewall=FIREWALL_SCRIPT).encode("utf-8")
+    return fill_markers(_PAIR_PAGE, {"svg": _inline_svg(svg_text), "url": html.escape(url),
+                                     "firewall": FIREWALL_SCRIPT}).encode("utf-8")
 
 
 def _inline_svg(svg_text):
@@ -4841,798 +4805,6 @@ class Server:
                 "connections": len(self.conns), "uptime": round(time.time() - self.started, 1)}
 
 ###############################################################################
-# Embedded web client #########################################################
-###############################################################################
-
-# The zero-install client served at GET /: mobile-first, no external resources (LANs are
-# often offline), every piece of user data rendered as text. Edited as HTML, kept here so
-# chatserver.py stays one file.
-WEB_CLIENT_HTML = br"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
-<meta name="color-scheme" content="light dark">
-<title>LAN Chat</title>
-<link rel="icon" href="data:,">
-<style>
-:root{--bg:#f2f4f7;--panel:#fff;--text:#14171c;--muted:#5b6472;--line:#e1e5eb;--accent:#1f5fd6;--on-accent:#fff;--bubble:#fff;--me:#1f5fd6;--on-me:#fff;--me-muted:#dbe6ff;--dm:#6d28d9;--dm-bg:#f1ebfe;--bad:#b42318;--ok:#15803d;--warn:#b45309;--shadow:0 1px 2px rgba(16,24,40,.08);--focus:#1f5fd6}
-@media (prefers-color-scheme:dark){:root{--bg:#0e1116;--panel:#161a21;--text:#e7eaf0;--muted:#a0a8b6;--line:#272d38;--accent:#7aa2ff;--on-accent:#0b1020;--bubble:#1e232c;--me:#2c5ad6;--on-me:#fff;--me-muted:#e6ecff;--dm:#c4a5ff;--dm-bg:#271f3d;--bad:#ff8a80;--ok:#5ee08f;--warn:#fbbf24;--shadow:none;--focus:#9bbcff}}
-*{box-sizing:border-box}
-html,body{height:100%;overflow:hidden}
-body{margin:0;display:flex;flex-direction:column;height:100vh;height:100dvh;background:var(--bg);color:var(--text);font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;-webkit-text-size-adjust:100%}
-button,input,textarea{font:inherit;color:inherit}
-button{cursor:pointer}
-:focus-visible{outline:2px solid var(--focus);outline-offset:2px}
-.vh{position:absolute!important;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);clip-path:inset(50%);white-space:nowrap}
-[hidden]{display:none!important}
-.ico{width:22px;height:22px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}
-header{display:flex;align-items:center;gap:10px;padding:8px 12px;padding-top:max(8px,env(safe-area-inset-top));background:var(--panel);border-bottom:1px solid var(--line);min-height:58px}
-.brand{flex:1;min-width:0}
-.brand h1{margin:0;font-size:18px;font-weight:650;letter-spacing:-.01em}
-.sub{display:flex;align-items:center;gap:6px;font-size:13px;color:var(--muted);white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.dot{width:8px;height:8px;border-radius:50%;background:var(--warn);flex:none}
-.on .dot{background:var(--ok)}
-.off .dot{background:var(--bad)}
-.iconbtn{display:inline-flex;align-items:center;justify-content:center;gap:6px;min-width:44px;height:44px;padding:0 10px;border:0;border-radius:12px;background:transparent;color:var(--text)}
-.iconbtn:hover{background:var(--bg)}
-.count{font-size:14px;font-weight:600;color:var(--muted)}
-#banner{padding:8px 14px;font-size:14px;text-align:center;background:#fff4d6;color:#5c3d00;border-bottom:1px solid #f0d68a}
-@media (prefers-color-scheme:dark){#banner{background:#3a2c08;color:#ffe3a3;border-color:#5c4712}}
-#banner.bad{background:#fde4e2;color:#7a1710;border-color:#f5b5ae}
-@media (prefers-color-scheme:dark){#banner.bad{background:#3d1512;color:#ffc9c3;border-color:#6b2520}}
-.app{flex:1;display:flex;min-height:0;position:relative}
-main{flex:1;display:flex;flex-direction:column;min-width:0}
-#scroller{flex:1;display:flex;flex-direction:column;overflow-y:auto;overscroll-behavior:contain;padding:10px 12px 6px;-webkit-overflow-scrolling:touch}
-.top{display:flex;justify-content:center;padding:4px 0 10px;margin-top:auto;width:100%}
-#log{width:100%}
-.pill{border:1px solid var(--line);background:var(--panel);color:var(--text);border-radius:999px;padding:0 16px;min-height:40px;font-size:14px;box-shadow:var(--shadow)}
-.pill:disabled{opacity:.6;cursor:default}
-.edge{font-size:13px;color:var(--muted)}
-#empty{margin:auto;padding:40px 16px;text-align:center;color:var(--muted)}
-#log{display:flex;flex-direction:column;gap:2px}
-#log,.top,.row,.cw{max-width:900px;margin-left:auto;margin-right:auto}
-.m{display:flex;flex-direction:column;align-items:flex-start;max-width:min(80%,620px);margin-top:8px}
-.m.g{margin-top:1px}
-.m.me{align-self:flex-end;align-items:flex-end}
-.who{font-size:13px;font-weight:600;color:var(--muted);margin:0 12px 2px;display:flex;gap:6px;align-items:center}
-.g .who{display:none}
-.me .who{display:none}
-.me.dm .who{display:flex}
-.tag{font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.04em;color:var(--dm);background:var(--dm-bg);border-radius:6px;padding:1px 6px}
-.b{background:var(--bubble);border-radius:18px;border-top-left-radius:6px;padding:7px 12px 6px;box-shadow:var(--shadow);border:1px solid var(--line);min-width:64px;max-width:100%}
-.g .b{border-top-left-radius:18px}
-.me .b{background:var(--me);color:var(--on-me);border-color:transparent;border-radius:18px;border-top-right-radius:6px}
-.me.g .b{border-top-right-radius:18px}
-.dm .b{border:2px dashed var(--dm)}
-.me.dm .b{border:2px dashed var(--me-muted)}
-.t{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}
-.meta{display:flex;justify-content:flex-end;gap:6px;font-size:11px;color:var(--muted);margin-top:2px}
-.b{position:relative}
-.inl .t::after{content:"";display:inline-block;width:var(--mw,60px)}
-.inl .meta{position:absolute;right:12px;bottom:5px;margin:0}
-.pending .inl .meta,.failed .inl .meta{position:static}
-.pending .inl .t::after,.failed .inl .t::after{display:none}
-.me .meta{color:var(--me-muted)}
-.pending .b{opacity:.72}
-.failed .b{border:2px solid var(--bad)}
-.failed .st{color:var(--bad);font-weight:700}
-.me.failed .b{background:var(--bubble);color:var(--text)}
-.me.failed .meta{color:var(--muted)}
-.f{display:flex;flex-direction:column;gap:6px;margin:2px 0}
-.f img{display:block;max-width:min(240px,60vw);max-height:240px;border-radius:12px;background:var(--line);object-fit:cover}
-.dl{display:flex;align-items:center;gap:10px;min-height:44px;padding:6px 10px;border-radius:12px;background:var(--bg);color:var(--text);text-decoration:none;max-width:300px}
-.me .dl{background:rgba(255,255,255,.16);color:var(--on-me)}
-.dl .ico{flex:none}
-.fn{font-weight:600;overflow-wrap:anywhere}
-.fs{display:block;font-size:12px;opacity:.8}
-.note{align-self:center;font-size:12px;color:var(--muted);margin:8px 0 2px;text-align:center}
-#typing{min-height:20px;padding:0 16px;font-size:13px;color:var(--muted);font-style:italic}
-#uploads{display:flex;flex-direction:column;gap:6px;padding:0 12px}
-#uploads:not(:empty){padding-bottom:8px}
-.pct{flex:none!important;width:3.2em;text-align:right;font-variant-numeric:tabular-nums;color:var(--muted)}
-.up{display:flex;align-items:center;gap:10px;background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:6px 6px 6px 12px;font-size:13px}
-.up span{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.up progress{width:38%;height:8px;accent-color:var(--accent)}
-#composer{background:var(--panel);border-top:1px solid var(--line);padding:8px 10px;padding-bottom:max(8px,env(safe-area-inset-bottom))}
-.chip{display:inline-flex;align-items:center;gap:4px;margin:0 0 8px 4px;padding:2px 2px 2px 12px;border-radius:999px;background:var(--dm-bg);color:var(--dm);font-size:14px;font-weight:600}
-.chip button{width:36px;height:36px;border:0;border-radius:50%;background:transparent;color:inherit;font-size:20px;line-height:1}
-.row{display:flex;align-items:flex-end;gap:6px}
-#text{flex:1;min-height:44px;max-height:140px;resize:none;padding:10px 14px;border-radius:22px;border:1px solid var(--line);background:var(--bg);outline:none}
-#text:focus{border-color:var(--accent)}
-#send{background:var(--accent);color:var(--on-accent);border-radius:50%;width:44px;padding:0}
-#send:hover{filter:brightness(1.08)}
-#users{display:flex;flex-direction:column;background:var(--panel);border-left:1px solid var(--line);width:270px;flex:none}
-.uh{display:flex;align-items:center;justify-content:space-between;padding:12px 8px 6px 16px}
-.uh h2{margin:0;font-size:15px}
-#ulist{list-style:none;margin:0;padding:4px 8px;overflow-y:auto;flex:1}
-.u{display:flex;align-items:center;gap:10px;width:100%;min-height:48px;padding:4px 8px;border:0;border-radius:12px;background:transparent;text-align:left;font-size:15px}
-button.u:hover,.u.sel{background:var(--bg)}
-.av{display:inline-flex;align-items:center;justify-content:center;width:32px;height:32px;border-radius:50%;color:#fff;font-weight:700;font-size:14px;flex:none}
-.you{color:var(--muted);font-size:13px}
-.uf{padding:8px 12px 12px;border-top:1px solid var(--line)}
-#backdrop{position:fixed;inset:0;background:rgba(0,0,0,.4);z-index:19}
-@media (max-width:799px){
- #users{position:fixed;top:0;right:0;bottom:0;width:min(84vw,320px);z-index:20;transform:translateX(100%);visibility:hidden;transition:transform .2s ease,visibility 0s .2s;box-shadow:-8px 0 24px rgba(0,0,0,.18);padding-top:env(safe-area-inset-top)}
- body.uopen #users{transform:none;visibility:visible;transition:transform .2s ease}
-}
-@media (min-width:800px){#usersBtn,#closeUsers,#backdrop{display:none!important}#scroller{padding:16px 24px 8px}}
-#toast{position:fixed;left:50%;bottom:96px;transform:translateX(-50%);max-width:min(92vw,480px);padding:10px 16px;border-radius:12px;background:#1f2430;color:#fff;font-size:14px;box-shadow:0 8px 24px rgba(0,0,0,.25);z-index:40;text-align:center}
-#toast:empty{display:none}
-#drop{position:fixed;inset:10px;border:3px dashed var(--accent);border-radius:20px;background:color-mix(in srgb,var(--panel) 85%,transparent);display:flex;align-items:center;justify-content:center;font-size:20px;font-weight:600;z-index:30;pointer-events:none}
-dialog{border:0;border-radius:20px;padding:24px;width:min(92vw,380px);background:var(--panel);color:var(--text);box-shadow:0 20px 50px rgba(0,0,0,.3)}
-dialog::backdrop{background:rgba(10,14,20,.55)}
-dialog h2{margin:0 0 4px;font-size:20px}
-dialog p{margin:0 0 16px;color:var(--muted);font-size:14px}
-dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
-#nickInput{width:100%;min-height:48px;padding:10px 14px;border-radius:12px;border:1px solid var(--line);background:var(--bg)}
-#nickErr{color:var(--bad);min-height:20px;margin:8px 0 8px;font-size:14px}
-.primary{width:100%;min-height:48px;border:0;border-radius:12px;background:var(--accent);color:var(--on-accent);font-weight:650;font-size:16px}
-</style>
-</head>
-<body>
-<header>
- <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting&hellip;</span></div></div>
- <button class="iconbtn" id="usersBtn" type="button" aria-label="Users" aria-controls="users" aria-expanded="false"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="9" cy="8" r="3.5"/><path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5"/><path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18 14.8c2 .8 3.2 2.5 3.5 5.2"/></svg><span class="count" id="ucount" aria-hidden="true">0</span></button>
-</header>
-<div id="banner" role="status" hidden></div>
-<div class="app">
- <main>
-  <div id="scroller">
-   <div class="top"><button class="pill" id="older" type="button" hidden>Load older messages</button><span class="edge" id="edge" hidden>Beginning of the conversation</span></div>
-   <div id="log" role="log" aria-live="polite" aria-label="Conversation"></div>
-   <div id="empty" hidden>No messages yet. Say hi!</div>
-  </div>
-  <div id="typing" aria-live="polite"></div>
-  <div id="uploads"></div>
-  <form id="composer" autocomplete="off">
-   <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">&times;</button></span></div>
-   <div class="row">
-    <button class="iconbtn" type="button" id="attach" aria-label="Attach file"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.9-8.9a3.7 3.7 0 0 1 5.2 5.2l-8.9 8.9a1.8 1.8 0 0 1-2.6-2.6l8.2-8.2"/></svg></button>
-    <input type="file" id="file" class="vh" multiple tabindex="-1" aria-hidden="true" aria-label="File to share">
-    <textarea id="text" rows="1" aria-label="Message" placeholder="Message" enterkeyhint="send"></textarea>
-    <button class="iconbtn" type="submit" id="send" aria-label="Send"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M5 12h13M12 5l7 7-7 7"/></svg></button>
-   </div>
-  </form>
- </main>
- <div id="backdrop" hidden></div>
- <aside id="users" aria-label="Online users">
-  <div class="uh"><h2 id="uhead">Online</h2><button class="iconbtn" type="button" id="closeUsers" aria-label="Close users">&times;</button></div>
-  <ul id="ulist"></ul>
-  <div class="uf"><button class="pill" type="button" id="renick">Change nickname</button></div>
- </aside>
-</div>
-<div id="toast" role="alert"></div>
-<div id="drop" hidden>Drop files to share</div>
-<dialog id="nickDlg" aria-labelledby="nickTitle">
- <form id="nickForm">
-  <h2 id="nickTitle">Join LAN Chat</h2>
-  <p>Pick the name others will see.</p>
-  <label for="nickInput">Nickname</label>
-  <input id="nickInput" maxlength="32" autocomplete="nickname" autocapitalize="off" spellcheck="false" enterkeyhint="go">
-  <div id="nickErr" role="alert"></div>
-  <button class="primary" type="submit">Join</button>
- </form>
-</dialog>
-<script>
-(function () {
-'use strict';
-// Limits and timings (PROTOCOL.md sections 3-5).
-var TITLE = 'LAN Chat', TEXT_MAX = 16384, PAGE = 50, GAP_PAGE = 200;
-var BACKOFF_MIN = 500, BACKOFF_MAX = 10000;       // reconnect delay range, ms
-var IDLE_MS = 100000;     // server pings after 30 s of silence; nothing for 100 s = dead link
-var NICK_GRACE_MS = 95000; // the server keeps a dead connection's nick until its 90 s timeout
-var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
-var MAX_PARALLEL_UPLOADS = 2;
-var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
-
-function $(id) { return document.getElementById(id); }
-var store = {
-  get: function (k) { try { return localStorage.getItem('lanchat.' + k); } catch (e) { return null; } },
-  set: function (k, v) { try { localStorage.setItem('lanchat.' + k, v); } catch (e) {} }
-};
-function fold(s) { return String(s).toUpperCase().toLowerCase(); }
-function el(tag, cls, text) {
-  var e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text != null) e.textContent = text;   // data is always text, never markup
-  return e;
-}
-function newCid() {
-  var a = new Uint8Array(12); crypto.getRandomValues(a);
-  return 'w-' + Array.prototype.map.call(a, function (b) { return (b + 256).toString(16).slice(1); }).join('');
-}
-function utf8Len(s) { return new TextEncoder().encode(s).length; }
-function humanSize(n) {
-  var u = ['B', 'KB', 'MB', 'GB', 'TB'], i = 0;
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-  return (i && n < 10 ? n.toFixed(1) : Math.round(n)) + ' ' + u[i];
-}
-function fmtTime(ts) {
-  var d = new Date(ts); if (isNaN(d)) return '';
-  var t = d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
-  if (d.toDateString() === new Date().toDateString()) return t;
-  return d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ', ' + t;
-}
-function avatarColor(nick) {
-  var h = 0; for (var i = 0; i < nick.length; i++) h = (h * 31 + nick.charCodeAt(i)) % 360;
-  return 'hsl(' + h + ',55%,42%)';
-}
-
-// ---- token from the URL fragment (#k=...), never sent in a request line ----
-function readToken() {
-  var frag = new URLSearchParams(location.hash.slice(1));
-  if (!frag.has('k')) return false;
-  store.set('token', frag.get('k'));
-  history.replaceState(null, '', location.pathname + location.search);
-  return true;
-}
-readToken();
-var token = store.get('token') || '';
-
-// ---- state ----
-var S = {
-  ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '',
-  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, stopped: false,
-  nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
-  byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
-};
-var outbox = [];
-try { outbox = JSON.parse(store.get('outbox') || '[]').filter(function (o) { return o && o.cid && o.text; }); } catch (e) {}
-function saveOutbox() { store.set('outbox', JSON.stringify(outbox)); }
-function outboxIndex(cid) { for (var i = 0; i < outbox.length; i++) if (outbox[i].cid === cid) return i; return -1; }
-
-var scroller = $('scroller'), log = $('log'), ta = $('text');
-
-// ---- connection ----
-function wsUrl() { return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws'; }
-function raw(obj) {
-  if (S.ws && S.ws.readyState === 1) { S.ws.send(JSON.stringify(obj)); return true; }
-  return false;
-}
-function connect() {
-  clearTimeout(S.timer); S.timer = 0;
-  if (S.ws || S.stopped) return;
-  setConn(false);
-  var ws;
-  try { ws = new WebSocket(wsUrl()); } catch (e) { retry(); return; }
-  S.ws = ws; S.welcomed = false;
-  ws.onopen = function () { touch(); sendHello(); };
-  ws.onmessage = function (e) {
-    if (S.ws !== ws) return;
-    touch();
-    var m; try { m = JSON.parse(e.data); } catch (err) { return; }
-    if (m && typeof m.type === 'string' && H.hasOwnProperty(m.type)) H[m.type](m);
-  };
-  ws.onclose = function (e) {
-    if (S.ws !== ws) return;
-    lost();
-    if (e.code === 1008 && !S.everWelcomed && !S.stopped) {
-      setBanner('The server refused the connection (policy). Retrying\u2026', true);
-    }
-    retry();
-  };
-}
-// Forget the current socket (dead, replaced, or nick change) and mark everything offline.
-function lost() {
-  var ws = S.ws; S.ws = null;
-  if (ws) { ws.onclose = ws.onmessage = ws.onopen = null; try { ws.close(); } catch (e) {} }
-  if (S.welcomed) S.nickRetryUntil = Date.now() + NICK_GRACE_MS;
-  S.welcomed = false; S.hist = null; clearTimeout(S.idle);
-  setConn(false);
-  markPending();
-  if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting\u2026' : 'Connecting\u2026');
-}
-function retry() {
-  if (S.stopped || S.timer) return;
-  var base = Math.min(BACKOFF_MAX, BACKOFF_MIN * Math.pow(2, S.attempt++));
-  var delay = Math.max(BACKOFF_MIN, Math.min(BACKOFF_MAX, base * (0.75 + Math.random() * 0.5)));
-  S.timer = setTimeout(function () { S.timer = 0; connect(); }, delay);
-}
-function touch() {
-  S.lastRx = Date.now();
-  clearTimeout(S.idle);
-  S.idle = setTimeout(function () { lost(); retry(); }, IDLE_MS);
-}
-function sendHello() {
-  if (!S.nick) { askNick(''); return; }
-  var h = { type: 'hello', nick: S.nick, client: 'web/1', proto: 1 };
-  if (S.session) h.session = S.session;  // lets us take over our nick from a dead connection
-  if (token) h.token = token;
-  // An unfinished gap fill resumes from its own start, so nothing is skipped.
-  S.sentSince = S.gapSince || S.lastId;
-  if (S.sentSince > 0) h.since = S.sentSince;
-  raw(h);
-}
-// The pairing link opened in a tab already showing the page changes only the fragment.
-window.addEventListener('hashchange', function () {
-  if (!readToken()) return;
-  token = store.get('token') || '';
-  if (!S.welcomed) { S.stopped = false; lost(); S.attempt = 0; connect(); }
-});
-window.addEventListener('online', function () { if (!S.ws) { S.attempt = 0; connect(); } });
-
-// ---- server messages ----
-var H = {
-  welcome: function (m) {
-    var resume = S.sentSince > 0;
-    S.welcomed = true; S.everWelcomed = true; S.attempt = 0;
-    S.nick = m.nick; store.set('nick', m.nick);
-    S.session = m.session || ''; S.limits = m.limits || {};
-    S.users = new Map();
-    (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
-    S.online = typeof m.online === 'number' ? m.online : S.users.size;
-    renderUsers();
-    var hist = Array.isArray(m.history) ? m.history : [];
-    var atBottom = nearBottom();
-    hist.forEach(function (x) { addMsg(x, false); });
-    if (!resume) S.hasOlder = !!m.has_more;
-    if (resume && m.has_more && hist.length) {
-      S.gapSince = S.sentSince;
-      askHistory({ kind: 'gap', before: hist[0].id, after: S.sentSince });
-    } else S.gapSince = 0;
-    refreshFileUrls();
-    setConn(true); setBanner('');
-    updateChrome();
-    flushOutbox();
-    if (!resume || atBottom) toBottom();
-  },
-  msg: function (m) {
-    var atBottom = nearBottom();
-    var added = addMsg(m, true);
-    if (m.from) { S.typers.delete(fold(m.from)); renderTyping(); }
-    if (added && !isMine(m) && document.hidden) { S.unread++; updateTitle(); }
-    if (added && m.from && !S.users.has(fold(m.from))) { S.users.set(fold(m.from), m.from); renderUsers(); }
-    if (atBottom || isMine(m)) toBottom();
-  },
-  history: function (m) {
-    var req = S.hist; S.hist = null;
-    var msgs = Array.isArray(m.messages) ? m.messages : [];
-    var h0 = scroller.scrollHeight, top0 = scroller.scrollTop;
-    msgs.forEach(function (x) { addMsg(x, false); });
-    if (req && req.kind === 'gap') {
-      if (m.has_more && msgs.length) askHistory({ kind: 'gap', before: msgs[0].id, after: req.after });
-      else S.gapSince = 0;
-    } else {
-      S.hasOlder = !!m.has_more && msgs.length > 0;
-      scroller.scrollTop = top0 + (scroller.scrollHeight - h0);   // keep the view still
-    }
-    updateChrome();
-  },
-  join: function (m) {
-    if (!m.nick) return;
-    var k = fold(m.nick);
-    if (k === fold(S.nick)) return;          // the joiner gets its own join too
-    if (!S.users.has(k)) { S.users.set(k, m.nick); S.online++; }
-    renderUsers(); note(m.nick + ' joined');
-  },
-  leave: function (m) {
-    if (!m.nick) return;
-    var k = fold(m.nick);
-    if (S.users.delete(k)) S.online = Math.max(0, S.online - 1);
-    S.typers.delete(k); renderTyping();
-    renderUsers(); note(m.nick + ' left');
-  },
-  typing: function (m) {
-    if (!m.from || fold(m.from) === fold(S.nick)) return;
-    var k = fold(m.from), old = S.typers.get(k);
-    if (old) clearTimeout(old.t);
-    S.typers.set(k, { nick: m.from, t: setTimeout(function () { S.typers.delete(k); renderTyping(); }, TYPING_SHOW_MS) });
-    renderTyping();
-  },
-  ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
-  pong: function () {},
-  bye: function () { setBanner('The server is restarting. Reconnecting\u2026'); },
-  error: onError
-};
-
-function onError(m) {
-  var code = m.code || '', text = m.message || code;
-  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid')) {
-    if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
-      // Probably our own previous connection, not yet timed out on the server: wait for it.
-      setBanner('Reconnecting\u2026 (waiting for the previous connection to expire)');
-      lost(); retry(); return;
-    }
-    askNick(text); return;
-  }
-  if (code === 'auth_failed' || code === 'proto_unsupported') {
-    S.stopped = true;
-    setBanner(code === 'auth_failed'
-      ? 'Access denied: open the full link shown by the server (it ends with #k=\u2026).'
-      : 'This server speaks another protocol version. Reload the page.', true);
-    lost(); return;
-  }
-  var i = m.ref ? outboxIndex(m.ref) : -1;
-  if (i >= 0) {
-    if (code === 'rate_limited') {
-      var item = outbox[i];
-      setTimeout(function () { if (outboxIndex(item.cid) >= 0 && S.welcomed) sendItem(item); }, 1500);
-    } else {
-      outbox.splice(i, 1); saveOutbox();
-      var p = log.querySelector('.pending[data-cid="' + cssEsc(m.ref) + '"]');
-      if (p) { p.classList.remove('pending'); p.classList.add('failed'); setStatus(p, 'Not sent: ' + text); }
-    }
-  }
-  if (code === 'rate_limited' && S.hist) {
-    var req = S.hist; S.hist = null;
-    setTimeout(function () { if (S.welcomed && !S.hist) askHistory(req); }, 1500);
-  }
-  toast(text);
-}
-function cssEsc(s) { return window.CSS && CSS.escape ? CSS.escape(s) : String(s).replace(/["\\]/g, '_'); }
-
-function askHistory(req) {
-  if (!S.welcomed || S.hist) return;
-  var h = { type: 'history', before: req.before, limit: req.kind === 'gap' ? GAP_PAGE : PAGE };
-  if (req.after) h.after = req.after;
-  S.hist = req;
-  raw(h);
-  updateChrome();
-}
-function loadOlder() {
-  var first = log.querySelector('.m[data-id]');
-  if (!first || !S.hasOlder || S.hist || !S.welcomed) return;
-  askHistory({ kind: 'older', before: +first.dataset.id });
-}
-
-// ---- rendering messages ----
-function isMine(m) { return m.from != null && fold(m.from) === fold(S.nick); }
-function nearBottom() { return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120; }
-function toBottom() { scroller.scrollTop = scroller.scrollHeight; }
-
-// Elements in #log are ordered by data-k: message id; notes sit after the newest id;
-// pending (unacknowledged) messages always last.
-function place(node, key) {
-  node.dataset.k = key;
-  var c = log.lastElementChild;
-  while (c && +c.dataset.k > key) c = c.previousElementSibling;
-  log.insertBefore(node, c ? c.nextSibling : log.firstChild);
-  regroup(node); regroup(node.nextElementSibling);
-}
-function regroup(node) {
-  if (!node || !node.classList.contains('m')) return;
-  var p = node.previousElementSibling;
-  var same = p && p.classList.contains('m') && p.dataset.from === node.dataset.from &&
-    p.dataset.to === node.dataset.to && Math.abs((+node.dataset.ts || 0) - (+p.dataset.ts || 0)) < GROUP_MS;
-  node.classList.toggle('g', !!same);
-}
-function buildMsg(m, mine) {
-  var box = el('div', 'm' + (mine ? ' me' : '') + (m.to ? ' dm' : ''));
-  box.dataset.from = fold(m.from || '');
-  box.dataset.to = m.to ? fold(m.to) : '';
-  box.dataset.ts = Date.parse(m.ts) || Date.now();
-  if (m.cid) box.dataset.cid = m.cid;
-  var who = el('div', 'who');
-  if (mine) who.appendChild(el('span', null, 'To ' + m.to));
-  else who.appendChild(el('span', null, m.from || '?'));
-  if (m.to) who.appendChild(el('span', 'tag', 'private'));
-  box.appendChild(who);
-  var b = el('div', 'b');
-  if (mine) b.appendChild(el('span', 'vh', 'You: '));
-  if (m.text) b.appendChild(el('div', 't', m.text));
-  if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
-  var meta = el('div', 'meta');
-  var tm = el('time', null, m.ts ? fmtTime(m.ts) : '');
-  if (m.ts) { tm.dateTime = m.ts; tm.title = new Date(m.ts).toLocaleString(); }
-  meta.appendChild(tm);
-  meta.appendChild(el('span', 'st'));
-  b.appendChild(meta);
-  if (m.text && !m.file) {   // short text: the time sits on the last line, chat-app style
-    b.classList.add('inl');
-    b.style.setProperty('--mw', (tm.textContent.length * 6.5 + 16) + 'px');
-  }
-  box.appendChild(b);
-  return box;
-}
-// inline=1 asks the server to serve an image as itself (not as an attachment) for thumbnails.
-function fileUrl(f, inline) {
-  return '/files/' + encodeURIComponent(String(f.id)) + '/' + encodeURIComponent(String(f.name || 'file')) +
-    '?session=' + encodeURIComponent(S.session) + (inline ? '&inline=1' : '');
-}
-function buildFile(f) {
-  var wrap = el('div', 'f');
-  wrap.dataset.fid = String(f.id); wrap.dataset.fname = String(f.name || 'file');
-  var url = fileUrl(f);
-  if (typeof f.mime === 'string' && f.mime.indexOf('image/') === 0) {
-    var a = el('a', 'thumb'); a.href = fileUrl(f, true); a.target = '_blank'; a.rel = 'noopener';
-    var img = el('img'); img.loading = 'lazy'; img.alt = String(f.name || 'image'); img.src = a.href;
-    img.addEventListener('error', function () { a.hidden = true; });   // keep the download link
-    img.addEventListener('load', function () { if (nearBottom() || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 400) toBottom(); });
-    a.appendChild(img); wrap.appendChild(a);
-  }
-  var dl = el('a', 'dl'); dl.href = url; dl.download = String(f.name || 'file');
-  dl.insertAdjacentHTML('afterbegin', '<svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M12 4v11M7 10l5 5 5-5M5 20h14"/></svg>');
-  var info = el('span');
-  info.appendChild(el('span', 'fn', String(f.name || 'file')));
-  info.appendChild(el('span', 'fs', typeof f.size === 'number' ? humanSize(f.size) : ''));
-  dl.appendChild(info); wrap.appendChild(dl);
-  return wrap;
-}
-// The session changes on every reconnect: rebuild the file links from the current one.
-function refreshFileUrls() {
-  log.querySelectorAll('.f').forEach(function (w) {
-    var f = { id: w.dataset.fid, name: w.dataset.fname };
-    w.querySelector('.dl').href = fileUrl(f, false);
-    var a = w.querySelector('.thumb'), img = a && a.querySelector('img');
-    if (!a) return;
-    a.href = fileUrl(f, true);
-    if (!(img.complete && img.naturalWidth)) { a.hidden = false; img.src = a.href; }
-  });
-}
-function addMsg(m, live) {
-  if (!m || typeof m.id !== 'number' || S.byId.has(m.id)) {
-    if (m && m.cid && isMine(m)) ack(m.cid);
-    return false;
-  }
-  var mine = isMine(m);
-  if (mine && m.cid) ack(m.cid);
-  var node = buildMsg(m, mine);
-  node.dataset.id = m.id;
-  S.byId.set(m.id, node);
-  if (m.id > S.lastId) S.lastId = m.id;
-  place(node, m.id);
-  updateChrome();
-  return true;
-}
-function ack(cid) {
-  var i = outboxIndex(cid);
-  if (i >= 0) { outbox.splice(i, 1); saveOutbox(); }
-  var p = log.querySelector('.pending[data-cid="' + cssEsc(cid) + '"]');
-  if (p) { var n = p.nextElementSibling; p.remove(); regroup(n); }
-}
-function note(text) {
-  var n = el('div', 'note', text);
-  place(n, S.lastId + 0.5);
-  if (nearBottom()) toBottom();
-}
-function setStatus(node, text) { var s = node.querySelector('.st'); if (s) s.textContent = text; }
-function addPending(item) {
-  var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to }, true);
-  node.classList.add('pending');
-  setStatus(node, S.welcomed ? 'Sending\u2026' : 'Waiting for connection\u2026');
-  place(node, Infinity);
-}
-function markPending() {
-  log.querySelectorAll('.pending').forEach(function (p) { setStatus(p, 'Waiting for connection\u2026'); });
-}
-function updateChrome() {
-  var any = log.querySelector('.m[data-id]');
-  $('older').hidden = !(S.hasOlder && any);
-  $('older').disabled = !!S.hist || !S.welcomed;
-  $('edge').hidden = !(any && !S.hasOlder);
-  $('empty').hidden = !!log.firstElementChild || !S.everWelcomed;
-}
-
-// ---- sending ----
-function sendItem(item) {
-  var m = { type: 'msg', text: item.text, cid: item.cid };
-  if (item.to) m.to = item.to;
-  if (raw(m)) {
-    var p = log.querySelector('.pending[data-cid="' + cssEsc(item.cid) + '"]');
-    if (p) setStatus(p, 'Sending\u2026');
-  }
-}
-function flushOutbox() { outbox.slice().forEach(sendItem); }
-function sendText() {
-  var text = ta.value.trim();
-  if (!text) return;
-  if (utf8Len(text) > (S.limits.text || TEXT_MAX)) { toast('This message is too long (16 KB at most).'); return; }
-  var item = { cid: newCid(), text: text };
-  if (S.to) item.to = S.to;
-  outbox.push(item); saveOutbox();
-  addPending(item);
-  ta.value = ''; autosize();
-  S.lastTyping = 0;
-  if (S.welcomed) sendItem(item);
-  toBottom(); updateChrome();
-}
-$('composer').addEventListener('submit', function (e) { e.preventDefault(); sendText(); ta.focus(); });
-ta.addEventListener('keydown', function (e) {
-  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendText(); }
-});
-function autosize() { ta.style.height = 'auto'; ta.style.height = Math.min(ta.scrollHeight + 2, 140) + 'px'; }
-ta.addEventListener('input', function () {
-  autosize();
-  var now = Date.now();
-  if (S.welcomed && ta.value.trim() && now - S.lastTyping >= TYPING_SEND_MS) {
-    S.lastTyping = now;
-    var t = { type: 'typing' }; if (S.to) t.to = S.to;
-    raw(t);
-  }
-});
-
-// ---- direct messages ----
-function setTo(nick) {
-  S.to = nick || '';
-  $('dmChip').hidden = !S.to;
-  $('dmText').textContent = S.to ? 'To: ' + S.to + ' (private)' : '';
-  ta.placeholder = S.to ? 'Private message to ' + S.to : 'Message';
-  renderUsers();
-}
-$('dmClose').addEventListener('click', function () { setTo(''); ta.focus(); });
-
-// ---- users ----
-function renderUsers() {
-  var ul = $('ulist'); ul.textContent = '';
-  var me = fold(S.nick);
-  var list = Array.from(S.users.values()).sort(function (a, b) {
-    var am = fold(a) === me, bm = fold(b) === me;
-    return am !== bm ? (am ? -1 : 1) : a.localeCompare(b, undefined, { sensitivity: 'base' });
-  });
-  list.forEach(function (n) {
-    var li = el('li');
-    var mine = fold(n) === me;
-    var row = el(mine ? 'div' : 'button', 'u');
-    var av = el('span', 'av', n.charAt(0).toUpperCase()); av.setAttribute('aria-hidden', 'true');
-    av.style.background = avatarColor(n);
-    row.appendChild(av); row.appendChild(el('span', null, n));
-    if (mine) row.appendChild(el('span', 'you', '(you)'));
-    else {
-      row.type = 'button'; row.title = 'Send a private message to ' + n;
-      if (S.to && fold(S.to) === fold(n)) { row.classList.add('sel'); row.setAttribute('aria-pressed', 'true'); }
-      row.addEventListener('click', function () { setTo(n); openUsers(false); ta.focus(); });
-    }
-    li.appendChild(row); ul.appendChild(li);
-  });
-  var count = Math.max(S.online, S.users.size);
-  $('ucount').textContent = count;
-  $('uhead').textContent = 'Online \u2014 ' + count;
-}
-function openUsers(open) {
-  document.body.classList.toggle('uopen', open);
-  $('backdrop').hidden = !open;
-  $('usersBtn').setAttribute('aria-expanded', String(open));
-  if (open) $('closeUsers').focus();
-}
-$('usersBtn').addEventListener('click', function () { openUsers(!document.body.classList.contains('uopen')); });
-$('closeUsers').addEventListener('click', function () { openUsers(false); $('usersBtn').focus(); });
-$('backdrop').addEventListener('click', function () { openUsers(false); });
-document.addEventListener('keydown', function (e) { if (e.key === 'Escape' && document.body.classList.contains('uopen')) openUsers(false); });
-$('renick').addEventListener('click', function () { openUsers(false); askNick(''); });
-
-// ---- nickname dialog ----
-var dlg = $('nickDlg');
-function askNick(err) {
-  if (err || !dlg.open) $('nickErr').textContent = err || '';
-  if (dlg.open) return;          // never wipe what the user is typing
-  $('nickInput').value = S.nick;
-  if (dlg.showModal) dlg.showModal(); else dlg.setAttribute('open', '');
-  $('nickInput').focus(); $('nickInput').select();
-}
-dlg.addEventListener('cancel', function (e) { if (!S.nick || !S.welcomed) e.preventDefault(); });
-$('nickForm').addEventListener('submit', function (e) {
-  e.preventDefault();
-  var nick = $('nickInput').value.trim();
-  if (!nick) { $('nickErr').textContent = 'Please enter a nickname.'; return; }
-  var changed = fold(nick) !== fold(S.nick) || nick !== S.nick;
-  S.nick = nick; store.set('nick', nick);
-  dlg.close();
-  if (S.welcomed) {
-    if (changed) { lost(); S.attempt = 0; connect(); }
-  } else if (S.ws && S.ws.readyState === 1) sendHello();
-  else if (!S.ws) { S.attempt = 0; connect(); }
-  ta.focus();
-});
-
-// ---- typing indicator, banner, toast, title ----
-function renderTyping() {
-  var names = Array.from(S.typers.values()).map(function (x) { return x.nick; });
-  $('typing').textContent = !names.length ? '' : names.length === 1 ? names[0] + ' is typing\u2026'
-    : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing\u2026' : names.length + ' people are typing\u2026';
-}
-function setConn(on) {
-  $('sub').classList.toggle('on', on);
-  $('sub').classList.toggle('off', !on && S.stopped);
-  $('subText').textContent = on ? S.nick + ' \u00b7 online' : (S.stopped ? 'Offline' : 'Connecting\u2026');
-  updateChrome();
-}
-function setBanner(text, bad) {
-  var b = $('banner');
-  S.bannerText = text;
-  b.textContent = text; b.hidden = !text; b.classList.toggle('bad', !!bad);
-}
-var toastTimer = 0;
-function toast(text) {
-  var t = $('toast'); t.textContent = text;
-  clearTimeout(toastTimer); toastTimer = setTimeout(function () { t.textContent = ''; }, TOAST_MS);
-}
-function updateTitle() { document.title = S.unread ? '(' + S.unread + ') ' + TITLE : TITLE; }
-// Phones freeze background tabs; a socket may be dead without a close event. On return,
-// probe it with a ping and reconnect at once if nothing answers.
-document.addEventListener('visibilitychange', function () {
-  if (document.hidden) return;
-  S.unread = 0; updateTitle();
-  if (S.welcomed && raw({ type: 'ping' })) {
-    var sent = Date.now();
-    setTimeout(function () { if (S.welcomed && S.lastRx < sent) { lost(); retry(); } }, PROBE_MS);
-  } else if (!S.ws && !S.stopped) { S.attempt = 0; connect(); }
-});
-
-// ---- scrolling back ----
-$('older').addEventListener('click', loadOlder);
-scroller.addEventListener('scroll', function () { if (scroller.scrollTop < 40) loadOlder(); }, { passive: true });
-
-// ---- files: picker, drag and drop, paste; upload over HTTP with progress ----
-var upQueue = [], upActive = 0;
-$('attach').addEventListener('click', function () { $('file').click(); });
-$('file').addEventListener('change', function () { queueFiles($('file').files); $('file').value = ''; });
-function queueFiles(files) {
-  Array.prototype.forEach.call(files || [], function (f) {
-    if (!S.welcomed) { toast('Not connected: try again once back online.'); return; }
-    if (S.limits.file && f.size > S.limits.file) { toast(f.name + ' is too large (' + humanSize(S.limits.file) + ' at most).'); return; }
-    upQueue.push({ file: f, to: S.to });
-  });
-  pumpUploads();
-}
-function pumpUploads() {
-  while (upActive < MAX_PARALLEL_UPLOADS && upQueue.length) { upActive++; startUpload(upQueue.shift()); }
-}
-function startUpload(job) {
-  var f = job.file, name = f.name || 'file', cid = newCid();
-  var row = el('div', 'up'); row.appendChild(el('span', null, name));
-  var bar = el('progress'); bar.max = 1; bar.value = 0; bar.setAttribute('aria-label', 'Uploading ' + name);
-  var cancel = el('button', 'iconbtn', '\u00d7'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
-  var pct = el('span', 'pct', '0%'); pct.setAttribute('aria-hidden', 'true');
-  row.appendChild(bar); row.appendChild(pct); row.appendChild(cancel); $('uploads').appendChild(row);
-  var q = '?session=' + encodeURIComponent(S.session) + '&name=' + encodeURIComponent(name) + '&cid=' + encodeURIComponent(cid);
-  if (job.to) q += '&to=' + encodeURIComponent(job.to);
-  var xhr = new XMLHttpRequest();
-  xhr.open('POST', '/files' + q);
-  xhr.setRequestHeader('Content-Type', f.type || 'application/octet-stream');
-  xhr.upload.onprogress = function (e) {
-    if (e.lengthComputable && e.total) { bar.value = e.loaded / e.total; pct.textContent = Math.floor(bar.value * 100) + '%'; }
-  };
-  function done() { row.remove(); upActive--; pumpUploads(); }
-  xhr.onload = function () {
-    if (xhr.status >= 200 && xhr.status < 300) {
-      try { var atB = nearBottom(); if (addMsg(JSON.parse(xhr.responseText), true) && atB) toBottom(); } catch (e) {}
-    } else {
-      var msg = 'Upload of ' + name + ' failed (HTTP ' + xhr.status + ').';
-      try { var j = JSON.parse(xhr.responseText); if (j && j.message) msg = j.message; } catch (e) {}
-      toast(msg);
-    }
-    done();
-  };
-  xhr.onerror = function () { toast('Upload of ' + name + ' failed: connection lost.'); done(); };
-  xhr.onabort = done;
-  cancel.addEventListener('click', function () { xhr.abort(); });
-  xhr.send(f);
-}
-var dragDepth = 0;
-function hasFiles(e) { return e.dataTransfer && Array.prototype.indexOf.call(e.dataTransfer.types || [], 'Files') >= 0; }
-document.addEventListener('dragenter', function (e) { if (hasFiles(e)) { dragDepth++; $('drop').hidden = false; } });
-document.addEventListener('dragleave', function (e) { if (hasFiles(e) && --dragDepth <= 0) { dragDepth = 0; $('drop').hidden = true; } });
-document.addEventListener('dragover', function (e) { if (hasFiles(e)) e.preventDefault(); });
-document.addEventListener('drop', function (e) {
-  if (!hasFiles(e)) return;
-  e.preventDefault(); dragDepth = 0; $('drop').hidden = true;
-  queueFiles(e.dataTransfer.files);
-});
-document.addEventListener('paste', function (e) {
-  var files = e.clipboardData && e.clipboardData.files;
-  if (!files || !files.length) return;
-  e.preventDefault();
-  var stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-');
-  queueFiles(Array.prototype.map.call(files, function (f, i) {
-    var ext = (f.type.split('/')[1] || 'bin').replace(/[^a-z0-9]/gi, '');
-    return new File([f], 'pasted-' + stamp + (i ? '-' + i : '') + '.' + ext, { type: f.type });
-  }));
-});
-
-// ---- start ----
-outbox.forEach(addPending);
-renderUsers(); updateChrome();
-setBanner('Connecting\u2026');
-if (!S.nick) askNick('');
-connect();
-})();
-</script>
-</body>
-</html>
-"""
-
-###############################################################################
 # CLI and main() ##############################################################
 ###############################################################################
 
@@ -5796,6 +4968,1491 @@ def main(argv=None):
         open_pair_page(bound[1])
     server.serve_forever()
     return 0
+
+
+# BEGIN GENERATED client_web/ (edit client_web/, then run python3 build/embed_web.py)
+###############################################################################
+# Web pages, generated from client_web/ #######################################
+###############################################################################
+
+# client_web/chat.html: the zero-install chat client served at GET /, with chat.css and
+# chat.js inlined: mobile-first, no external resources, every piece of user data rendered
+# as text.
+WEB_CLIENT_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<meta name="color-scheme" content="light dark">
+<title>LAN Chat</title>
+<link rel="icon" href="data:,">
+<style>
+:root {
+  --bg: #f2f4f7;
+  --panel: #fff;
+  --text: #14171c;
+  --muted: #5b6472;
+  --line: #e1e5eb;
+  --accent: #1f5fd6;
+  --on-accent: #fff;
+  --bubble: #fff;
+  --me: #1f5fd6;
+  --on-me: #fff;
+  --me-muted: #dbe6ff;
+  --dm: #6d28d9;
+  --dm-bg: #f1ebfe;
+  --bad: #b42318;
+  --ok: #15803d;
+  --warn: #b45309;
+  --shadow: 0 1px 2px rgba(16,24,40,.08);
+  --focus: #1f5fd6;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0e1116;
+    --panel: #161a21;
+    --text: #e7eaf0;
+    --muted: #a0a8b6;
+    --line: #272d38;
+    --accent: #7aa2ff;
+    --on-accent: #0b1020;
+    --bubble: #1e232c;
+    --me: #2c5ad6;
+    --on-me: #fff;
+    --me-muted: #e6ecff;
+    --dm: #c4a5ff;
+    --dm-bg: #271f3d;
+    --bad: #ff8a80;
+    --ok: #5ee08f;
+    --warn: #fbbf24;
+    --shadow: none;
+    --focus: #9bbcff;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+html, body {
+  height: 100%;
+  overflow: hidden;
+}
+body {
+  margin: 0;
+  display: flex;
+  flex-direction: column;
+  height: 100vh;
+  height: 100dvh;
+  background: var(--bg);
+  color: var(--text);
+  font: 16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+  -webkit-text-size-adjust: 100%;
+}
+button, input, textarea {
+  font: inherit;
+  color: inherit;
+}
+button {
+  cursor: pointer;
+}
+:focus-visible {
+  outline: 2px solid var(--focus);
+  outline-offset: 2px;
+}
+.vh {
+  position: absolute !important;
+  width: 1px;
+  height: 1px;
+  overflow: hidden;
+  clip: rect(0 0 0 0);
+  clip-path: inset(50%);
+  white-space: nowrap;
+}
+[hidden] {
+  display: none !important;
+}
+.ico {
+  width: 22px;
+  height: 22px;
+  fill: none;
+  stroke: currentColor;
+  stroke-width: 2;
+  stroke-linecap: round;
+  stroke-linejoin: round;
+}
+header {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  padding: 8px 12px;
+  padding-top: max(8px,env(safe-area-inset-top));
+  background: var(--panel);
+  border-bottom: 1px solid var(--line);
+  min-height: 58px;
+}
+.brand {
+  flex: 1;
+  min-width: 0;
+}
+.brand h1 {
+  margin: 0;
+  font-size: 18px;
+  font-weight: 650;
+  letter-spacing: -.01em;
+}
+.sub {
+  display: flex;
+  align-items: center;
+  gap: 6px;
+  font-size: 13px;
+  color: var(--muted);
+  white-space: nowrap;
+  overflow: hidden;
+  text-overflow: ellipsis;
+}
+.dot {
+  width: 8px;
+  height: 8px;
+  border-radius: 50%;
+  background: var(--warn);
+  flex: none;
+}
+.on .dot {
+  background: var(--ok);
+}
+.off .dot {
+  background: var(--bad);
+}
+.iconbtn {
+  display: inline-flex;
+  align-items: center;
+  justify-content: center;
+  gap: 6px;
+  min-width: 44px;
+  height: 44px;
+  padding: 0 10px;
+  border: 0;
+  border-radius: 12px;
+  background: transparent;
+  color: var(--text);
+}
+.iconbtn:hover {
+  background: var(--bg);
+}
+.count {
+  font-size: 14px;
+  font-weight: 600;
+  color: var(--muted);
+}
+#banner {
+  padding: 8px 14px;
+  font-size: 14px;
+  text-align: center;
+  background: #fff4d6;
+  color: #5c3d00;
+  border-bottom: 1px solid #f0d68a;
+}
+@media (prefers-color-scheme: dark) {
+  #banner {
+    background: #3a2c08;
+    color: #ffe3a3;
+    border-color: #5c4712;
+  }
+}
+#banner.bad {
+  background: #fde4e2;
+  color: #7a1710;
+  border-color: #f5b5ae;
+}
+@media (prefers-color-scheme: dark) {
+  #banner.bad {
+    background: #3d1512;
+    color: #ffc9c3;
+    border-color: #6b2520;
+  }
+}
+.app {
+  flex: 1;
+  display: flex;
+  min-height: 0;
+  position: relative;
+}
+main {
+  flex: 1;
+  display: flex;
+  flex-direction: column;
+  min-width: 0;
+}
+#scroller {
+  flex: 1;
+  display: flex;
+  flex-direction: column;
+  overflow-y: auto;
+  overscroll-behavior: contain;
+  padding: 10px 12px 6px;
+  -webkit-overflow-scrolling: touch;
+}
+.top {
+  display: flex;
+  justify-content: center;
+  padding: 4px 0 10px;
+  margin-top: auto;
+  width: 100%;
+}
+#log {
+  width: 100%;
+}
+.pill {
+  border: 1px solid var(--line);
+  background: var(--panel);
+  color: var(--text);
+  border-radius: 999px;
+  padding: 0 16px;
+  min-height: 40px;
+  font-size: 14px;
+  box-shadow: var(--shadow);
+}
+.pill:disabled {
+  opacity: .6;
+  cursor: default;
+}
+.edge {
+  font-size: 13px;
+  color: var(--muted);
+}
+#empty {
+  margin: auto;
+  padding: 40px 16px;
+  text-align: center;
+  color: var(--muted);
+}
+#log {
+  display: flex;
+  flex-direction: column;
+  gap: 2px;
+}
+#log, .top, .row, .cw {
+  max-width: 900px;
+  margin-left: auto;
+  margin-right: auto;
+}
+.m {
+  display: flex;
+  flex-direction: column;
+  align-items: flex-start;
+  max-width: min(80%,620px);
+  margin-top: 8px;
+}
+.m.g {
+  margin-top: 1px;
+}
+.m.me {
+  align-self: flex-end;
+  align-items: flex-end;
+}
+.who {
+  font-size: 13px;
+  font-weight: 600;
+  color: var(--muted);
+  margin: 0 12px 2px;
+  display: flex;
+  gap: 6px;
+  align-items: center;
+}
+.g .who {
+  display: none;
+}
+.me .who {
+  display: none;
+}
+.me.dm .who {
+  display: flex;
+}
+.tag {
+  font-size: 11px;
+  font-weight: 700;
+  text-transform: uppercase;
+  letter-spacing: .04em;
+  color: var(--dm);
+  background: var(--dm-bg);
+  border-radius: 6px;
+  padding: 1px 6px;
+}
+.b {
+  background: var(--bubble);
+  border-radius: 18px;
+  border-top-left-radius: 6px;
+  padding: 7px 12px 6px;
+  box-shadow: var(--shadow);
+  border: 1px solid var(--line);
+  min-width: 64px;
+  max-width: 100%;
+}
+.g .b {
+  border-top-left-radius: 18px;
+}
+.me .b {
+  background: var(--me);
+  color: var(--on-me);
+  border-color: transparent;
+  border-radius: 18px;
+  border-top-right-radius: 6px;
+}
+.me.g .b {
+  border-top-right-radius: 18px;
+}
+.dm .b {
+  border: 2px dashed var(--dm);
+}
+.me.dm .b {
+  border: 2px dashed var(--me-muted);
+}
+.t {
+  white-space: pre-wrap;
+  overflow-wrap: anywhere;
+  word-break: break-word;
+}
+.meta {
+  display: flex;
+  justify-content: flex-end;
+  gap: 6px;
+  font-size: 11px;
+  color: var(--muted);
+  margin-top: 2px;
+}
+.b {
+  position: relative;
+}
+.inl .t::after {
+  content: "";
+  display: inline-block;
+  width: var(--mw,60px);
+}
+.inl .meta {
+  position: absolute;
+  right: 12px;
+  bottom: 5px;
+  margin: 0;
+}
+.pending .inl .meta, .failed .inl .meta {
+  position: static;
+}
+.pending .inl .t::after, .failed .inl .t::after {
+  display: none;
+}
+.me .meta {
+  color: var(--me-muted);
+}
+.pending .b {
+  opacity: .72;
+}
+.failed .b {
+  border: 2px solid var(--bad);
+}
+.failed .st {
+  color: var(--bad);
+  font-weight: 700;
+}
+.me.failed .b {
+  background: var(--bubble);
+  color: var(--text);
+}
+.me.failed .meta {
+  color: var(--muted);
+}
+.f {
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  margin: 2px 0;
+}
+.f img {
+  display: block;
+  max-width: min(240px,60vw);
+  max-height: 240px;
+  border-radius: 12px;
+  background: var(--line);
+  object-fit: cover;
+}
+.dl {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  min-height: 44px;
+  padding: 6px 10px;
+  border-radius: 12px;
+  background: var(--bg);
+  color: var(--text);
+  text-decoration: none;
+  max-width: 300px;
+}
+.me .dl {
+  background: rgba(255,255,255,.16);
+  color: var(--on-me);
+}
+.dl .ico {
+  flex: none;
+}
+.fn {
+  font-weight: 600;
+  overflow-wrap: anywhere;
+}
+.fs {
+  display: block;
+  font-size: 12px;
+  opacity: .8;
+}
+.note {
+  align-self: center;
+  font-size: 12px;
+  color: var(--muted);
+  margin: 8px 0 2px;
+  text-align: center;
+}
+#typing {
+  min-height: 20px;
+  padding: 0 16px;
+  font-size: 13px;
+  color: var(--muted);
+  font-style: italic;
+}
+#uploads {
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  padding: 0 12px;
+}
+#uploads:not(:empty) {
+  padding-bottom: 8px;
+}
+.pct {
+  flex: none !important;
+  width: 3.2em;
+  text-align: right;
+  font-variant-numeric: tabular-nums;
+  color: var(--muted);
+}
+.up {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 12px;
+  padding: 6px 6px 6px 12px;
+  font-size: 13px;
+}
+.up span {
+  flex: 1;
+  min-width: 0;
+  overflow: hidden;
+  text-overflow: ellipsis;
+  white-space: nowrap;
+}
+.up progress {
+  width: 38%;
+  height: 8px;
+  accent-color: var(--accent);
+}
+#composer {
+  background: var(--panel);
+  border-top: 1px solid var(--line);
+  padding: 8px 10px;
+  padding-bottom: max(8px,env(safe-area-inset-bottom));
+}
+.chip {
+  display: inline-flex;
+  align-items: center;
+  gap: 4px;
+  margin: 0 0 8px 4px;
+  padding: 2px 2px 2px 12px;
+  border-radius: 999px;
+  background: var(--dm-bg);
+  color: var(--dm);
+  font-size: 14px;
+  font-weight: 600;
+}
+.chip button {
+  width: 36px;
+  height: 36px;
+  border: 0;
+  border-radius: 50%;
+  background: transparent;
+  color: inherit;
+  font-size: 20px;
+  line-height: 1;
+}
+.row {
+  display: flex;
+  align-items: flex-end;
+  gap: 6px;
+}
+#text {
+  flex: 1;
+  min-height: 44px;
+  max-height: 140px;
+  resize: none;
+  padding: 10px 14px;
+  border-radius: 22px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+  outline: none;
+}
+#text:focus {
+  border-color: var(--accent);
+}
+#send {
+  background: var(--accent);
+  color: var(--on-accent);
+  border-radius: 50%;
+  width: 44px;
+  padding: 0;
+}
+#send:hover {
+  filter: brightness(1.08);
+}
+#users {
+  display: flex;
+  flex-direction: column;
+  background: var(--panel);
+  border-left: 1px solid var(--line);
+  width: 270px;
+  flex: none;
+}
+.uh {
+  display: flex;
+  align-items: center;
+  justify-content: space-between;
+  padding: 12px 8px 6px 16px;
+}
+.uh h2 {
+  margin: 0;
+  font-size: 15px;
+}
+#ulist {
+  list-style: none;
+  margin: 0;
+  padding: 4px 8px;
+  overflow-y: auto;
+  flex: 1;
+}
+.u {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  width: 100%;
+  min-height: 48px;
+  padding: 4px 8px;
+  border: 0;
+  border-radius: 12px;
+  background: transparent;
+  text-align: left;
+  font-size: 15px;
+}
+button.u:hover, .u.sel {
+  background: var(--bg);
+}
+.av {
+  display: inline-flex;
+  align-items: center;
+  justify-content: center;
+  width: 32px;
+  height: 32px;
+  border-radius: 50%;
+  color: #fff;
+  font-weight: 700;
+  font-size: 14px;
+  flex: none;
+}
+.you {
+  color: var(--muted);
+  font-size: 13px;
+}
+.uf {
+  padding: 8px 12px 12px;
+  border-top: 1px solid var(--line);
+}
+#backdrop {
+  position: fixed;
+  inset: 0;
+  background: rgba(0,0,0,.4);
+  z-index: 19;
+}
+@media (max-width: 799px) {
+  #users {
+    position: fixed;
+    top: 0;
+    right: 0;
+    bottom: 0;
+    width: min(84vw,320px);
+    z-index: 20;
+    transform: translateX(100%);
+    visibility: hidden;
+    transition: transform .2s ease,visibility 0s .2s;
+    box-shadow: -8px 0 24px rgba(0,0,0,.18);
+    padding-top: env(safe-area-inset-top);
+  }
+  body.uopen #users {
+    transform: none;
+    visibility: visible;
+    transition: transform .2s ease;
+  }
+}
+@media (min-width: 800px) {
+  #usersBtn, #closeUsers, #backdrop {
+    display: none !important;
+  }
+  #scroller {
+    padding: 16px 24px 8px;
+  }
+}
+#toast {
+  position: fixed;
+  left: 50%;
+  bottom: 96px;
+  transform: translateX(-50%);
+  max-width: min(92vw,480px);
+  padding: 10px 16px;
+  border-radius: 12px;
+  background: #1f2430;
+  color: #fff;
+  font-size: 14px;
+  box-shadow: 0 8px 24px rgba(0,0,0,.25);
+  z-index: 40;
+  text-align: center;
+}
+#toast:empty {
+  display: none;
+}
+#drop {
+  position: fixed;
+  inset: 10px;
+  border: 3px dashed var(--accent);
+  border-radius: 20px;
+  background: color-mix(in srgb,var(--panel) 85%,transparent);
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  font-size: 20px;
+  font-weight: 600;
+  z-index: 30;
+  pointer-events: none;
+}
+dialog {
+  border: 0;
+  border-radius: 20px;
+  padding: 24px;
+  width: min(92vw,380px);
+  background: var(--panel);
+  color: var(--text);
+  box-shadow: 0 20px 50px rgba(0,0,0,.3);
+}
+dialog::backdrop {
+  background: rgba(10,14,20,.55);
+}
+dialog h2 {
+  margin: 0 0 4px;
+  font-size: 20px;
+}
+dialog p {
+  margin: 0 0 16px;
+  color: var(--muted);
+  font-size: 14px;
+}
+dialog label {
+  display: block;
+  font-weight: 600;
+  font-size: 14px;
+  margin-bottom: 6px;
+}
+#nickInput {
+  width: 100%;
+  min-height: 48px;
+  padding: 10px 14px;
+  border-radius: 12px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+}
+#nickErr {
+  color: var(--bad);
+  min-height: 20px;
+  margin: 8px 0 8px;
+  font-size: 14px;
+}
+.primary {
+  width: 100%;
+  min-height: 48px;
+  border: 0;
+  border-radius: 12px;
+  background: var(--accent);
+  color: var(--on-accent);
+  font-weight: 650;
+  font-size: 16px;
+}
+</style>
+</head>
+<body>
+<header>
+ <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting…</span></div></div>
+ <button class="iconbtn" id="usersBtn" type="button" aria-label="Users" aria-controls="users" aria-expanded="false"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="9" cy="8" r="3.5"/><path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5"/><path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18 14.8c2 .8 3.2 2.5 3.5 5.2"/></svg><span class="count" id="ucount" aria-hidden="true">0</span></button>
+</header>
+<div id="banner" role="status" hidden></div>
+<div class="app">
+ <main>
+  <div id="scroller">
+   <div class="top"><button class="pill" id="older" type="button" hidden>Load older messages</button><span class="edge" id="edge" hidden>Beginning of the conversation</span></div>
+   <div id="log" role="log" aria-live="polite" aria-label="Conversation"></div>
+   <div id="empty" hidden>No messages yet. Say hi!</div>
+  </div>
+  <div id="typing" aria-live="polite"></div>
+  <div id="uploads"></div>
+  <form id="composer" autocomplete="off">
+   <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">×</button></span></div>
+   <div class="row">
+    <button class="iconbtn" type="button" id="attach" aria-label="Attach file"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.9-8.9a3.7 3.7 0 0 1 5.2 5.2l-8.9 8.9a1.8 1.8 0 0 1-2.6-2.6l8.2-8.2"/></svg></button>
+    <input type="file" id="file" class="vh" multiple tabindex="-1" aria-hidden="true" aria-label="File to share">
+    <textarea id="text" rows="1" aria-label="Message" placeholder="Message" enterkeyhint="send"></textarea>
+    <button class="iconbtn" type="submit" id="send" aria-label="Send"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M5 12h13M12 5l7 7-7 7"/></svg></button>
+   </div>
+  </form>
+ </main>
+ <div id="backdrop" hidden></div>
+ <aside id="users" aria-label="Online users">
+  <div class="uh"><h2 id="uhead">Online</h2><button class="iconbtn" type="button" id="closeUsers" aria-label="Close users">×</button></div>
+  <ul id="ulist"></ul>
+  <div class="uf"><button class="pill" type="button" id="renick">Change nickname</button></div>
+ </aside>
+</div>
+<div id="toast" role="alert"></div>
+<div id="drop" hidden>Drop files to share</div>
+<dialog id="nickDlg" aria-labelledby="nickTitle">
+ <form id="nickForm">
+  <h2 id="nickTitle">Join LAN Chat</h2>
+  <p>Pick the name others will see.</p>
+  <label for="nickInput">Nickname</label>
+  <input id="nickInput" maxlength="32" autocomplete="nickname" autocapitalize="off" spellcheck="false" enterkeyhint="go">
+  <div id="nickErr" role="alert"></div>
+  <button class="primary" type="submit">Join</button>
+ </form>
+</dialog>
+<script>
+(function () {
+'use strict';
+// Limits and timings (PROTOCOL.md sections 3-5).
+var TITLE = 'LAN Chat', TEXT_MAX = 16384, PAGE = 50, GAP_PAGE = 200;
+var BACKOFF_MIN = 500, BACKOFF_MAX = 10000;       // reconnect delay range, ms
+var IDLE_MS = 100000;     // server pings after 30 s of silence; nothing for 100 s = dead link
+var NICK_GRACE_MS = 95000; // the server keeps a dead connection's nick until its 90 s timeout
+var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
+var MAX_PARALLEL_UPLOADS = 2;
+var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
+
+function $(id) { return document.getElementById(id); }
+var store = {
+  get: function (k) { try { return localStorage.getItem('lanchat.' + k); } catch (e) { return null; } },
+  set: function (k, v) { try { localStorage.setItem('lanchat.' + k, v); } catch (e) {} }
+};
+function fold(s) { return String(s).toUpperCase().toLowerCase(); }
+function el(tag, cls, text) {
+  var e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;   // data is always text, never markup
+  return e;
+}
+function newCid() {
+  var a = new Uint8Array(12); crypto.getRandomValues(a);
+  return 'w-' + Array.prototype.map.call(a, function (b) { return (b + 256).toString(16).slice(1); }).join('');
+}
+function utf8Len(s) { return new TextEncoder().encode(s).length; }
+function humanSize(n) {
+  var u = ['B', 'KB', 'MB', 'GB', 'TB'], i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i && n < 10 ? n.toFixed(1) : Math.round(n)) + ' ' + u[i];
+}
+function fmtTime(ts) {
+  var d = new Date(ts); if (isNaN(d)) return '';
+  var t = d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
+  if (d.toDateString() === new Date().toDateString()) return t;
+  return d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ', ' + t;
+}
+function avatarColor(nick) {
+  var h = 0; for (var i = 0; i < nick.length; i++) h = (h * 31 + nick.charCodeAt(i)) % 360;
+  return 'hsl(' + h + ',55%,42%)';
+}
+
+// ---- token from the URL fragment (#k=...), never sent in a request line ----
+function readToken() {
+  var frag = new URLSearchParams(location.hash.slice(1));
+  if (!frag.has('k')) return false;
+  store.set('token', frag.get('k'));
+  history.replaceState(null, '', location.pathname + location.search);
+  return true;
+}
+readToken();
+var token = store.get('token') || '';
+
+// ---- state ----
+var S = {
+  ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '',
+  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, stopped: false,
+  nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
+  byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
+};
+var outbox = [];
+try { outbox = JSON.parse(store.get('outbox') || '[]').filter(function (o) { return o && o.cid && o.text; }); } catch (e) {}
+function saveOutbox() { store.set('outbox', JSON.stringify(outbox)); }
+function outboxIndex(cid) { for (var i = 0; i < outbox.length; i++) if (outbox[i].cid === cid) return i; return -1; }
+
+var scroller = $('scroller'), log = $('log'), ta = $('text');
+
+// ---- connection ----
+function wsUrl() { return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws'; }
+function raw(obj) {
+  if (S.ws && S.ws.readyState === 1) { S.ws.send(JSON.stringify(obj)); return true; }
+  return false;
+}
+function connect() {
+  clearTimeout(S.timer); S.timer = 0;
+  if (S.ws || S.stopped) return;
+  setConn(false);
+  var ws;
+  try { ws = new WebSocket(wsUrl()); } catch (e) { retry(); return; }
+  S.ws = ws; S.welcomed = false;
+  ws.onopen = function () { touch(); sendHello(); };
+  ws.onmessage = function (e) {
+    if (S.ws !== ws) return;
+    touch();
+    var m; try { m = JSON.parse(e.data); } catch (err) { return; }
+    if (m && typeof m.type === 'string' && H.hasOwnProperty(m.type)) H[m.type](m);
+  };
+  ws.onclose = function (e) {
+    if (S.ws !== ws) return;
+    lost();
+    if (e.code === 1008 && !S.everWelcomed && !S.stopped) {
+      setBanner('The server refused the connection (policy). Retrying…', true);
+    }
+    retry();
+  };
+}
+// Forget the current socket (dead, replaced, or nick change) and mark everything offline.
+function lost() {
+  var ws = S.ws; S.ws = null;
+  if (ws) { ws.onclose = ws.onmessage = ws.onopen = null; try { ws.close(); } catch (e) {} }
+  if (S.welcomed) S.nickRetryUntil = Date.now() + NICK_GRACE_MS;
+  S.welcomed = false; S.hist = null; clearTimeout(S.idle);
+  setConn(false);
+  markPending();
+  if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting…' : 'Connecting…');
+}
+function retry() {
+  if (S.stopped || S.timer) return;
+  var base = Math.min(BACKOFF_MAX, BACKOFF_MIN * Math.pow(2, S.attempt++));
+  var delay = Math.max(BACKOFF_MIN, Math.min(BACKOFF_MAX, base * (0.75 + Math.random() * 0.5)));
+  S.timer = setTimeout(function () { S.timer = 0; connect(); }, delay);
+}
+function touch() {
+  S.lastRx = Date.now();
+  clearTimeout(S.idle);
+  S.idle = setTimeout(function () { lost(); retry(); }, IDLE_MS);
+}
+function sendHello() {
+  if (!S.nick) { askNick(''); return; }
+  var h = { type: 'hello', nick: S.nick, client: 'web/1', proto: 1 };
+  if (S.session) h.session = S.session;  // lets us take over our nick from a dead connection
+  if (token) h.token = token;
+  // An unfinished gap fill resumes from its own start, so nothing is skipped.
+  S.sentSince = S.gapSince || S.lastId;
+  if (S.sentSince > 0) h.since = S.sentSince;
+  raw(h);
+}
+// The pairing link opened in a tab already showing the page changes only the fragment.
+window.addEventListener('hashchange', function () {
+  if (!readToken()) return;
+  token = store.get('token') || '';
+  if (!S.welcomed) { S.stopped = false; lost(); S.attempt = 0; connect(); }
+});
+window.addEventListener('online', function () { if (!S.ws) { S.attempt = 0; connect(); } });
+
+// ---- server messages ----
+var H = {
+  welcome: function (m) {
+    var resume = S.sentSince > 0;
+    S.welcomed = true; S.everWelcomed = true; S.attempt = 0;
+    S.nick = m.nick; store.set('nick', m.nick);
+    S.session = m.session || ''; S.limits = m.limits || {};
+    S.users = new Map();
+    (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
+    S.online = typeof m.online === 'number' ? m.online : S.users.size;
+    renderUsers();
+    var hist = Array.isArray(m.history) ? m.history : [];
+    var atBottom = nearBottom();
+    hist.forEach(function (x) { addMsg(x, false); });
+    if (!resume) S.hasOlder = !!m.has_more;
+    if (resume && m.has_more && hist.length) {
+      S.gapSince = S.sentSince;
+      askHistory({ kind: 'gap', before: hist[0].id, after: S.sentSince });
+    } else S.gapSince = 0;
+    refreshFileUrls();
+    setConn(true); setBanner('');
+    updateChrome();
+    flushOutbox();
+    if (!resume || atBottom) toBottom();
+  },
+  msg: function (m) {
+    var atBottom = nearBottom();
+    var added = addMsg(m, true);
+    if (m.from) { S.typers.delete(fold(m.from)); renderTyping(); }
+    if (added && !isMine(m) && document.hidden) { S.unread++; updateTitle(); }
+    if (added && m.from && !S.users.has(fold(m.from))) { S.users.set(fold(m.from), m.from); renderUsers(); }
+    if (atBottom || isMine(m)) toBottom();
+  },
+  history: function (m) {
+    var req = S.hist; S.hist = null;
+    var msgs = Array.isArray(m.messages) ? m.messages : [];
+    var h0 = scroller.scrollHeight, top0 = scroller.scrollTop;
+    msgs.forEach(function (x) { addMsg(x, false); });
+    if (req && req.kind === 'gap') {
+      if (m.has_more && msgs.length) askHistory({ kind: 'gap', before: msgs[0].id, after: req.after });
+      else S.gapSince = 0;
+    } else {
+      S.hasOlder = !!m.has_more && msgs.length > 0;
+      scroller.scrollTop = top0 + (scroller.scrollHeight - h0);   // keep the view still
+    }
+    updateChrome();
+  },
+  join: function (m) {
+    if (!m.nick) return;
+    var k = fold(m.nick);
+    if (k === fold(S.nick)) return;          // the joiner gets its own join too
+    if (!S.users.has(k)) { S.users.set(k, m.nick); S.online++; }
+    renderUsers(); note(m.nick + ' joined');
+  },
+  leave: function (m) {
+    if (!m.nick) return;
+    var k = fold(m.nick);
+    if (S.users.delete(k)) S.online = Math.max(0, S.online - 1);
+    S.typers.delete(k); renderTyping();
+    renderUsers(); note(m.nick + ' left');
+  },
+  typing: function (m) {
+    if (!m.from || fold(m.from) === fold(S.nick)) return;
+    var k = fold(m.from), old = S.typers.get(k);
+    if (old) clearTimeout(old.t);
+    S.typers.set(k, { nick: m.from, t: setTimeout(function () { S.typers.delete(k); renderTyping(); }, TYPING_SHOW_MS) });
+    renderTyping();
+  },
+  ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
+  pong: function () {},
+  bye: function () { setBanner('The server is restarting. Reconnecting…'); },
+  error: onError
+};
+
+function onError(m) {
+  var code = m.code || '', text = m.message || code;
+  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid')) {
+    if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
+      // Probably our own previous connection, not yet timed out on the server: wait for it.
+      setBanner('Reconnecting… (waiting for the previous connection to expire)');
+      lost(); retry(); return;
+    }
+    askNick(text); return;
+  }
+  if (code === 'auth_failed' || code === 'proto_unsupported') {
+    S.stopped = true;
+    setBanner(code === 'auth_failed'
+      ? 'Access denied: open the full link shown by the server (it ends with #k=…).'
+      : 'This server speaks another protocol version. Reload the page.', true);
+    lost(); return;
+  }
+  var i = m.ref ? outboxIndex(m.ref) : -1;
+  if (i >= 0) {
+    if (code === 'rate_limited') {
+      var item = outbox[i];
+      setTimeout(function () { if (outboxIndex(item.cid) >= 0 && S.welcomed) sendItem(item); }, 1500);
+    } else {
+      outbox.splice(i, 1); saveOutbox();
+      var p = log.querySelector('.pending[data-cid="' + cssEsc(m.ref) + '"]');
+      if (p) { p.classList.remove('pending'); p.classList.add('failed'); setStatus(p, 'Not sent: ' + text); }
+    }
+  }
+  if (code === 'rate_limited' && S.hist) {
+    var req = S.hist; S.hist = null;
+    setTimeout(function () { if (S.welcomed && !S.hist) askHistory(req); }, 1500);
+  }
+  toast(text);
+}
+function cssEsc(s) { return window.CSS && CSS.escape ? CSS.escape(s) : String(s).replace(/["\\]/g, '_'); }
+
+function askHistory(req) {
+  if (!S.welcomed || S.hist) return;
+  var h = { type: 'history', before: req.before, limit: req.kind === 'gap' ? GAP_PAGE : PAGE };
+  if (req.after) h.after = req.after;
+  S.hist = req;
+  raw(h);
+  updateChrome();
+}
+function loadOlder() {
+  var first = log.querySelector('.m[data-id]');
+  if (!first || !S.hasOlder || S.hist || !S.welcomed) return;
+  askHistory({ kind: 'older', before: +first.dataset.id });
+}
+
+// ---- rendering messages ----
+function isMine(m) { return m.from != null && fold(m.from) === fold(S.nick); }
+function nearBottom() { return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120; }
+function toBottom() { scroller.scrollTop = scroller.scrollHeight; }
+
+// Elements in #log are ordered by data-k: message id; notes sit after the newest id;
+// pending (unacknowledged) messages always last.
+function place(node, key) {
+  node.dataset.k = key;
+  var c = log.lastElementChild;
+  while (c && +c.dataset.k > key) c = c.previousElementSibling;
+  log.insertBefore(node, c ? c.nextSibling : log.firstChild);
+  regroup(node); regroup(node.nextElementSibling);
+}
+function regroup(node) {
+  if (!node || !node.classList.contains('m')) return;
+  var p = node.previousElementSibling;
+  var same = p && p.classList.contains('m') && p.dataset.from === node.dataset.from &&
+    p.dataset.to === node.dataset.to && Math.abs((+node.dataset.ts || 0) - (+p.dataset.ts || 0)) < GROUP_MS;
+  node.classList.toggle('g', !!same);
+}
+function buildMsg(m, mine) {
+  var box = el('div', 'm' + (mine ? ' me' : '') + (m.to ? ' dm' : ''));
+  box.dataset.from = fold(m.from || '');
+  box.dataset.to = m.to ? fold(m.to) : '';
+  box.dataset.ts = Date.parse(m.ts) || Date.now();
+  if (m.cid) box.dataset.cid = m.cid;
+  var who = el('div', 'who');
+  if (mine) who.appendChild(el('span', null, 'To ' + m.to));
+  else who.appendChild(el('span', null, m.from || '?'));
+  if (m.to) who.appendChild(el('span', 'tag', 'private'));
+  box.appendChild(who);
+  var b = el('div', 'b');
+  if (mine) b.appendChild(el('span', 'vh', 'You: '));
+  if (m.text) b.appendChild(el('div', 't', m.text));
+  if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
+  var meta = el('div', 'meta');
+  var tm = el('time', null, m.ts ? fmtTime(m.ts) : '');
+  if (m.ts) { tm.dateTime = m.ts; tm.title = new Date(m.ts).toLocaleString(); }
+  meta.appendChild(tm);
+  meta.appendChild(el('span', 'st'));
+  b.appendChild(meta);
+  if (m.text && !m.file) {   // short text: the time sits on the last line, chat-app style
+    b.classList.add('inl');
+    b.style.setProperty('--mw', (tm.textContent.length * 6.5 + 16) + 'px');
+  }
+  box.appendChild(b);
+  return box;
+}
+// inline=1 asks the server to serve an image as itself (not as an attachment) for thumbnails.
+function fileUrl(f, inline) {
+  return '/files/' + encodeURIComponent(String(f.id)) + '/' + encodeURIComponent(String(f.name || 'file')) +
+    '?session=' + encodeURIComponent(S.session) + (inline ? '&inline=1' : '');
+}
+function buildFile(f) {
+  var wrap = el('div', 'f');
+  wrap.dataset.fid = String(f.id); wrap.dataset.fname = String(f.name || 'file');
+  var url = fileUrl(f);
+  if (typeof f.mime === 'string' && f.mime.indexOf('image/') === 0) {
+    var a = el('a', 'thumb'); a.href = fileUrl(f, true); a.target = '_blank'; a.rel = 'noopener';
+    var img = el('img'); img.loading = 'lazy'; img.alt = String(f.name || 'image'); img.src = a.href;
+    img.addEventListener('error', function () { a.hidden = true; });   // keep the download link
+    img.addEventListener('load', function () { if (nearBottom() || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 400) toBottom(); });
+    a.appendChild(img); wrap.appendChild(a);
+  }
+  var dl = el('a', 'dl'); dl.href = url; dl.download = String(f.name || 'file');
+  dl.insertAdjacentHTML('afterbegin', '<svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M12 4v11M7 10l5 5 5-5M5 20h14"/></svg>');
+  var info = el('span');
+  info.appendChild(el('span', 'fn', String(f.name || 'file')));
+  info.appendChild(el('span', 'fs', typeof f.size === 'number' ? humanSize(f.size) : ''));
+  dl.appendChild(info); wrap.appendChild(dl);
+  return wrap;
+}
+// The session changes on every reconnect: rebuild the file links from the current one.
+function refreshFileUrls() {
+  log.querySelectorAll('.f').forEach(function (w) {
+    var f = { id: w.dataset.fid, name: w.dataset.fname };
+    w.querySelector('.dl').href = fileUrl(f, false);
+    var a = w.querySelector('.thumb'), img = a && a.querySelector('img');
+    if (!a) return;
+    a.href = fileUrl(f, true);
+    if (!(img.complete && img.naturalWidth)) { a.hidden = false; img.src = a.href; }
+  });
+}
+function addMsg(m, live) {
+  if (!m || typeof m.id !== 'number' || S.byId.has(m.id)) {
+    if (m && m.cid && isMine(m)) ack(m.cid);
+    return false;
+  }
+  var mine = isMine(m);
+  if (mine && m.cid) ack(m.cid);
+  var node = buildMsg(m, mine);
+  node.dataset.id = m.id;
+  S.byId.set(m.id, node);
+  if (m.id > S.lastId) S.lastId = m.id;
+  place(node, m.id);
+  updateChrome();
+  return true;
+}
+function ack(cid) {
+  var i = outboxIndex(cid);
+  if (i >= 0) { outbox.splice(i, 1); saveOutbox(); }
+  var p = log.querySelector('.pending[data-cid="' + cssEsc(cid) + '"]');
+  if (p) { var n = p.nextElementSibling; p.remove(); regroup(n); }
+}
+function note(text) {
+  var n = el('div', 'note', text);
+  place(n, S.lastId + 0.5);
+  if (nearBottom()) toBottom();
+}
+function setStatus(node, text) { var s = node.querySelector('.st'); if (s) s.textContent = text; }
+function addPending(item) {
+  var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to }, true);
+  node.classList.add('pending');
+  setStatus(node, S.welcomed ? 'Sending…' : 'Waiting for connection…');
+  place(node, Infinity);
+}
+function markPending() {
+  log.querySelectorAll('.pending').forEach(function (p) { setStatus(p, 'Waiting for connection…'); });
+}
+function updateChrome() {
+  var any = log.querySelector('.m[data-id]');
+  $('older').hidden = !(S.hasOlder && any);
+  $('older').disabled = !!S.hist || !S.welcomed;
+  $('edge').hidden = !(any && !S.hasOlder);
+  $('empty').hidden = !!log.firstElementChild || !S.everWelcomed;
+}
+
+// ---- sending ----
+function sendItem(item) {
+  var m = { type: 'msg', text: item.text, cid: item.cid };
+  if (item.to) m.to = item.to;
+  if (raw(m)) {
+    var p = log.querySelector('.pending[data-cid="' + cssEsc(item.cid) + '"]');
+    if (p) setStatus(p, 'Sending…');
+  }
+}
+function flushOutbox() { outbox.slice().forEach(sendItem); }
+function sendText() {
+  var text = ta.value.trim();
+  if (!text) return;
+  if (utf8Len(text) > (S.limits.text || TEXT_MAX)) { toast('This message is too long (16 KB at most).'); return; }
+  var item = { cid: newCid(), text: text };
+  if (S.to) item.to = S.to;
+  outbox.push(item); saveOutbox();
+  addPending(item);
+  ta.value = ''; autosize();
+  S.lastTyping = 0;
+  if (S.welcomed) sendItem(item);
+  toBottom(); updateChrome();
+}
+$('composer').addEventListener('submit', function (e) { e.preventDefault(); sendText(); ta.focus(); });
+ta.addEventListener('keydown', function (e) {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendText(); }
+});
+function autosize() { ta.style.height = 'auto'; ta.style.height = Math.min(ta.scrollHeight + 2, 140) + 'px'; }
+ta.addEventListener('input', function () {
+  autosize();
+  var now = Date.now();
+  if (S.welcomed && ta.value.trim() && now - S.lastTyping >= TYPING_SEND_MS) {
+    S.lastTyping = now;
+    var t = { type: 'typing' }; if (S.to) t.to = S.to;
+    raw(t);
+  }
+});
+
+// ---- direct messages ----
+function setTo(nick) {
+  S.to = nick || '';
+  $('dmChip').hidden = !S.to;
+  $('dmText').textContent = S.to ? 'To: ' + S.to + ' (private)' : '';
+  ta.placeholder = S.to ? 'Private message to ' + S.to : 'Message';
+  renderUsers();
+}
+$('dmClose').addEventListener('click', function () { setTo(''); ta.focus(); });
+
+// ---- users ----
+function renderUsers() {
+  var ul = $('ulist'); ul.textContent = '';
+  var me = fold(S.nick);
+  var list = Array.from(S.users.values()).sort(function (a, b) {
+    var am = fold(a) === me, bm = fold(b) === me;
+    return am !== bm ? (am ? -1 : 1) : a.localeCompare(b, undefined, { sensitivity: 'base' });
+  });
+  list.forEach(function (n) {
+    var li = el('li');
+    var mine = fold(n) === me;
+    var row = el(mine ? 'div' : 'button', 'u');
+    var av = el('span', 'av', n.charAt(0).toUpperCase()); av.setAttribute('aria-hidden', 'true');
+    av.style.background = avatarColor(n);
+    row.appendChild(av); row.appendChild(el('span', null, n));
+    if (mine) row.appendChild(el('span', 'you', '(you)'));
+    else {
+      row.type = 'button'; row.title = 'Send a private message to ' + n;
+      if (S.to && fold(S.to) === fold(n)) { row.classList.add('sel'); row.setAttribute('aria-pressed', 'true'); }
+      row.addEventListener('click', function () { setTo(n); openUsers(false); ta.focus(); });
+    }
+    li.appendChild(row); ul.appendChild(li);
+  });
+  var count = Math.max(S.online, S.users.size);
+  $('ucount').textContent = count;
+  $('uhead').textContent = 'Online — ' + count;
+}
+function openUsers(open) {
+  document.body.classList.toggle('uopen', open);
+  $('backdrop').hidden = !open;
+  $('usersBtn').setAttribute('aria-expanded', String(open));
+  if (open) $('closeUsers').focus();
+}
+$('usersBtn').addEventListener('click', function () { openUsers(!document.body.classList.contains('uopen')); });
+$('closeUsers').addEventListener('click', function () { openUsers(false); $('usersBtn').focus(); });
+$('backdrop').addEventListener('click', function () { openUsers(false); });
+document.addEventListener('keydown', function (e) { if (e.key === 'Escape' && document.body.classList.contains('uopen')) openUsers(false); });
+$('renick').addEventListener('click', function () { openUsers(false); askNick(''); });
+
+// ---- nickname dialog ----
+var dlg = $('nickDlg');
+function askNick(err) {
+  if (err || !dlg.open) $('nickErr').textContent = err || '';
+  if (dlg.open) return;          // never wipe what the user is typing
+  $('nickInput').value = S.nick;
+  if (dlg.showModal) dlg.showModal(); else dlg.setAttribute('open', '');
+  $('nickInput').focus(); $('nickInput').select();
+}
+dlg.addEventListener('cancel', function (e) { if (!S.nick || !S.welcomed) e.preventDefault(); });
+$('nickForm').addEventListener('submit', function (e) {
+  e.preventDefault();
+  var nick = $('nickInput').value.trim();
+  if (!nick) { $('nickErr').textContent = 'Please enter a nickname.'; return; }
+  var changed = fold(nick) !== fold(S.nick) || nick !== S.nick;
+  S.nick = nick; store.set('nick', nick);
+  dlg.close();
+  if (S.welcomed) {
+    if (changed) { lost(); S.attempt = 0; connect(); }
+  } else if (S.ws && S.ws.readyState === 1) sendHello();
+  else if (!S.ws) { S.attempt = 0; connect(); }
+  ta.focus();
+});
+
+// ---- typing indicator, banner, toast, title ----
+function renderTyping() {
+  var names = Array.from(S.typers.values()).map(function (x) { return x.nick; });
+  $('typing').textContent = !names.length ? '' : names.length === 1 ? names[0] + ' is typing…'
+    : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing…' : names.length + ' people are typing…';
+}
+function setConn(on) {
+  $('sub').classList.toggle('on', on);
+  $('sub').classList.toggle('off', !on && S.stopped);
+  $('subText').textContent = on ? S.nick + ' · online' : (S.stopped ? 'Offline' : 'Connecting…');
+  updateChrome();
+}
+function setBanner(text, bad) {
+  var b = $('banner');
+  S.bannerText = text;
+  b.textContent = text; b.hidden = !text; b.classList.toggle('bad', !!bad);
+}
+var toastTimer = 0;
+function toast(text) {
+  var t = $('toast'); t.textContent = text;
+  clearTimeout(toastTimer); toastTimer = setTimeout(function () { t.textContent = ''; }, TOAST_MS);
+}
+function updateTitle() { document.title = S.unread ? '(' + S.unread + ') ' + TITLE : TITLE; }
+// Phones freeze background tabs; a socket may be dead without a close event. On return,
+// probe it with a ping and reconnect at once if nothing answers.
+document.addEventListener('visibilitychange', function () {
+  if (document.hidden) return;
+  S.unread = 0; updateTitle();
+  if (S.welcomed && raw({ type: 'ping' })) {
+    var sent = Date.now();
+    setTimeout(function () { if (S.welcomed && S.lastRx < sent) { lost(); retry(); } }, PROBE_MS);
+  } else if (!S.ws && !S.stopped) { S.attempt = 0; connect(); }
+});
+
+// ---- scrolling back ----
+$('older').addEventListener('click', loadOlder);
+scroller.addEventListener('scroll', function () { if (scroller.scrollTop < 40) loadOlder(); }, { passive: true });
+
+// ---- files: picker, drag and drop, paste; upload over HTTP with progress ----
+var upQueue = [], upActive = 0;
+$('attach').addEventListener('click', function () { $('file').click(); });
+$('file').addEventListener('change', function () { queueFiles($('file').files); $('file').value = ''; });
+function queueFiles(files) {
+  Array.prototype.forEach.call(files || [], function (f) {
+    if (!S.welcomed) { toast('Not connected: try again once back online.'); return; }
+    if (S.limits.file && f.size > S.limits.file) { toast(f.name + ' is too large (' + humanSize(S.limits.file) + ' at most).'); return; }
+    upQueue.push({ file: f, to: S.to });
+  });
+  pumpUploads();
+}
+function pumpUploads() {
+  while (upActive < MAX_PARALLEL_UPLOADS && upQueue.length) { upActive++; startUpload(upQueue.shift()); }
+}
+function startUpload(job) {
+  var f = job.file, name = f.name || 'file', cid = newCid();
+  var row = el('div', 'up'); row.appendChild(el('span', null, name));
+  var bar = el('progress'); bar.max = 1; bar.value = 0; bar.setAttribute('aria-label', 'Uploading ' + name);
+  var cancel = el('button', 'iconbtn', '×'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
+  var pct = el('span', 'pct', '0%'); pct.setAttribute('aria-hidden', 'true');
+  row.appendChild(bar); row.appendChild(pct); row.appendChild(cancel); $('uploads').appendChild(row);
+  var q = '?session=' + encodeURIComponent(S.session) + '&name=' + encodeURIComponent(name) + '&cid=' + encodeURIComponent(cid);
+  if (job.to) q += '&to=' + encodeURIComponent(job.to);
+  var xhr = new XMLHttpRequest();
+  xhr.open('POST', '/files' + q);
+  xhr.setRequestHeader('Content-Type', f.type || 'application/octet-stream');
+  xhr.upload.onprogress = function (e) {
+    if (e.lengthComputable && e.total) { bar.value = e.loaded / e.total; pct.textContent = Math.floor(bar.value * 100) + '%'; }
+  };
+  function done() { row.remove(); upActive--; pumpUploads(); }
+  xhr.onload = function () {
+    if (xhr.status >= 200 && xhr.status < 300) {
+      try { var atB = nearBottom(); if (addMsg(JSON.parse(xhr.responseText), true) && atB) toBottom(); } catch (e) {}
+    } else {
+      var msg = 'Upload of ' + name + ' failed (HTTP ' + xhr.status + ').';
+      try { var j = JSON.parse(xhr.responseText); if (j && j.message) msg = j.message; } catch (e) {}
+      toast(msg);
+    }
+    done();
+  };
+  xhr.onerror = function () { toast('Upload of ' + name + ' failed: connection lost.'); done(); };
+  xhr.onabort = done;
+  cancel.addEventListener('click', function () { xhr.abort(); });
+  xhr.send(f);
+}
+var dragDepth = 0;
+function hasFiles(e) { return e.dataTransfer && Array.prototype.indexOf.call(e.dataTransfer.types || [], 'Files') >= 0; }
+document.addEventListener('dragenter', function (e) { if (hasFiles(e)) { dragDepth++; $('drop').hidden = false; } });
+document.addEventListener('dragleave', function (e) { if (hasFiles(e) && --dragDepth <= 0) { dragDepth = 0; $('drop').hidden = true; } });
+document.addEventListener('dragover', function (e) { if (hasFiles(e)) e.preventDefault(); });
+document.addEventListener('drop', function (e) {
+  if (!hasFiles(e)) return;
+  e.preventDefault(); dragDepth = 0; $('drop').hidden = true;
+  queueFiles(e.dataTransfer.files);
+});
+document.addEventListener('paste', function (e) {
+  var files = e.clipboardData && e.clipboardData.files;
+  if (!files || !files.length) return;
+  e.preventDefault();
+  var stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-');
+  queueFiles(Array.prototype.map.call(files, function (f, i) {
+    var ext = (f.type.split('/')[1] || 'bin').replace(/[^a-z0-9]/gi, '');
+    return new File([f], 'pasted-' + stamp + (i ? '-' + i : '') + '.' + ext, { type: f.type });
+  }));
+});
+
+// ---- start ----
+outbox.forEach(addPending);
+renderUsers(); updateChrome();
+setBanner('Connecting…');
+if (!S.nick) askNick('');
+connect();
+})();
+</script>
+</body>
+</html>
+""".encode("utf-8")
+
+# client_web/pair.html: the template of GET /pair (shown on the PC itself only);
+# pair_page_html() replaces its {{svg}}, {{url}} and {{firewall}} markers. No script, no
+# external resource.
+_PAIR_PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<title>Pair your phone - LAN Chat</title>
+<style>
+:root {
+  --bg: #f4f5f7;
+  --fg: #1d2330;
+  --muted: #5b6475;
+  --card: #ffffff;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #15181e;
+    --fg: #e8eaf0;
+    --muted: #9aa3b5;
+    --card: #222733;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+body {
+  margin: 0;
+  min-height: 100vh;
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  background: var(--bg);
+  color: var(--fg);
+  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+}
+main {
+  background: var(--card);
+  border-radius: 16px;
+  padding: 24px 28px;
+  margin: 16px;
+  max-width: 560px;
+  text-align: center;
+  box-shadow: 0 4px 24px rgba(0, 0, 0, .15);
+}
+h1 {
+  font-size: 1.4em;
+  margin: 0 0 12px;
+}
+.qr {
+  background: #ffffff;
+  border-radius: 8px;
+  padding: 8px;
+  display: inline-block;
+}
+.qr svg {
+  display: block;
+  width: min(70vmin, 420px);
+  height: auto;
+}
+.url {
+  font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace;
+  word-break: break-all;
+  user-select: all;
+  margin: 12px 0;
+  padding: 8px;
+  border-radius: 6px;
+  background: var(--bg);
+}
+ol {
+  text-align: left;
+  margin: 12px 0 0;
+  padding-left: 1.4em;
+}
+.muted {
+  color: var(--muted);
+  font-size: .9em;
+}
+</style>
+</head>
+<body>
+<main>
+<h1>Pair your phone</h1>
+<div class="qr" role="img" aria-label="QR code of the chat address">{{svg}}</div>
+<p class="url">{{url}}</p>
+<ol>
+<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
+<li>Scan the code with the phone's camera, or type the address above.</li>
+<li>Pick a nickname and chat.</li>
+</ol>
+<p class="muted">The code contains the chat's key: show it only to people you want in.
+Phone cannot connect? On Windows, right-click {{firewall}} &gt; Run with PowerShell.</p>
+</main>
+</body>
+</html>
+"""
+
+# END GENERATED client_web/
 
 
 if __name__ == "__main__":

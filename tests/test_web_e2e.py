@@ -7,7 +7,7 @@ restart with every message exactly once; markup in a message stays text.
 Needs `chromium` (apt) and `playwright` (pip, never `playwright install`). Skipped when
 either is missing, except with CI=true, where a missing tool is a failure.
 
-The page is driven by its accessible names only (see parts/webclient.html):
+The page is driven by its accessible names only (see client_web/chat.html):
   dialog "Join LAN Chat" > textbox "Nickname" + button "Join"; textbox "Message";
   buttons "Send", "Attach file", "Users", "Stop private chat", "Load older messages";
   file input labelled "File to share"; role=log "Conversation"; role=status = the
