@@ -3318,7 +3318,10 @@ class Chat:
             "proto": PROTOCOL_VERSION, "session": conn.session, "users": users,
             "online": len(self.joined), "has_more": has_more, "last_id": self.store.last_id,
             "limits": {"text": MAX_TEXT_BYTES, "chunk": MAX_PAYLOAD_BYTES,
-                       "file": self.config.max_file_size}})
+                       "file": self.config.max_file_size,
+                       # the web page times its liveness checks from these
+                       "ping_after": self.config.ping_after,
+                       "idle_timeout": self.config.idle_timeout}})
         # History goes last, spliced from the stored JSON without decoding it.
         return head[:-1] + b',"history":[' + ",".join(bodies).encode("utf-8") + b"]}"
 
@@ -4977,7 +4980,7 @@ def main(argv=None):
 
 # client_web/chat.html: the zero-install chat client served at GET /, with chat.css and
 # chat.js inlined: mobile-first, no external resources, every piece of user data rendered
-# as text.
+# as text; its liveness timers follow welcome.limits (ping_after, idle_timeout).
 WEB_CLIENT_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -5740,8 +5743,12 @@ dialog label {
 // Limits and timings (PROTOCOL.md sections 3-5).
 var TITLE = 'LAN Chat', TEXT_MAX = 16384, PAGE = 50, GAP_PAGE = 200;
 var BACKOFF_MIN = 500, BACKOFF_MAX = 10000;       // reconnect delay range, ms
-var IDLE_MS = 100000;     // server pings after 30 s of silence; nothing for 100 s = dead link
-var NICK_GRACE_MS = 95000; // the server keeps a dead connection's nick until its 90 s timeout
+// Liveness follows the server's --ping-after and --idle-timeout, which welcome.limits
+// announces in seconds; these are the server's defaults, used until the first welcome.
+var PING_AFTER_S = 30, IDLE_TIMEOUT_S = 90;
+var QUIET_MARGIN_MS = 5000;  // a live server pings a silent client after ping_after: past that, ask
+var DEAD_MARGIN_MS = 10000;  // past idle_timeout the server has closed a silent client: link is dead
+var NICK_MARGIN_MS = 5000;   // the server keeps a dead connection's nick until its idle_timeout
 var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
 var MAX_PARALLEL_UPLOADS = 2;
 var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
@@ -5762,6 +5769,12 @@ function newCid() {
   var a = new Uint8Array(12); crypto.getRandomValues(a);
   return 'w-' + Array.prototype.map.call(a, function (b) { return (b + 256).toString(16).slice(1); }).join('');
 }
+function serverSeconds(name, fallback) {
+  var v = S.limits[name];
+  return typeof v === 'number' && v > 0 ? v : fallback;
+}
+function pingAfterMs() { return 1000 * serverSeconds('ping_after', PING_AFTER_S); }
+function idleTimeoutMs() { return 1000 * serverSeconds('idle_timeout', IDLE_TIMEOUT_S); }
 function utf8Len(s) { return new TextEncoder().encode(s).length; }
 function humanSize(n) {
   var u = ['B', 'KB', 'MB', 'GB', 'TB'], i = 0;
@@ -5793,7 +5806,7 @@ var token = store.get('token') || '';
 // ---- state ----
 var S = {
   ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '',
-  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, stopped: false,
+  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, quiet: 0, stopped: false,
   nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
   byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
 };
@@ -5837,8 +5850,8 @@ function connect() {
 function lost() {
   var ws = S.ws; S.ws = null;
   if (ws) { ws.onclose = ws.onmessage = ws.onopen = null; try { ws.close(); } catch (e) {} }
-  if (S.welcomed) S.nickRetryUntil = Date.now() + NICK_GRACE_MS;
-  S.welcomed = false; S.hist = null; clearTimeout(S.idle);
+  if (S.welcomed) S.nickRetryUntil = Date.now() + idleTimeoutMs() + NICK_MARGIN_MS;
+  S.welcomed = false; S.hist = null; clearTimeout(S.idle); clearTimeout(S.quiet);
   setConn(false);
   markPending();
   if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting…' : 'Connecting…');
@@ -5851,8 +5864,10 @@ function retry() {
 }
 function touch() {
   S.lastRx = Date.now();
-  clearTimeout(S.idle);
-  S.idle = setTimeout(function () { lost(); retry(); }, IDLE_MS);
+  clearTimeout(S.idle); clearTimeout(S.quiet);
+  // Frames the server does not answer (typing) keep it from pinging us: ping it instead.
+  S.quiet = setTimeout(function () { raw({ type: 'ping' }); }, pingAfterMs() + QUIET_MARGIN_MS);
+  S.idle = setTimeout(function () { lost(); retry(); }, idleTimeoutMs() + DEAD_MARGIN_MS);
 }
 function sendHello() {
   if (!S.nick) { askNick(''); return; }
@@ -5879,6 +5894,7 @@ var H = {
     S.welcomed = true; S.everWelcomed = true; S.attempt = 0;
     S.nick = m.nick; store.set('nick', m.nick);
     S.session = m.session || ''; S.limits = m.limits || {};
+    touch();   // re-arm the liveness timers with the server's own timings
     S.users = new Map();
     (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
     S.online = typeof m.online === 'number' ? m.online : S.users.size;
@@ -6137,7 +6153,8 @@ function flushOutbox() { outbox.slice().forEach(sendItem); }
 function sendText() {
   var text = ta.value.trim();
   if (!text) return;
-  if (utf8Len(text) > (S.limits.text || TEXT_MAX)) { toast('This message is too long (16 KB at most).'); return; }
+  var max = S.limits.text || TEXT_MAX;
+  if (utf8Len(text) > max) { toast('This message is too long (' + humanSize(max) + ' at most).'); return; }
   var item = { cid: newCid(), text: text };
   if (S.to) item.to = S.to;
   outbox.push(item); saveOutbox();

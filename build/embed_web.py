@@ -42,7 +42,8 @@ Page = collections.namedtuple("Page", "name source kind about")
 PAGES = (
     Page("WEB_CLIENT_HTML", "chat.html", bytes,
          "the zero-install chat client served at GET /, with chat.css and chat.js inlined: "
-         "mobile-first, no external resources, every piece of user data rendered as text."),
+         "mobile-first, no external resources, every piece of user data rendered as text; its "
+         "liveness timers follow welcome.limits (ping_after, idle_timeout)."),
     Page("_PAIR_PAGE", "pair.html", str,
          "the template of GET /pair (shown on the PC itself only); pair_page_html() replaces "
          "its {{svg}}, {{url}} and {{firewall}} markers. No script, no external resource."),
