@@ -405,6 +405,16 @@ class FdBudget:
         self.used -= 1
 
 
+_PAGE_MARKER = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+def fill_markers(template, values):
+    """A client_web/ template with each {{name}} replaced by values[name] (a KeyError if it
+    has none). One pass: a marker inside a value is left as it is. CSS braces need no
+    doubling, unlike str.format."""
+    return _PAGE_MARKER.sub(lambda match: values[match.group(1)], template)
+
+
 class TokenBucket:
     """Flood control: `rate` tokens per second, at most `burst` saved up."""
 
@@ -2853,57 +2863,11 @@ def _is_loopback_url_host(url):
 
 # -- the /pair page (served to the PC itself only) ------------------------------------
 
-_PAIR_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<meta name="referrer" content="no-referrer">
-<title>Pair your phone - LAN Chat</title>
-<style>
-:root {{ --bg: #f4f5f7; --fg: #1d2330; --muted: #5b6475; --card: #ffffff; }}
-@media (prefers-color-scheme: dark) {{
-  :root {{ --bg: #15181e; --fg: #e8eaf0; --muted: #9aa3b5; --card: #222733; }}
-}}
-* {{ box-sizing: border-box; }}
-body {{ margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center;
-  background: var(--bg); color: var(--fg); font: 16px/1.5 system-ui, -apple-system, "Segoe UI",
-  Roboto, sans-serif; }}
-main {{ background: var(--card); border-radius: 16px; padding: 24px 28px; margin: 16px;
-  max-width: 560px; text-align: center; box-shadow: 0 4px 24px rgba(0, 0, 0, .15); }}
-h1 {{ font-size: 1.4em; margin: 0 0 12px; }}
-.qr {{ background: #ffffff; border-radius: 8px; padding: 8px; display: inline-block; }}
-.qr svg {{ display: block; width: min(70vmin, 420px); height: auto; }}
-.url {{ font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace; word-break: break-all;
-  user-select: all; margin: 12px 0; padding: 8px; border-radius: 6px; background: var(--bg); }}
-ol {{ text-align: left; margin: 12px 0 0; padding-left: 1.4em; }}
-.muted {{ color: var(--muted); font-size: .9em; }}
-</style>
-</head>
-<body>
-<main>
-<h1>Pair your phone</h1>
-<div class="qr" role="img" aria-label="QR code of the chat address">{svg}</div>
-<p class="url">{url}</p>
-<ol>
-<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
-<li>Scan the code with the phone's camera, or type the address above.</li>
-<li>Pick a nickname and chat.</li>
-</ol>
-<p class="muted">The code contains the chat's key: show it only to people you want in.
-Phone cannot connect? On Windows, right-click {firewall} &gt; Run with PowerShell.</p>
-</main>
-</body>
-</html>
-"""
-
-
 def pair_page_html(url, svg_text):
     """The pairing page for GET /pair: a big QR code (inline SVG), the URL as text,
     short instructions; no script, no external resource. svg_text is qr_render_svg's."""
-    return _PAIR_PAGE.format(svg=_inline_svg(svg_text), url=html.escape(url),
-                             firewall=FIREWALL_SCRIPT).encode("utf-8")
+    return fill_markers(_PAIR_PAGE, {"svg": _inline_svg(svg_text), "url": html.escape(url),
+                                     "firewall": FIREWALL_SCRIPT}).encode("utf-8")
 
 
 def _inline_svg(svg_text):
@@ -5887,13 +5851,135 @@ class Server:
                 "connections": len(self.conns), "uptime": round(time.time() - self.started, 1)}
 
 ###############################################################################
-# Embedded web client #########################################################
+# CLI and main() ##############################################################
 ###############################################################################
 
-# The zero-install client served at GET /: mobile-first, no external resources (LANs are
-# often offline), every piece of user data rendered as text. Edited as HTML, kept here so
-# chatserver.py stays one file.
-WEB_CLIENT_HTML = br"""<!doctype html>
+def _env_value(setting):
+    """The setting's environment variable, parsed like its flag; None when unset."""
+    raw = os.environ.get(setting.env)
+    if raw is None or raw == "":
+        return None
+    if setting.kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(setting.kind, tuple):
+        return raw.strip().lower()
+    return setting.kind(raw)
+
+
+def build_arg_parser():
+    """The command line, from SETTINGS; each flag's default comes from its environment
+    variable when that is set."""
+    p = argparse.ArgumentParser(
+        prog="chatserver",
+        description="LAN chat and file-sharing server (framed TCP, HTTP and WebSocket on one "
+                    "port). Every option can also be set by the environment variable shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for setting in SETTINGS:
+        env = _env_value(setting)
+        default = setting.default if env is None else env
+        help_text = "%s (%s)" % (setting.help, setting.env.replace("%", "%%"))
+        if setting.kind is bool:
+            p.add_argument(setting.flag, dest=setting.name, action="store_true",
+                           default=default, help=help_text)
+        elif isinstance(setting.kind, tuple):
+            p.add_argument(setting.flag, dest=setting.name, choices=setting.kind,
+                           default=default, help=help_text)
+        else:
+            p.add_argument(setting.flag, dest=setting.name, type=setting.kind,
+                           default=default, help=help_text)
+    p.add_argument("--version", action="version", version="chatserver " + __version__)
+    return p
+
+
+def config_from_args(args):
+    return Config(**{setting.name: getattr(args, setting.name) for setting in SETTINGS})
+
+
+def install_signal_handlers(server):
+    """Ctrl+C and SIGTERM stop the loop cleanly (bye, flush, close the database). The handler
+    only sets a flag: it may interrupt a write to the console, where logging would fail."""
+    def on_signal(signum, frame):
+        server.stop_signal = signum
+        server.stop()
+    signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, on_signal)
+
+
+def print_banner(server, bound):
+    """Where the server listens, where its data is, and how phones join (URL + QR code)."""
+    host, port = bound[0], bound[1]
+    print("\nLAN Chat server %s listening on %s:%d\ndata: %s" % (
+        __version__, host, port,
+        "(memory only)" if server.config.memory else server.data_root), flush=True)
+    for notice in server.notices:
+        print("note: " + notice, flush=True)
+    text = pairing_banner(server.pairing_urls(), server.chat.token, port,
+                          qr_console_can_encode(sys.stdout), IS_WINDOWS, listens_on_lan(host))
+    try:
+        print(text, flush=True)
+    except UnicodeEncodeError:      # a console that lied about its encoding
+        print(pairing_banner(server.pairing_urls(), server.chat.token, port, False,
+                             IS_WINDOWS, listens_on_lan(host)), flush=True)
+
+
+def keep_window_open():
+    """Wait for Enter when the double-clicked Windows .exe cannot start: its console window
+    closes with the process, and the reason (port or data folder in use) would flash by
+    unread. Scripts, services and other systems exit at once."""
+    if not (getattr(sys, "frozen", False) and IS_WINDOWS and sys.stdin is not None):
+        return
+    try:
+        if sys.stdin.isatty():
+            input("Press Enter to close this window.")
+    except (EOFError, KeyboardInterrupt, OSError, ValueError):
+        pass
+
+
+def cannot_start(exc):
+    log.error("cannot start: %s", exc)
+    keep_window_open()
+    return 2
+
+
+def main(argv=None):
+    args = build_arg_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # a cp1252 Windows console or a redirected stream must not choke on a nick like 'Zoë 🎉'
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    level = logging.WARNING if args.quiet else getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        server = Server(config_from_args(args))
+    except OSError as exc:          # the data folder: not writable, or in use
+        return cannot_start(exc)
+    try:
+        bound = server.listen()
+    except OSError as exc:          # the port: in use, or not an address of this PC
+        server.shutdown()
+        return cannot_start(exc)
+    install_signal_handlers(server)
+    if not args.quiet:
+        print_banner(server, bound)
+    if should_open_browser(args.no_browser):
+        open_pair_page(bound[1])
+    server.serve_forever()
+    return 0
+
+
+# BEGIN GENERATED client_web/ (edit client_web/, then run python3 build/embed_web.py)
+###############################################################################
+# Web pages, generated from client_web/ #######################################
+###############################################################################
+
+# client_web/chat.html: the zero-install chat client served at GET /, with chat.css and
+# chat.js inlined: mobile-first, no external resources, every piece of user data rendered
+# as text; its liveness timers follow welcome.limits (ping_after, idle_timeout).
+WEB_CLIENT_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -5902,123 +5988,712 @@ WEB_CLIENT_HTML = br"""<!doctype html>
 <title>LAN Chat</title>
 <link rel="icon" href="data:,">
 <style>
-:root{--bg:#f2f4f7;--panel:#fff;--text:#14171c;--muted:#5b6472;--line:#e1e5eb;--accent:#1f5fd6;--on-accent:#fff;--bubble:#fff;--me:#1f5fd6;--on-me:#fff;--me-muted:#dbe6ff;--dm:#6d28d9;--dm-bg:#f1ebfe;--bad:#b42318;--ok:#15803d;--warn:#b45309;--shadow:0 1px 2px rgba(16,24,40,.08);--focus:#1f5fd6}
-@media (prefers-color-scheme:dark){:root{--bg:#0e1116;--panel:#161a21;--text:#e7eaf0;--muted:#a0a8b6;--line:#272d38;--accent:#7aa2ff;--on-accent:#0b1020;--bubble:#1e232c;--me:#2c5ad6;--on-me:#fff;--me-muted:#e6ecff;--dm:#c4a5ff;--dm-bg:#271f3d;--bad:#ff8a80;--ok:#5ee08f;--warn:#fbbf24;--shadow:none;--focus:#9bbcff}}
-*{box-sizing:border-box}
-html,body{height:100%;overflow:hidden}
-body{margin:0;display:flex;flex-direction:column;height:100vh;height:100dvh;background:var(--bg);color:var(--text);font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;-webkit-text-size-adjust:100%}
-button,input,textarea{font:inherit;color:inherit}
-button{cursor:pointer}
-:focus-visible{outline:2px solid var(--focus);outline-offset:2px}
-.vh{position:absolute!important;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);clip-path:inset(50%);white-space:nowrap}
-[hidden]{display:none!important}
-.ico{width:22px;height:22px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}
-header{display:flex;align-items:center;gap:10px;padding:8px 12px;padding-top:max(8px,env(safe-area-inset-top));background:var(--panel);border-bottom:1px solid var(--line);min-height:58px}
-.brand{flex:1;min-width:0}
-.brand h1{margin:0;font-size:18px;font-weight:650;letter-spacing:-.01em}
-.sub{display:flex;align-items:center;gap:6px;font-size:13px;color:var(--muted);white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.dot{width:8px;height:8px;border-radius:50%;background:var(--warn);flex:none}
-.on .dot{background:var(--ok)}
-.off .dot{background:var(--bad)}
-.iconbtn{display:inline-flex;align-items:center;justify-content:center;gap:6px;min-width:44px;height:44px;padding:0 10px;border:0;border-radius:12px;background:transparent;color:var(--text)}
-.iconbtn:hover{background:var(--bg)}
-.count{font-size:14px;font-weight:600;color:var(--muted)}
-#banner{padding:8px 14px;font-size:14px;text-align:center;background:#fff4d6;color:#5c3d00;border-bottom:1px solid #f0d68a}
-@media (prefers-color-scheme:dark){#banner{background:#3a2c08;color:#ffe3a3;border-color:#5c4712}}
-#banner.bad{background:#fde4e2;color:#7a1710;border-color:#f5b5ae}
-@media (prefers-color-scheme:dark){#banner.bad{background:#3d1512;color:#ffc9c3;border-color:#6b2520}}
-.app{flex:1;display:flex;min-height:0;position:relative}
-main{flex:1;display:flex;flex-direction:column;min-width:0}
-#scroller{flex:1;display:flex;flex-direction:column;overflow-y:auto;overscroll-behavior:contain;padding:10px 12px 6px;-webkit-overflow-scrolling:touch}
-.top{display:flex;justify-content:center;padding:4px 0 10px;margin-top:auto;width:100%}
-#log{width:100%}
-.pill{border:1px solid var(--line);background:var(--panel);color:var(--text);border-radius:999px;padding:0 16px;min-height:40px;font-size:14px;box-shadow:var(--shadow)}
-.pill:disabled{opacity:.6;cursor:default}
-.edge{font-size:13px;color:var(--muted)}
-#empty{margin:auto;padding:40px 16px;text-align:center;color:var(--muted)}
-#log{display:flex;flex-direction:column;gap:2px}
-#log,.top,.row,.cw{max-width:900px;margin-left:auto;margin-right:auto}
-.m{display:flex;flex-direction:column;align-items:flex-start;max-width:min(80%,620px);margin-top:8px}
-.m.g{margin-top:1px}
-.m.me{align-self:flex-end;align-items:flex-end}
-.who{font-size:13px;font-weight:600;color:var(--muted);margin:0 12px 2px;display:flex;gap:6px;align-items:center}
-.g .who{display:none}
-.me .who{display:none}
-.me.dm .who{display:flex}
-.tag{font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.04em;color:var(--dm);background:var(--dm-bg);border-radius:6px;padding:1px 6px}
-.b{background:var(--bubble);border-radius:18px;border-top-left-radius:6px;padding:7px 12px 6px;box-shadow:var(--shadow);border:1px solid var(--line);min-width:64px;max-width:100%}
-.g .b{border-top-left-radius:18px}
-.me .b{background:var(--me);color:var(--on-me);border-color:transparent;border-radius:18px;border-top-right-radius:6px}
-.me.g .b{border-top-right-radius:18px}
-.dm .b{border:2px dashed var(--dm)}
-.me.dm .b{border:2px dashed var(--me-muted)}
-.t{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}
-.meta{display:flex;justify-content:flex-end;gap:6px;font-size:11px;color:var(--muted);margin-top:2px}
-.b{position:relative}
-.inl .t::after{content:"";display:inline-block;width:var(--mw,60px)}
-.inl .meta{position:absolute;right:12px;bottom:5px;margin:0}
-.pending .inl .meta,.failed .inl .meta{position:static}
-.pending .inl .t::after,.failed .inl .t::after{display:none}
-.me .meta{color:var(--me-muted)}
-.pending .b{opacity:.72}
-.failed .b{border:2px solid var(--bad)}
-.failed .st{color:var(--bad);font-weight:700}
-.me.failed .b{background:var(--bubble);color:var(--text)}
-.me.failed .meta{color:var(--muted)}
-.f{display:flex;flex-direction:column;gap:6px;margin:2px 0}
-.f img{display:block;max-width:min(240px,60vw);max-height:240px;border-radius:12px;background:var(--line);object-fit:cover}
-.dl{display:flex;align-items:center;gap:10px;min-height:44px;padding:6px 10px;border-radius:12px;background:var(--bg);color:var(--text);text-decoration:none;max-width:300px}
-.me .dl{background:rgba(255,255,255,.16);color:var(--on-me)}
-.dl .ico{flex:none}
-.fn{font-weight:600;overflow-wrap:anywhere}
-.fs{display:block;font-size:12px;opacity:.8}
-.note{align-self:center;font-size:12px;color:var(--muted);margin:8px 0 2px;text-align:center}
-#typing{min-height:20px;padding:0 16px;font-size:13px;color:var(--muted);font-style:italic}
-#uploads{display:flex;flex-direction:column;gap:6px;padding:0 12px}
-#uploads:not(:empty){padding-bottom:8px}
-.pct{flex:none!important;width:3.2em;text-align:right;font-variant-numeric:tabular-nums;color:var(--muted)}
-.up{display:flex;align-items:center;gap:10px;background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:6px 6px 6px 12px;font-size:13px}
-.up span{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.up progress{width:38%;height:8px;accent-color:var(--accent)}
-#composer{background:var(--panel);border-top:1px solid var(--line);padding:8px 10px;padding-bottom:max(8px,env(safe-area-inset-bottom))}
-.chip{display:inline-flex;align-items:center;gap:4px;margin:0 0 8px 4px;padding:2px 2px 2px 12px;border-radius:999px;background:var(--dm-bg);color:var(--dm);font-size:14px;font-weight:600}
-.chip button{width:36px;height:36px;border:0;border-radius:50%;background:transparent;color:inherit;font-size:20px;line-height:1}
-.row{display:flex;align-items:flex-end;gap:6px}
-#text{flex:1;min-height:44px;max-height:140px;resize:none;padding:10px 14px;border-radius:22px;border:1px solid var(--line);background:var(--bg);outline:none}
-#text:focus{border-color:var(--accent)}
-#send{background:var(--accent);color:var(--on-accent);border-radius:50%;width:44px;padding:0}
-#send:hover{filter:brightness(1.08)}
-#users{display:flex;flex-direction:column;background:var(--panel);border-left:1px solid var(--line);width:270px;flex:none}
-.uh{display:flex;align-items:center;justify-content:space-between;padding:12px 8px 6px 16px}
-.uh h2{margin:0;font-size:15px}
-#ulist{list-style:none;margin:0;padding:4px 8px;overflow-y:auto;flex:1}
-.u{display:flex;align-items:center;gap:10px;width:100%;min-height:48px;padding:4px 8px;border:0;border-radius:12px;background:transparent;text-align:left;font-size:15px}
-button.u:hover,.u.sel{background:var(--bg)}
-.av{display:inline-flex;align-items:center;justify-content:center;width:32px;height:32px;border-radius:50%;color:#fff;font-weight:700;font-size:14px;flex:none}
-.you{color:var(--muted);font-size:13px}
-.uf{padding:8px 12px 12px;border-top:1px solid var(--line)}
-#backdrop{position:fixed;inset:0;background:rgba(0,0,0,.4);z-index:19}
-@media (max-width:799px){
- #users{position:fixed;top:0;right:0;bottom:0;width:min(84vw,320px);z-index:20;transform:translateX(100%);visibility:hidden;transition:transform .2s ease,visibility 0s .2s;box-shadow:-8px 0 24px rgba(0,0,0,.18);padding-top:env(safe-area-inset-top)}
- body.uopen #users{transform:none;visibility:visible;transition:transform .2s ease}
+:root {
+  --bg: #f2f4f7;
+  --panel: #fff;
+  --text: #14171c;
+  --muted: #5b6472;
+  --line: #e1e5eb;
+  --accent: #1f5fd6;
+  --on-accent: #fff;
+  --bubble: #fff;
+  --me: #1f5fd6;
+  --on-me: #fff;
+  --me-muted: #dbe6ff;
+  --dm: #6d28d9;
+  --dm-bg: #f1ebfe;
+  --bad: #b42318;
+  --ok: #15803d;
+  --warn: #b45309;
+  --shadow: 0 1px 2px rgba(16,24,40,.08);
+  --focus: #1f5fd6;
 }
-@media (min-width:800px){#usersBtn,#closeUsers,#backdrop{display:none!important}#scroller{padding:16px 24px 8px}}
-#toast{position:fixed;left:50%;bottom:96px;transform:translateX(-50%);max-width:min(92vw,480px);padding:10px 16px;border-radius:12px;background:#1f2430;color:#fff;font-size:14px;box-shadow:0 8px 24px rgba(0,0,0,.25);z-index:40;text-align:center}
-#toast:empty{display:none}
-#drop{position:fixed;inset:10px;border:3px dashed var(--accent);border-radius:20px;background:color-mix(in srgb,var(--panel) 85%,transparent);display:flex;align-items:center;justify-content:center;font-size:20px;font-weight:600;z-index:30;pointer-events:none}
-dialog{border:0;border-radius:20px;padding:24px;width:min(92vw,380px);background:var(--panel);color:var(--text);box-shadow:0 20px 50px rgba(0,0,0,.3)}
-dialog::backdrop{background:rgba(10,14,20,.55)}
-dialog h2{margin:0 0 4px;font-size:20px}
-dialog p{margin:0 0 16px;color:var(--muted);font-size:14px}
-dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
-#nickInput{width:100%;min-height:48px;padding:10px 14px;border-radius:12px;border:1px solid var(--line);background:var(--bg)}
-#nickErr{color:var(--bad);min-height:20px;margin:8px 0 8px;font-size:14px}
-.primary{width:100%;min-height:48px;border:0;border-radius:12px;background:var(--accent);color:var(--on-accent);font-weight:650;font-size:16px}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0e1116;
+    --panel: #161a21;
+    --text: #e7eaf0;
+    --muted: #a0a8b6;
+    --line: #272d38;
+    --accent: #7aa2ff;
+    --on-accent: #0b1020;
+    --bubble: #1e232c;
+    --me: #2c5ad6;
+    --on-me: #fff;
+    --me-muted: #e6ecff;
+    --dm: #c4a5ff;
+    --dm-bg: #271f3d;
+    --bad: #ff8a80;
+    --ok: #5ee08f;
+    --warn: #fbbf24;
+    --shadow: none;
+    --focus: #9bbcff;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+html, body {
+  height: 100%;
+  overflow: hidden;
+}
+body {
+  margin: 0;
+  display: flex;
+  flex-direction: column;
+  height: 100vh;
+  height: 100dvh;
+  background: var(--bg);
+  color: var(--text);
+  font: 16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+  -webkit-text-size-adjust: 100%;
+}
+button, input, textarea {
+  font: inherit;
+  color: inherit;
+}
+button {
+  cursor: pointer;
+}
+:focus-visible {
+  outline: 2px solid var(--focus);
+  outline-offset: 2px;
+}
+.vh {
+  position: absolute !important;
+  width: 1px;
+  height: 1px;
+  overflow: hidden;
+  clip: rect(0 0 0 0);
+  clip-path: inset(50%);
+  white-space: nowrap;
+}
+[hidden] {
+  display: none !important;
+}
+.ico {
+  width: 22px;
+  height: 22px;
+  fill: none;
+  stroke: currentColor;
+  stroke-width: 2;
+  stroke-linecap: round;
+  stroke-linejoin: round;
+}
+header {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  padding: 8px 12px;
+  padding-top: max(8px,env(safe-area-inset-top));
+  background: var(--panel);
+  border-bottom: 1px solid var(--line);
+  min-height: 58px;
+}
+.brand {
+  flex: 1;
+  min-width: 0;
+}
+.brand h1 {
+  margin: 0;
+  font-size: 18px;
+  font-weight: 650;
+  letter-spacing: -.01em;
+}
+.sub {
+  display: flex;
+  align-items: center;
+  gap: 6px;
+  font-size: 13px;
+  color: var(--muted);
+  white-space: nowrap;
+  overflow: hidden;
+  text-overflow: ellipsis;
+}
+.dot {
+  width: 8px;
+  height: 8px;
+  border-radius: 50%;
+  background: var(--warn);
+  flex: none;
+}
+.on .dot {
+  background: var(--ok);
+}
+.off .dot {
+  background: var(--bad);
+}
+.iconbtn {
+  display: inline-flex;
+  align-items: center;
+  justify-content: center;
+  gap: 6px;
+  min-width: 44px;
+  height: 44px;
+  padding: 0 10px;
+  border: 0;
+  border-radius: 12px;
+  background: transparent;
+  color: var(--text);
+}
+.iconbtn:hover {
+  background: var(--bg);
+}
+.count {
+  font-size: 14px;
+  font-weight: 600;
+  color: var(--muted);
+}
+#banner {
+  padding: 8px 14px;
+  font-size: 14px;
+  text-align: center;
+  background: #fff4d6;
+  color: #5c3d00;
+  border-bottom: 1px solid #f0d68a;
+}
+@media (prefers-color-scheme: dark) {
+  #banner {
+    background: #3a2c08;
+    color: #ffe3a3;
+    border-color: #5c4712;
+  }
+}
+#banner.bad {
+  background: #fde4e2;
+  color: #7a1710;
+  border-color: #f5b5ae;
+}
+@media (prefers-color-scheme: dark) {
+  #banner.bad {
+    background: #3d1512;
+    color: #ffc9c3;
+    border-color: #6b2520;
+  }
+}
+.app {
+  flex: 1;
+  display: flex;
+  min-height: 0;
+  position: relative;
+}
+main {
+  flex: 1;
+  display: flex;
+  flex-direction: column;
+  min-width: 0;
+}
+#scroller {
+  flex: 1;
+  display: flex;
+  flex-direction: column;
+  overflow-y: auto;
+  overscroll-behavior: contain;
+  padding: 10px 12px 6px;
+  -webkit-overflow-scrolling: touch;
+}
+.top {
+  display: flex;
+  justify-content: center;
+  padding: 4px 0 10px;
+  margin-top: auto;
+  width: 100%;
+}
+#log {
+  width: 100%;
+}
+.pill {
+  border: 1px solid var(--line);
+  background: var(--panel);
+  color: var(--text);
+  border-radius: 999px;
+  padding: 0 16px;
+  min-height: 40px;
+  font-size: 14px;
+  box-shadow: var(--shadow);
+}
+.pill:disabled {
+  opacity: .6;
+  cursor: default;
+}
+.edge {
+  font-size: 13px;
+  color: var(--muted);
+}
+#empty {
+  margin: auto;
+  padding: 40px 16px;
+  text-align: center;
+  color: var(--muted);
+}
+#log {
+  display: flex;
+  flex-direction: column;
+  gap: 2px;
+}
+#log, .top, .row, .cw {
+  max-width: 900px;
+  margin-left: auto;
+  margin-right: auto;
+}
+.m {
+  display: flex;
+  flex-direction: column;
+  align-items: flex-start;
+  max-width: min(80%,620px);
+  margin-top: 8px;
+}
+.m.g {
+  margin-top: 1px;
+}
+.m.me {
+  align-self: flex-end;
+  align-items: flex-end;
+}
+.who {
+  font-size: 13px;
+  font-weight: 600;
+  color: var(--muted);
+  margin: 0 12px 2px;
+  display: flex;
+  gap: 6px;
+  align-items: center;
+}
+.g .who {
+  display: none;
+}
+.me .who {
+  display: none;
+}
+.me.dm .who {
+  display: flex;
+}
+.tag {
+  font-size: 11px;
+  font-weight: 700;
+  text-transform: uppercase;
+  letter-spacing: .04em;
+  color: var(--dm);
+  background: var(--dm-bg);
+  border-radius: 6px;
+  padding: 1px 6px;
+}
+.b {
+  background: var(--bubble);
+  border-radius: 18px;
+  border-top-left-radius: 6px;
+  padding: 7px 12px 6px;
+  box-shadow: var(--shadow);
+  border: 1px solid var(--line);
+  min-width: 64px;
+  max-width: 100%;
+}
+.g .b {
+  border-top-left-radius: 18px;
+}
+.me .b {
+  background: var(--me);
+  color: var(--on-me);
+  border-color: transparent;
+  border-radius: 18px;
+  border-top-right-radius: 6px;
+}
+.me.g .b {
+  border-top-right-radius: 18px;
+}
+.dm .b {
+  border: 2px dashed var(--dm);
+}
+.me.dm .b {
+  border: 2px dashed var(--me-muted);
+}
+.t {
+  white-space: pre-wrap;
+  overflow-wrap: anywhere;
+  word-break: break-word;
+}
+.meta {
+  display: flex;
+  justify-content: flex-end;
+  gap: 6px;
+  font-size: 11px;
+  color: var(--muted);
+  margin-top: 2px;
+}
+.b {
+  position: relative;
+}
+.inl .t::after {
+  content: "";
+  display: inline-block;
+  width: var(--mw,60px);
+}
+.inl .meta {
+  position: absolute;
+  right: 12px;
+  bottom: 5px;
+  margin: 0;
+}
+.pending .inl .meta, .failed .inl .meta {
+  position: static;
+}
+.pending .inl .t::after, .failed .inl .t::after {
+  display: none;
+}
+.me .meta {
+  color: var(--me-muted);
+}
+.pending .b {
+  opacity: .72;
+}
+.failed .b {
+  border: 2px solid var(--bad);
+}
+.failed .st {
+  color: var(--bad);
+  font-weight: 700;
+}
+.me.failed .b {
+  background: var(--bubble);
+  color: var(--text);
+}
+.me.failed .meta {
+  color: var(--muted);
+}
+.f {
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  margin: 2px 0;
+}
+.f img {
+  display: block;
+  max-width: min(240px,60vw);
+  max-height: 240px;
+  border-radius: 12px;
+  background: var(--line);
+  object-fit: cover;
+}
+.dl {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  min-height: 44px;
+  padding: 6px 10px;
+  border-radius: 12px;
+  background: var(--bg);
+  color: var(--text);
+  text-decoration: none;
+  max-width: 300px;
+}
+.me .dl {
+  background: rgba(255,255,255,.16);
+  color: var(--on-me);
+}
+.dl .ico {
+  flex: none;
+}
+.fn {
+  font-weight: 600;
+  overflow-wrap: anywhere;
+}
+.fs {
+  display: block;
+  font-size: 12px;
+  opacity: .8;
+}
+.note {
+  align-self: center;
+  font-size: 12px;
+  color: var(--muted);
+  margin: 8px 0 2px;
+  text-align: center;
+}
+#typing {
+  min-height: 20px;
+  padding: 0 16px;
+  font-size: 13px;
+  color: var(--muted);
+  font-style: italic;
+}
+#uploads {
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  padding: 0 12px;
+}
+#uploads:not(:empty) {
+  padding-bottom: 8px;
+}
+.pct {
+  flex: none !important;
+  width: 3.2em;
+  text-align: right;
+  font-variant-numeric: tabular-nums;
+  color: var(--muted);
+}
+.up {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 12px;
+  padding: 6px 6px 6px 12px;
+  font-size: 13px;
+}
+.up span {
+  flex: 1;
+  min-width: 0;
+  overflow: hidden;
+  text-overflow: ellipsis;
+  white-space: nowrap;
+}
+.up progress {
+  width: 38%;
+  height: 8px;
+  accent-color: var(--accent);
+}
+#composer {
+  background: var(--panel);
+  border-top: 1px solid var(--line);
+  padding: 8px 10px;
+  padding-bottom: max(8px,env(safe-area-inset-bottom));
+}
+.chip {
+  display: inline-flex;
+  align-items: center;
+  gap: 4px;
+  margin: 0 0 8px 4px;
+  padding: 2px 2px 2px 12px;
+  border-radius: 999px;
+  background: var(--dm-bg);
+  color: var(--dm);
+  font-size: 14px;
+  font-weight: 600;
+}
+.chip button {
+  width: 36px;
+  height: 36px;
+  border: 0;
+  border-radius: 50%;
+  background: transparent;
+  color: inherit;
+  font-size: 20px;
+  line-height: 1;
+}
+.row {
+  display: flex;
+  align-items: flex-end;
+  gap: 6px;
+}
+#text {
+  flex: 1;
+  min-height: 44px;
+  max-height: 140px;
+  resize: none;
+  padding: 10px 14px;
+  border-radius: 22px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+  outline: none;
+}
+#text:focus {
+  border-color: var(--accent);
+}
+#send {
+  background: var(--accent);
+  color: var(--on-accent);
+  border-radius: 50%;
+  width: 44px;
+  padding: 0;
+}
+#send:hover {
+  filter: brightness(1.08);
+}
+#users {
+  display: flex;
+  flex-direction: column;
+  background: var(--panel);
+  border-left: 1px solid var(--line);
+  width: 270px;
+  flex: none;
+}
+.uh {
+  display: flex;
+  align-items: center;
+  justify-content: space-between;
+  padding: 12px 8px 6px 16px;
+}
+.uh h2 {
+  margin: 0;
+  font-size: 15px;
+}
+#ulist {
+  list-style: none;
+  margin: 0;
+  padding: 4px 8px;
+  overflow-y: auto;
+  flex: 1;
+}
+.u {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  width: 100%;
+  min-height: 48px;
+  padding: 4px 8px;
+  border: 0;
+  border-radius: 12px;
+  background: transparent;
+  text-align: left;
+  font-size: 15px;
+}
+button.u:hover, .u.sel {
+  background: var(--bg);
+}
+.av {
+  display: inline-flex;
+  align-items: center;
+  justify-content: center;
+  width: 32px;
+  height: 32px;
+  border-radius: 50%;
+  color: #fff;
+  font-weight: 700;
+  font-size: 14px;
+  flex: none;
+}
+.you {
+  color: var(--muted);
+  font-size: 13px;
+}
+.uf {
+  padding: 8px 12px 12px;
+  border-top: 1px solid var(--line);
+}
+#backdrop {
+  position: fixed;
+  inset: 0;
+  background: rgba(0,0,0,.4);
+  z-index: 19;
+}
+@media (max-width: 799px) {
+  #users {
+    position: fixed;
+    top: 0;
+    right: 0;
+    bottom: 0;
+    width: min(84vw,320px);
+    z-index: 20;
+    transform: translateX(100%);
+    visibility: hidden;
+    transition: transform .2s ease,visibility 0s .2s;
+    box-shadow: -8px 0 24px rgba(0,0,0,.18);
+    padding-top: env(safe-area-inset-top);
+  }
+  body.uopen #users {
+    transform: none;
+    visibility: visible;
+    transition: transform .2s ease;
+  }
+}
+@media (min-width: 800px) {
+  #usersBtn, #closeUsers, #backdrop {
+    display: none !important;
+  }
+  #scroller {
+    padding: 16px 24px 8px;
+  }
+}
+#toast {
+  position: fixed;
+  left: 50%;
+  bottom: 96px;
+  transform: translateX(-50%);
+  max-width: min(92vw,480px);
+  padding: 10px 16px;
+  border-radius: 12px;
+  background: #1f2430;
+  color: #fff;
+  font-size: 14px;
+  box-shadow: 0 8px 24px rgba(0,0,0,.25);
+  z-index: 40;
+  text-align: center;
+}
+#toast:empty {
+  display: none;
+}
+#drop {
+  position: fixed;
+  inset: 10px;
+  border: 3px dashed var(--accent);
+  border-radius: 20px;
+  background: color-mix(in srgb,var(--panel) 85%,transparent);
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  font-size: 20px;
+  font-weight: 600;
+  z-index: 30;
+  pointer-events: none;
+}
+dialog {
+  border: 0;
+  border-radius: 20px;
+  padding: 24px;
+  width: min(92vw,380px);
+  background: var(--panel);
+  color: var(--text);
+  box-shadow: 0 20px 50px rgba(0,0,0,.3);
+}
+dialog::backdrop {
+  background: rgba(10,14,20,.55);
+}
+dialog h2 {
+  margin: 0 0 4px;
+  font-size: 20px;
+}
+dialog p {
+  margin: 0 0 16px;
+  color: var(--muted);
+  font-size: 14px;
+}
+dialog label {
+  display: block;
+  font-weight: 600;
+  font-size: 14px;
+  margin-bottom: 6px;
+}
+#nickInput {
+  width: 100%;
+  min-height: 48px;
+  padding: 10px 14px;
+  border-radius: 12px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+}
+#nickErr {
+  color: var(--bad);
+  min-height: 20px;
+  margin: 8px 0 8px;
+  font-size: 14px;
+}
+.primary {
+  width: 100%;
+  min-height: 48px;
+  border: 0;
+  border-radius: 12px;
+  background: var(--accent);
+  color: var(--on-accent);
+  font-weight: 650;
+  font-size: 16px;
+}
 </style>
 </head>
 <body>
 <header>
- <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting&hellip;</span></div></div>
+ <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting…</span></div></div>
  <button class="iconbtn" id="usersBtn" type="button" aria-label="Users" aria-controls="users" aria-expanded="false"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="9" cy="8" r="3.5"/><path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5"/><path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18 14.8c2 .8 3.2 2.5 3.5 5.2"/></svg><span class="count" id="ucount" aria-hidden="true">0</span></button>
 </header>
 <div id="banner" role="status" hidden></div>
@@ -6032,7 +6707,7 @@ dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
   <div id="typing" aria-live="polite"></div>
   <div id="uploads"></div>
   <form id="composer" autocomplete="off">
-   <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">&times;</button></span></div>
+   <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">×</button></span></div>
    <div class="row">
     <button class="iconbtn" type="button" id="attach" aria-label="Attach file"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.9-8.9a3.7 3.7 0 0 1 5.2 5.2l-8.9 8.9a1.8 1.8 0 0 1-2.6-2.6l8.2-8.2"/></svg></button>
     <input type="file" id="file" class="vh" multiple tabindex="-1" aria-hidden="true" aria-label="File to share">
@@ -6043,7 +6718,7 @@ dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
  </main>
  <div id="backdrop" hidden></div>
  <aside id="users" aria-label="Online users">
-  <div class="uh"><h2 id="uhead">Online</h2><button class="iconbtn" type="button" id="closeUsers" aria-label="Close users">&times;</button></div>
+  <div class="uh"><h2 id="uhead">Online</h2><button class="iconbtn" type="button" id="closeUsers" aria-label="Close users">×</button></div>
   <ul id="ulist"></ul>
   <div class="uf"><button class="pill" type="button" id="renick">Change nickname</button></div>
  </aside>
@@ -6066,8 +6741,12 @@ dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
 // Limits and timings (PROTOCOL.md sections 3-5).
 var TITLE = 'LAN Chat', TEXT_MAX = 16384, PAGE = 50, GAP_PAGE = 200;
 var BACKOFF_MIN = 500, BACKOFF_MAX = 10000;       // reconnect delay range, ms
-var IDLE_MS = 100000;     // server pings after 30 s of silence; nothing for 100 s = dead link
-var NICK_GRACE_MS = 95000; // the server keeps a dead connection's nick until its 90 s timeout
+// Liveness follows the server's --ping-after and --idle-timeout, which welcome.limits
+// announces in seconds; these are the server's defaults, used until the first welcome.
+var PING_AFTER_S = 30, IDLE_TIMEOUT_S = 90;
+var QUIET_MARGIN_MS = 5000;  // a live server pings a silent client after ping_after: past that, ask
+var DEAD_MARGIN_MS = 10000;  // past idle_timeout the server has closed a silent client: link is dead
+var NICK_MARGIN_MS = 5000;   // the server keeps a dead connection's nick until its idle_timeout
 var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
 var MAX_PARALLEL_UPLOADS = 2;
 var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
@@ -6088,6 +6767,12 @@ function newCid() {
   var a = new Uint8Array(12); crypto.getRandomValues(a);
   return 'w-' + Array.prototype.map.call(a, function (b) { return (b + 256).toString(16).slice(1); }).join('');
 }
+function serverSeconds(name, fallback) {
+  var v = S.limits[name];
+  return typeof v === 'number' && v > 0 ? v : fallback;
+}
+function pingAfterMs() { return 1000 * serverSeconds('ping_after', PING_AFTER_S); }
+function idleTimeoutMs() { return 1000 * serverSeconds('idle_timeout', IDLE_TIMEOUT_S); }
 function utf8Len(s) { return new TextEncoder().encode(s).length; }
 function humanSize(n) {
   var u = ['B', 'KB', 'MB', 'GB', 'TB'], i = 0;
@@ -6119,7 +6804,7 @@ var token = store.get('token') || '';
 // ---- state ----
 var S = {
   ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '',
-  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, stopped: false,
+  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, quiet: 0, stopped: false,
   nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
   byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
 };
@@ -6154,7 +6839,7 @@ function connect() {
     if (S.ws !== ws) return;
     lost();
     if (e.code === 1008 && !S.everWelcomed && !S.stopped) {
-      setBanner('The server refused the connection (policy). Retrying\u2026', true);
+      setBanner('The server refused the connection (policy). Retrying…', true);
     }
     retry();
   };
@@ -6163,11 +6848,11 @@ function connect() {
 function lost() {
   var ws = S.ws; S.ws = null;
   if (ws) { ws.onclose = ws.onmessage = ws.onopen = null; try { ws.close(); } catch (e) {} }
-  if (S.welcomed) S.nickRetryUntil = Date.now() + NICK_GRACE_MS;
-  S.welcomed = false; S.hist = null; clearTimeout(S.idle);
+  if (S.welcomed) S.nickRetryUntil = Date.now() + idleTimeoutMs() + NICK_MARGIN_MS;
+  S.welcomed = false; S.hist = null; clearTimeout(S.idle); clearTimeout(S.quiet);
   setConn(false);
   markPending();
-  if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting\u2026' : 'Connecting\u2026');
+  if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting…' : 'Connecting…');
 }
 function retry() {
   if (S.stopped || S.timer) return;
@@ -6177,8 +6862,10 @@ function retry() {
 }
 function touch() {
   S.lastRx = Date.now();
-  clearTimeout(S.idle);
-  S.idle = setTimeout(function () { lost(); retry(); }, IDLE_MS);
+  clearTimeout(S.idle); clearTimeout(S.quiet);
+  // Frames the server does not answer (typing) keep it from pinging us: ping it instead.
+  S.quiet = setTimeout(function () { raw({ type: 'ping' }); }, pingAfterMs() + QUIET_MARGIN_MS);
+  S.idle = setTimeout(function () { lost(); retry(); }, idleTimeoutMs() + DEAD_MARGIN_MS);
 }
 function sendHello() {
   if (!S.nick) { askNick(''); return; }
@@ -6205,6 +6892,7 @@ var H = {
     S.welcomed = true; S.everWelcomed = true; S.attempt = 0;
     S.nick = m.nick; store.set('nick', m.nick);
     S.session = m.session || ''; S.limits = m.limits || {};
+    touch();   // re-arm the liveness timers with the server's own timings
     S.users = new Map();
     (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
     S.online = typeof m.online === 'number' ? m.online : S.users.size;
@@ -6268,7 +6956,7 @@ var H = {
   },
   ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
   pong: function () {},
-  bye: function () { setBanner('The server is restarting. Reconnecting\u2026'); },
+  bye: function () { setBanner('The server is restarting. Reconnecting…'); },
   error: onError
 };
 
@@ -6277,7 +6965,7 @@ function onError(m) {
   if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid')) {
     if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
       // Probably our own previous connection, not yet timed out on the server: wait for it.
-      setBanner('Reconnecting\u2026 (waiting for the previous connection to expire)');
+      setBanner('Reconnecting… (waiting for the previous connection to expire)');
       lost(); retry(); return;
     }
     askNick(text); return;
@@ -6285,7 +6973,7 @@ function onError(m) {
   if (code === 'auth_failed' || code === 'proto_unsupported') {
     S.stopped = true;
     setBanner(code === 'auth_failed'
-      ? 'Access denied: open the full link shown by the server (it ends with #k=\u2026).'
+      ? 'Access denied: open the full link shown by the server (it ends with #k=…).'
       : 'This server speaks another protocol version. Reload the page.', true);
     lost(); return;
   }
@@ -6436,11 +7124,11 @@ function setStatus(node, text) { var s = node.querySelector('.st'); if (s) s.tex
 function addPending(item) {
   var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to }, true);
   node.classList.add('pending');
-  setStatus(node, S.welcomed ? 'Sending\u2026' : 'Waiting for connection\u2026');
+  setStatus(node, S.welcomed ? 'Sending…' : 'Waiting for connection…');
   place(node, Infinity);
 }
 function markPending() {
-  log.querySelectorAll('.pending').forEach(function (p) { setStatus(p, 'Waiting for connection\u2026'); });
+  log.querySelectorAll('.pending').forEach(function (p) { setStatus(p, 'Waiting for connection…'); });
 }
 function updateChrome() {
   var any = log.querySelector('.m[data-id]');
@@ -6456,14 +7144,15 @@ function sendItem(item) {
   if (item.to) m.to = item.to;
   if (raw(m)) {
     var p = log.querySelector('.pending[data-cid="' + cssEsc(item.cid) + '"]');
-    if (p) setStatus(p, 'Sending\u2026');
+    if (p) setStatus(p, 'Sending…');
   }
 }
 function flushOutbox() { outbox.slice().forEach(sendItem); }
 function sendText() {
   var text = ta.value.trim();
   if (!text) return;
-  if (utf8Len(text) > (S.limits.text || TEXT_MAX)) { toast('This message is too long (16 KB at most).'); return; }
+  var max = S.limits.text || TEXT_MAX;
+  if (utf8Len(text) > max) { toast('This message is too long (' + humanSize(max) + ' at most).'); return; }
   var item = { cid: newCid(), text: text };
   if (S.to) item.to = S.to;
   outbox.push(item); saveOutbox();
@@ -6523,7 +7212,7 @@ function renderUsers() {
   });
   var count = Math.max(S.online, S.users.size);
   $('ucount').textContent = count;
-  $('uhead').textContent = 'Online \u2014 ' + count;
+  $('uhead').textContent = 'Online — ' + count;
 }
 function openUsers(open) {
   document.body.classList.toggle('uopen', open);
@@ -6564,13 +7253,13 @@ $('nickForm').addEventListener('submit', function (e) {
 // ---- typing indicator, banner, toast, title ----
 function renderTyping() {
   var names = Array.from(S.typers.values()).map(function (x) { return x.nick; });
-  $('typing').textContent = !names.length ? '' : names.length === 1 ? names[0] + ' is typing\u2026'
-    : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing\u2026' : names.length + ' people are typing\u2026';
+  $('typing').textContent = !names.length ? '' : names.length === 1 ? names[0] + ' is typing…'
+    : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing…' : names.length + ' people are typing…';
 }
 function setConn(on) {
   $('sub').classList.toggle('on', on);
   $('sub').classList.toggle('off', !on && S.stopped);
-  $('subText').textContent = on ? S.nick + ' \u00b7 online' : (S.stopped ? 'Offline' : 'Connecting\u2026');
+  $('subText').textContent = on ? S.nick + ' · online' : (S.stopped ? 'Offline' : 'Connecting…');
   updateChrome();
 }
 function setBanner(text, bad) {
@@ -6618,7 +7307,7 @@ function startUpload(job) {
   var f = job.file, name = f.name || 'file', cid = newCid();
   var row = el('div', 'up'); row.appendChild(el('span', null, name));
   var bar = el('progress'); bar.max = 1; bar.value = 0; bar.setAttribute('aria-label', 'Uploading ' + name);
-  var cancel = el('button', 'iconbtn', '\u00d7'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
+  var cancel = el('button', 'iconbtn', '×'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
   var pct = el('span', 'pct', '0%'); pct.setAttribute('aria-hidden', 'true');
   row.appendChild(bar); row.appendChild(pct); row.appendChild(cancel); $('uploads').appendChild(row);
   var q = '?session=' + encodeURIComponent(S.session) + '&name=' + encodeURIComponent(name) + '&cid=' + encodeURIComponent(cid);
@@ -6669,134 +7358,116 @@ document.addEventListener('paste', function (e) {
 // ---- start ----
 outbox.forEach(addPending);
 renderUsers(); updateChrome();
-setBanner('Connecting\u2026');
+setBanner('Connecting…');
 if (!S.nick) askNick('');
 connect();
 })();
 </script>
 </body>
 </html>
+""".encode("utf-8")
+
+# client_web/pair.html: the template of GET /pair (shown on the PC itself only);
+# pair_page_html() replaces its {{svg}}, {{url}} and {{firewall}} markers. No script, no
+# external resource.
+_PAIR_PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<title>Pair your phone - LAN Chat</title>
+<style>
+:root {
+  --bg: #f4f5f7;
+  --fg: #1d2330;
+  --muted: #5b6475;
+  --card: #ffffff;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #15181e;
+    --fg: #e8eaf0;
+    --muted: #9aa3b5;
+    --card: #222733;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+body {
+  margin: 0;
+  min-height: 100vh;
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  background: var(--bg);
+  color: var(--fg);
+  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+}
+main {
+  background: var(--card);
+  border-radius: 16px;
+  padding: 24px 28px;
+  margin: 16px;
+  max-width: 560px;
+  text-align: center;
+  box-shadow: 0 4px 24px rgba(0, 0, 0, .15);
+}
+h1 {
+  font-size: 1.4em;
+  margin: 0 0 12px;
+}
+.qr {
+  background: #ffffff;
+  border-radius: 8px;
+  padding: 8px;
+  display: inline-block;
+}
+.qr svg {
+  display: block;
+  width: min(70vmin, 420px);
+  height: auto;
+}
+.url {
+  font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace;
+  word-break: break-all;
+  user-select: all;
+  margin: 12px 0;
+  padding: 8px;
+  border-radius: 6px;
+  background: var(--bg);
+}
+ol {
+  text-align: left;
+  margin: 12px 0 0;
+  padding-left: 1.4em;
+}
+.muted {
+  color: var(--muted);
+  font-size: .9em;
+}
+</style>
+</head>
+<body>
+<main>
+<h1>Pair your phone</h1>
+<div class="qr" role="img" aria-label="QR code of the chat address">{{svg}}</div>
+<p class="url">{{url}}</p>
+<ol>
+<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
+<li>Scan the code with the phone's camera, or type the address above.</li>
+<li>Pick a nickname and chat.</li>
+</ol>
+<p class="muted">The code contains the chat's key: show it only to people you want in.
+Phone cannot connect? On Windows, right-click {{firewall}} &gt; Run with PowerShell.</p>
+</main>
+</body>
+</html>
 """
 
-###############################################################################
-# CLI and main() ##############################################################
-###############################################################################
-
-def _env_value(setting):
-    """The setting's environment variable, parsed like its flag; None when unset."""
-    raw = os.environ.get(setting.env)
-    if raw is None or raw == "":
-        return None
-    if setting.kind is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(setting.kind, tuple):
-        return raw.strip().lower()
-    return setting.kind(raw)
-
-
-def build_arg_parser():
-    """The command line, from SETTINGS; each flag's default comes from its environment
-    variable when that is set."""
-    p = argparse.ArgumentParser(
-        prog="chatserver",
-        description="LAN chat and file-sharing server (framed TCP, HTTP and WebSocket on one "
-                    "port). Every option can also be set by the environment variable shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for setting in SETTINGS:
-        env = _env_value(setting)
-        default = setting.default if env is None else env
-        help_text = "%s (%s)" % (setting.help, setting.env.replace("%", "%%"))
-        if setting.kind is bool:
-            p.add_argument(setting.flag, dest=setting.name, action="store_true",
-                           default=default, help=help_text)
-        elif isinstance(setting.kind, tuple):
-            p.add_argument(setting.flag, dest=setting.name, choices=setting.kind,
-                           default=default, help=help_text)
-        else:
-            p.add_argument(setting.flag, dest=setting.name, type=setting.kind,
-                           default=default, help=help_text)
-    p.add_argument("--version", action="version", version="chatserver " + __version__)
-    return p
-
-
-def config_from_args(args):
-    return Config(**{setting.name: getattr(args, setting.name) for setting in SETTINGS})
-
-
-def install_signal_handlers(server):
-    """Ctrl+C and SIGTERM stop the loop cleanly (bye, flush, close the database). The handler
-    only sets a flag: it may interrupt a write to the console, where logging would fail."""
-    def on_signal(signum, frame):
-        server.stop_signal = signum
-        server.stop()
-    signal.signal(signal.SIGINT, on_signal)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, on_signal)
-    if hasattr(signal, "SIGBREAK"):
-        signal.signal(signal.SIGBREAK, on_signal)
-
-
-def print_banner(server, bound):
-    """Where the server listens, where its data is, and how phones join (URL + QR code)."""
-    host, port = bound[0], bound[1]
-    print("\nLAN Chat server %s listening on %s:%d\ndata: %s" % (
-        __version__, host, port,
-        "(memory only)" if server.config.memory else server.data_root), flush=True)
-    for notice in server.notices:
-        print("note: " + notice, flush=True)
-    text = pairing_banner(server.pairing_urls(), server.chat.token, port,
-                          qr_console_can_encode(sys.stdout), IS_WINDOWS, listens_on_lan(host))
-    try:
-        print(text, flush=True)
-    except UnicodeEncodeError:      # a console that lied about its encoding
-        print(pairing_banner(server.pairing_urls(), server.chat.token, port, False,
-                             IS_WINDOWS, listens_on_lan(host)), flush=True)
-
-
-def keep_window_open():
-    """Wait for Enter when the double-clicked Windows .exe cannot start: its console window
-    closes with the process, and the reason (port or data folder in use) would flash by
-    unread. Scripts, services and other systems exit at once."""
-    if not (getattr(sys, "frozen", False) and IS_WINDOWS and sys.stdin is not None):
-        return
-    try:
-        if sys.stdin.isatty():
-            input("Press Enter to close this window.")
-    except (EOFError, KeyboardInterrupt, OSError, ValueError):
-        pass
-
-
-def cannot_start(exc):
-    log.error("cannot start: %s", exc)
-    keep_window_open()
-    return 2
-
-
-def main(argv=None):
-    args = build_arg_parser().parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):
-        # a cp1252 Windows console or a redirected stream must not choke on a nick like 'Zoë 🎉'
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    level = logging.WARNING if args.quiet else getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        server = Server(config_from_args(args))
-    except OSError as exc:          # the data folder: not writable, or in use
-        return cannot_start(exc)
-    try:
-        bound = server.listen()
-    except OSError as exc:          # the port: in use, or not an address of this PC
-        server.shutdown()
-        return cannot_start(exc)
-    install_signal_handlers(server)
-    if not args.quiet:
-        print_banner(server, bound)
-    if should_open_browser(args.no_browser):
-        open_pair_page(bound[1])
-    server.serve_forever()
-    return 0
+# END GENERATED client_web/
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Shared pytest setup: the repository root and parts/ on sys.path, and server fixtures."""
+"""Shared pytest setup: the repository root and tests/ on sys.path, and server fixtures."""
 import os
 import sys
 
 import pytest
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
-for _path in (os.path.join(_TESTS, ".."), os.path.join(_TESTS, "..", "parts"), _TESTS):
+for _path in (os.path.join(_TESTS, ".."), _TESTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
