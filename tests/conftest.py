@@ -8,6 +8,7 @@ import os
 import sys
 
 import pytest
+from hypothesis import Phase, settings
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 for _path in (os.path.join(_TESTS, ".."), os.path.join(_TESTS, "..", "parts"), _TESTS):
@@ -36,6 +37,11 @@ if os.environ.get("CHATSERVER_PY"):
     _import_chatserver_from(os.environ["CHATSERVER_PY"])
 
 from chatclient import ServerProcess  # noqa: E402
+
+# tests/mutations/run.py passes --hypothesis-profile=mutation: a fuzzer that catches a mutant
+# reports it without shrinking the example (minutes saved), and keeps no example database.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.generate, Phase.target],
+                          database=None)
 
 
 @pytest.fixture

@@ -514,6 +514,24 @@ mutation("ws_unmasked_accepted",
          "test_http::test_ws_unmasked_client_frame_is_closed_with_1002",
          "unmasked client frames are accepted (RFC 6455 5.1), misparsed")
 
+mutation("ws_utf8_unchecked",
+         'return WsText(payload.decode("utf-8"))',
+         'return WsText(payload.decode("utf-8", "replace"))',
+         "test_http::test_ws_invalid_utf8_text_is_closed_with_1007",
+         "invalid UTF-8 from a browser is silently changed instead of refused with 1007")
+
+mutation("ws_message_size_unchecked",
+         "if opcode < WS_OP_CLOSE and length > self.max_message:",
+         "if False:",
+         "test_http_ws_codec::test_message_too_big_across_fragments_is_1009",
+         "a message in many fragments grows without limit (no 1009)")
+
+mutation("range_at_size_satisfiable",
+         "    if start >= size:\n",
+         "    if start > size:\n",
+         "test_http_ws_codec::test_unsatisfiable_range_is_416_with_content_range",
+         "a Range starting at the file's end is answered 206 with a negative length, not 416")
+
 mutation("ws_unmask_short_key",
          "key = (mask * (length // 4 + 1))[:length]",
          "key = (mask * (length // 4))[:length]",

@@ -41,7 +41,9 @@ DEFAULT_JOBS = 2              # the CI machine has 2 cores, shared
 DEFAULT_TIMEOUT = 240.0       # seconds one mutation's tests may take before it is an error
 # One test that fails stops the run (-x); no cache or bytecode files are written by the
 # parallel runs; -rfE lists the failing test, which names the catch.
-PYTEST_ARGS = ["-x", "-q", "--no-header", "-rfE", "-p", "no:cacheprovider"]
+# No shrinking of a fuzzer's failing example, no example database (tests/conftest.py).
+PYTEST_ARGS = ["-x", "-q", "--no-header", "-rfE", "-p", "no:cacheprovider",
+               "--hypothesis-profile=mutation"]
 
 CAUGHT, SURVIVED, ERROR = "caught", "survived", "error"
 
