@@ -13,16 +13,15 @@ import sqlite3
 import struct
 import threading
 import time
-import urllib.parse
 
 import pytest
 import websockets
 
 import chatserver as cs
-from chatclient import ChatClient, Closed, encode
+from chatclient import ChatClient, encode
 from test_core import assert_chat_still_works, expect_error
 from test_files import InProcessServer, announce, download, upload
-from test_http import (RawHttp, RawWs, http, http_download, http_upload, query, raw_ws_joined,
+from test_http import (RawHttp, http, http_download, http_upload, raw_ws_joined,
                        received_close_code, ws_connect, ws_hello, ws_wait_for)
 
 MiB = 1024 * 1024
@@ -172,7 +171,9 @@ def test_a_wrong_session_cannot_take_a_nick_over(protected):
         if wrong is not None:
             hello["session"] = wrong
         c.send(hello)
-        assert expect_error(c, "nick_taken")["fatal"] is False, wrong
+        reply = c.recv()
+        assert reply["type"] == "error" and reply["code"] == "nick_taken", (wrong, reply)
+        assert reply["fatal"] is False
         c.close()
     assert alice.say("still mine")["type"] == "msg"
     assert_protected_chat_still_works(srv, token, watcher, alice)
