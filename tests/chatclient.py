@@ -27,11 +27,17 @@ class Closed(Exception):
 
 
 class ChatClient:
-    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None):
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None, rcvbuf=None):
         """`source`: the loopback address to connect from (e.g. "127.0.0.9"), so that a test
-        can look like another machine to the per-address auth slow-down."""
-        self.sock = socket.create_connection((host, port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
+        can look like another machine to the per-address auth slow-down. `rcvbuf`: a fixed
+        receive buffer (it caps the TCP window, so the server cannot run far ahead)."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self.buf = bytearray()
         self.inbox = []          # frames received but not consumed yet: (header, payload)
         self.welcome = None

@@ -96,9 +96,13 @@ def write_copy(directory, source):
 
 def run_pytest(copy_path, tests, timeout, extra_args=()):
     """pytest on `tests` against the copy: (returncode or None on timeout, output, seconds)."""
-    env = dict(os.environ, CHATSERVER_PY=copy_path, PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, CHATSERVER_PY=copy_path, PYTHONDONTWRITEBYTECODE="1",
+               PYTHONUNBUFFERED="1")
+    # a test that hangs dumps every thread's stack shortly before the timeout kills it
+    dump = ["-o", "faulthandler_timeout=%d" % max(5, int(timeout) - 15)]
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *PYTEST_ARGS, *extra_args, *tests],
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *PYTEST_ARGS, *dump, *extra_args,
+                             *tests],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -151,14 +155,23 @@ def run_mutation(mutation, source, timeout):
         result["status"] = CAUGHT
         result["caught_by"] = first_failure(output)
     elif code is None:
-        result["detail"] = "its tests took longer than %.0f s: %s" % (timeout, _tail(output))
+        result["detail"] = "its tests took longer than %.0f s; where they were: %s" % (
+            timeout, _stack_dump(output))
     else:                         # 2 interrupted, 3 internal, 4 usage (a test not found), 5
         result["detail"] = "pytest exit code %d (not a test failure): %s" % (code, _tail(output))
     return result
 
 
-def _tail(output, lines=25):
+def _tail(output, lines=40):
     return "\n".join(output.strip().splitlines()[-lines:])
+
+
+def _stack_dump(output, lines=30):
+    """The top of the faulthandler dump (innermost frames first), else the output's end."""
+    at = output.find("Timeout (")
+    if at < 0:
+        return _tail(output)
+    return "\n".join(output[at:].splitlines()[:lines])
 
 
 def run_all(mutations, jobs=DEFAULT_JOBS, timeout=DEFAULT_TIMEOUT, budget=None,
