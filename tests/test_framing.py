@@ -191,7 +191,9 @@ _FIELDS = {
                                                        max_size=64),
     "mime": st.sampled_from(["image/png", "text/plain", "application/octet-stream"]),
     "upload": _IDS, "offset": st.integers(0, 2 ** 33), "last": st.booleans(), "file": _IDS,
-    "code": st.sampled_from(sorted(cs.ERROR_FATAL)), "message": st.text(max_size=40),
+    "code": st.sampled_from(["bad_frame", "bad_json", "bad_request", "not_joined",
+                             "rate_limited", "unknown_user", "disk_full", "forbidden"]),
+    "message": st.text(max_size=40),
     "ref": _IDS, "fatal": st.booleans(), "reason": st.sampled_from(["quit", "timeout"]),
 }
 _TYPES = {

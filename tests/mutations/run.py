@@ -7,6 +7,7 @@ and run only the tests that must catch it, against that copy.
     python tests/mutations/run.py --check-anchors # only: does every anchor still apply?
     python tests/mutations/run.py --baseline      # the named tests pass on the unmutated copy
     python tests/mutations/run.py --json out.json # also write the results
+    python tests/mutations/run.py --check-anchors --source other/chatserver.py
 
 A mutation is CAUGHT when one of its tests fails (pytest -x stops at the first), SURVIVED
 when they all pass. An anchor that is not in chatserver.py exactly once, a mutant that does
@@ -213,8 +214,8 @@ def run_baseline(mutations, timeout=DEFAULT_TIMEOUT * 4, source=None):
     return code == 0, output, seconds
 
 
-def read_source():
-    with open(SOURCE, encoding="utf-8") as f:
+def read_source(path=SOURCE):
+    with open(path, encoding="utf-8") as f:
         return f.read()
 
 
@@ -251,9 +252,11 @@ def main(argv=None):
     p.add_argument("--baseline", action="store_true",
                    help="run every named test against the unmutated copy (must pass)")
     p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--source", default=SOURCE,
+                   help="the chatserver.py to mutate (default: the repository's)")
     args = p.parse_args(argv)
     mutations = select(args.names)
-    source = read_source()
+    source = read_source(args.source)
     if args.list:
         for m in mutations:
             print("%s\n    bug:   %s\n    tests: %s" % (m.name, m.bug, "\n           ".join(m.tests)))
