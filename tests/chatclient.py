@@ -12,7 +12,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "chatserver.py")
+# CHATSERVER_PY runs the tests against another copy (tests/mutations/ points it at a mutant).
+SERVER = os.path.abspath(os.environ.get("CHATSERVER_PY") or os.path.join(ROOT, "chatserver.py"))
 PREFIX = struct.Struct(">II")
 
 
@@ -26,8 +27,17 @@ class Closed(Exception):
 
 
 class ChatClient:
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None, rcvbuf=None):
+        """`source`: the loopback address to connect from (e.g. "127.0.0.9"), so that a test
+        can look like another machine to the per-address auth slow-down. `rcvbuf`: a fixed
+        receive buffer (it caps the TCP window, so the server cannot run far ahead)."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self.buf = bytearray()
         self.inbox = []          # frames received but not consumed yet: (header, payload)
         self.welcome = None
@@ -152,10 +162,11 @@ def free_port():
 class ServerProcess:
     """chatserver.py in a subprocess on 127.0.0.1, with its own data folder."""
 
-    def __init__(self, data_dir, *extra, port=None):
+    def __init__(self, data_dir, *extra, port=None, env=None):
         self.data_dir = str(data_dir)
         self.extra = list(extra)
         self.port = port or free_port()
+        self.env = env           # extra environment variables for the server process
         self.proc = None
 
     def start(self, timeout=10.0):
@@ -166,7 +177,9 @@ class ServerProcess:
         self.log_path = os.path.join(self.data_dir, "server.log")
         os.makedirs(self.data_dir, exist_ok=True)
         self.log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -689,13 +689,37 @@ def test_windows_caps_max_clients_below_select_limit(monkeypatch, tmp_path):
         srv.store.close()
 
 
+def _files_under(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, _, files in os.walk(folder) for f in files)
+
+
 def test_memory_mode_keeps_nothing_on_disk(make_server, tmp_path):
-    data = tmp_path / "never-used"
-    srv = make_server("--open", "--memory", data_dir=data)
-    a = srv.client("alice")
+    """--memory writes nothing into a data folder, given (--data-dir) or default (HOME,
+    XDG_DATA_HOME, LOCALAPPDATA: folders of this test), and its temporary folder (under
+    TMPDIR, also this test's) holds the shared files only while it runs."""
+    home, xdg, given, tmp = (tmp_path / n for n in ("home", "xdg", "given", "tmp"))
+    for folder in (home, xdg, tmp):
+        folder.mkdir()
+    env = {"HOME": str(home), "XDG_DATA_HOME": str(xdg), "LOCALAPPDATA": str(home),
+           "TMPDIR": str(tmp)}
+    srv = make_server("--open", "--rate-limit", "0", "--memory", "--data-dir", str(given),
+                      data_dir=tmp_path / "log", env=env)
+    a, b = srv.client("alice"), srv.client("bob")
     assert a.say("ephemeral")["type"] == "msg"
-    assert srv.client("bob").welcome["history"][-1]["text"] == "ephemeral"
-    assert sorted(os.listdir(data)) == ["server.log"]      # only the test's own log file
+    data = os.urandom(3000)
+    a.send({"type": "upload", "name": "in-temp.bin", "size": len(data), "cid": "m1"})
+    ready = a.wait_for("upload_ready")
+    a.send({"type": "chunk", "upload": ready["upload"], "offset": 0}, data)
+    shared = b.wait_for(lambda h: h.get("type") == "msg" and h.get("file"))
+    assert shared["file"]["size"] == len(data)
+    assert srv.client("carol").welcome["history"][-2]["text"] == "ephemeral"
+    assert not given.exists(), _files_under(given)
+    assert _files_under(home) == [] and _files_under(xdg) == []
+    in_temp = _files_under(tmp)
+    assert len(in_temp) == 1 and in_temp[0].endswith(os.path.join("files", shared["file"]["id"]))
+    assert srv.stop() == 0
+    assert os.listdir(tmp) == []              # the temporary folder went with the server
 
 
 def test_reconnect_with_session_takes_over_a_dead_connection(server):

@@ -1160,11 +1160,12 @@ def pairing_request(path, host):
 @pytest.mark.parametrize("peer", [("192.168.1.50", 40000), ("::ffff:192.168.1.50", 40000, 0, 0),
                                   ("10.0.0.7", 1)])
 @pytest.mark.parametrize("path", ["/pair", "/qr.svg", "/qr.png"])
-def test_pairing_routes_refused_to_lan_peers(peer, path):
+@pytest.mark.parametrize("host", ["192.168.1.10:5555", "127.0.0.1:5555"])   # Host is the peer's
+def test_pairing_routes_refused_to_lan_peers(peer, path, host):
     fake = FakeConnection(peer)
     http_conn = cs.HttpConnection(fake, None, FakeSite())
     with pytest.raises(cs.HttpError) as info:
-        http_conn.get_pairing(pairing_request(path, "192.168.1.10:5555"))
+        http_conn.get_pairing(pairing_request(path, host))
     assert info.value.status == 403 and info.value.code == "forbidden"
     assert fake.sent == []                               # the token was not sent anywhere
 
