@@ -7,15 +7,10 @@ No Dart or Flutter SDK can be installed on these machines, so:
   docs/PROTOCOL.md (tables of sections 3, 4 and 6) as a string literal;
 - pubspec.yaml must declare every package that lib/ and test/ import;
 - lib/services/ stays pure Dart (no Flutter import), so the protocol runs anywhere;
-- tool/setup_platforms.sh patches real template files, idempotently.
 The real compile, `flutter analyze` and `flutter test` run in .github/workflows/flutter.yml.
 """
 import os
-import plistlib
 import re
-import shutil
-import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -280,92 +275,7 @@ def test_dart_tests_read_the_shared_vectors():
     assert (ROOT / "tests" / "vectors" / "frames.json").is_file()
 
 
-# ----------------------------------------------------------------- platform setup
-
-ANDROID_TEMPLATE = """<manifest xmlns:android="http://schemas.android.com/apk/res/android">
-    <application
-        android:label="lan_chat"
-        android:name="${applicationName}"
-        android:icon="@mipmap/ic_launcher">
-        <activity android:name=".MainActivity" android:exported="true">
-        </activity>
-    </application>
-</manifest>
-"""
-
-IOS_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-\t<key>CFBundleName</key>
-\t<string>lan_chat</string>
-\t<key>UISupportedInterfaceOrientations</key>
-\t<array>
-\t\t<string>UIInterfaceOrientationPortrait</string>
-\t</array>
-</dict>
-</plist>
-"""
-
-ANDROID_NS = "{http://schemas.android.com/apk/res/android}"
-
-
-@pytest.fixture
-def generated_project(tmp_path):
-    """A project as `flutter create` leaves it, with the setup script in tool/."""
-    if shutil.which("bash") is None or shutil.which("awk") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("bash and awk are required in CI")
-        pytest.skip("bash/awk not available")
-    (tmp_path / "tool").mkdir()
-    shutil.copy(CLIENT / "tool" / "setup_platforms.sh", tmp_path / "tool")
-    manifest = tmp_path / "android" / "app" / "src" / "main" / "AndroidManifest.xml"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text(ANDROID_TEMPLATE)
-    plist = tmp_path / "ios" / "Runner" / "Info.plist"
-    plist.parent.mkdir(parents=True)
-    plist.write_text(IOS_TEMPLATE)
-    return tmp_path, manifest, plist
-
-
-def run_setup(project):
-    return subprocess.run(["bash", str(project / "tool" / "setup_platforms.sh"), "--patch-only"],
-                          capture_output=True, text=True, timeout=60, check=True)
-
-
-def test_setup_script_patches_android_and_ios(generated_project):
-    project, manifest, plist = generated_project
-    run_setup(project)
-    root = ET.parse(manifest).getroot()
-    permissions = [p.get(ANDROID_NS + "name") for p in root.findall("uses-permission")]
-    assert sorted(permissions) == ["android.permission.CAMERA", "android.permission.INTERNET"]
-    application = root.find("application")
-    assert application.get(ANDROID_NS + "usesCleartextTraffic") == "true"
-    assert application.get(ANDROID_NS + "label") == "lan_chat", "existing attributes kept"
-    info = plistlib.loads(plist.read_bytes())
-    assert info["NSCameraUsageDescription"]
-    assert info["NSLocalNetworkUsageDescription"]
-    assert info["NSAppTransportSecurity"] == {"NSAllowsLocalNetworking": True}
-    assert info["CFBundleName"] == "lan_chat", "existing keys kept"
-
-
-def test_setup_script_is_idempotent(generated_project):
-    project, manifest, plist = generated_project
-    run_setup(project)
-    once = (manifest.read_text(), plist.read_text())
-    second = run_setup(project)
-    assert (manifest.read_text(), plist.read_text()) == once
-    assert "added" not in second.stdout
-
-
-def test_setup_script_without_platform_folders_changes_nothing(tmp_path):
-    if shutil.which("bash") is None:
-        pytest.skip("bash not available")
-    (tmp_path / "tool").mkdir()
-    shutil.copy(CLIENT / "tool" / "setup_platforms.sh", tmp_path / "tool")
-    result = run_setup(tmp_path)
-    assert "skip android" in result.stdout and "skip ios" in result.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tool"]
+# ------------------------------------------------------------------------ workflow
 
 
 def test_workflow_builds_and_tests_the_client():
