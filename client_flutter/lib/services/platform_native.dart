@@ -17,3 +17,6 @@ UploadSource uploadSourceFromPath(String path, String name, int size, String? mi
 /// Downloads go to `<documents>/lan_chat`.
 FileStore? createFileStore(String? documentsPath) =>
     documentsPath == null ? null : NativeFileStore('$documentsPath/lan_chat');
+
+/// Only a browser page has a URL to read the server and token from.
+String? takePageLink() => null;

@@ -14,3 +14,6 @@ UploadSource uploadSourceFromPath(String path, String name, int size, String? mi
     throw UnsupportedError('no file access on this platform');
 
 FileStore? createFileStore(String? documentsPath) => null;
+
+/// Only a browser page has a URL to read the server and token from.
+String? takePageLink() => null;

@@ -150,6 +150,6 @@ Json msg(
       'from': from,
       'text': text,
       'cid': cid ?? 'c-$id',
-      if (to != null) 'to': to,
-      if (file != null) 'file': file,
+      'to': ?to,
+      'file': ?file,
     };

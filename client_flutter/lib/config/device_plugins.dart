@@ -1,0 +1,113 @@
+// The plugin-backed versions of services/device.dart: open_file, share_plus,
+// gal, file_picker and wakelock_plus. Created once, in dependencies.dart.
+
+import 'dart:io';
+import 'dart:typed_data';
+
+import 'package:file_picker/file_picker.dart';
+import 'package:flutter/foundation.dart';
+import 'package:gal/gal.dart';
+import 'package:open_file/open_file.dart';
+import 'package:share_plus/share_plus.dart';
+import 'package:wakelock_plus/wakelock_plus.dart';
+
+import '../models/result.dart';
+import '../models/shared_file.dart';
+import '../services/device.dart';
+
+class PluginScreenAwake implements ScreenAwake {
+  @override
+  Future<void> keepOn(bool on) async {
+    try {
+      await WakelockPlus.toggle(enable: on);
+    } on Object catch (error) {
+      debugPrint('wakelock: $error'); // not worth bothering the person
+    }
+  }
+}
+
+class PluginFileActions implements FileActions {
+  @override
+  bool get hasGallery =>
+      !kIsWeb &&
+      (defaultTargetPlatform == TargetPlatform.android ||
+          defaultTargetPlatform == TargetPlatform.iOS);
+
+  @override
+  Future<Result<void>> open(String path, SharedFile file) async {
+    final result = await OpenFile.open(path, type: file.mime.isEmpty ? null : file.mime);
+    return switch (result.type) {
+      ResultType.done => const Ok<void>(null),
+      ResultType.noAppToOpen =>
+        Err<void>(AppError('no_app', 'No app on this device opens ${file.name}. Try Share.')),
+      ResultType.fileNotFound => Err<void>(AppError('missing', '${file.name} is gone.')),
+      ResultType.permissionDenied || ResultType.error => Err<void>(AppError('open_failed', result.message)),
+    };
+  }
+
+  @override
+  Future<Result<void>> share(String path, SharedFile file) async {
+    try {
+      await SharePlus.instance.share(ShareParams(
+        files: [XFile(path, mimeType: file.mime.isEmpty ? null : file.mime)],
+        fileNameOverrides: [file.name],
+      ));
+      return const Ok<void>(null);
+    } on Object catch (error) {
+      return Err<void>(AppError('share_failed', 'Cannot share ${file.name}: $error'));
+    }
+  }
+
+  @override
+  Future<Result<void>> saveToGallery(String path, SharedFile file) async {
+    try {
+      if (file.mime.startsWith('video/')) {
+        await Gal.putVideo(path);
+      } else {
+        await Gal.putImage(path);
+      }
+      return const Ok<void>(null);
+    } on GalException catch (error) {
+      return Err<void>(AppError('gallery_${error.type.name}', switch (error.type) {
+        GalExceptionType.accessDenied => 'Allow LAN Chat to add photos in Settings, then try again.',
+        GalExceptionType.notEnoughSpace => 'Not enough space on this device.',
+        GalExceptionType.notSupportedFormat => 'The gallery does not take ${file.name}. Try Share.',
+        GalExceptionType.unexpected => 'Could not save ${file.name} to the gallery.',
+      }));
+    }
+  }
+
+  @override
+  Future<Result<void>> saveAs(String path, SharedFile file) async {
+    try {
+      // On Android and iOS the system dialog writes the bytes itself.
+      final Uint8List bytes = await File(path).readAsBytes();
+      final saved = await FilePicker.platform.saveFile(fileName: file.name, bytes: bytes);
+      if (saved == null) return const Err<void>(AppError('cancelled', 'Not saved.'));
+      if (!kIsWeb &&
+          defaultTargetPlatform != TargetPlatform.android &&
+          defaultTargetPlatform != TargetPlatform.iOS) {
+        await File(saved).writeAsBytes(bytes); // desktop dialogs only return the path
+      }
+      return const Ok<void>(null);
+    } on Object catch (error) {
+      return Err<void>(AppError('save_failed', 'Cannot save ${file.name}: $error'));
+    }
+  }
+}
+
+class PluginFilePicking implements FilePicking {
+  @override
+  Future<List<PickedFile>> pick({required bool photos}) async {
+    final result = await FilePicker.platform.pickFiles(
+      type: photos ? FileType.media : FileType.any,
+      allowMultiple: true,
+      withData: kIsWeb, // browsers give bytes, not paths
+    );
+    if (result == null) return const [];
+    return [
+      for (final file in result.files)
+        PickedFile(name: file.name, size: file.size, path: kIsWeb ? null : file.path, bytes: file.bytes),
+    ];
+  }
+}
