@@ -406,6 +406,7 @@ class FramedTransfers implements FileTransfers {
       } on Object catch (error) {
         if (always || task.writeFailed) return;
         task.writeFailed = true;
+        if (!task.state.isActive) return; // cancelled meanwhile: stays cancelled
         _failDownload(task, AppError('write_failed', 'Cannot save ${task.file.name}: $error'));
       }
     });
