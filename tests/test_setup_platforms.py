@@ -44,15 +44,27 @@ GRADLE_KTS = """android {
     namespace = "org.lanchat.lan_chat"
     compileSdk = flutter.compileSdkVersion
 
+    compileOptions {
+        sourceCompatibility = JavaVersion.VERSION_11
+        targetCompatibility = JavaVersion.VERSION_11
+    }
+
     defaultConfig {
         applicationId = "org.lanchat.lan_chat"
         minSdk = flutter.minSdkVersion
         targetSdk = flutter.targetSdkVersion
     }
 }
+
+flutter {
+    source = "../.."
+}
 """
 
 GRADLE_GROOVY = """android {
+    compileOptions {
+        sourceCompatibility JavaVersion.VERSION_1_8
+    }
     defaultConfig {
         applicationId "org.lanchat.lan_chat"
         minSdkVersion flutter.minSdkVersion
@@ -145,6 +157,7 @@ def test_android_manifest_gets_permissions_and_attributes(awk_path, tmp_path):
     root = manifest_of(project)
     permissions = {p.get(ANDROID_NS + "name"): p for p in root.findall("uses-permission")}
     assert sorted(permissions) == ["android.permission.CAMERA", "android.permission.INTERNET",
+                                   "android.permission.POST_NOTIFICATIONS",
                                    "android.permission.WRITE_EXTERNAL_STORAGE"]
     assert permissions["android.permission.WRITE_EXTERNAL_STORAGE"].get(
         ANDROID_NS + "maxSdkVersion") == "29"
@@ -168,17 +181,48 @@ def test_an_application_tag_on_one_line_stays_valid_xml(awk_path, tmp_path):
     assert application.find("activity") is not None
 
 
-@pytest.mark.parametrize("gradle_name, gradle, expected", [
-    ("build.gradle.kts", GRADLE_KTS, "        minSdk = maxOf(flutter.minSdkVersion, 23)\n"),
-    ("build.gradle", GRADLE_GROOVY, "        minSdk = Math.max(flutter.minSdkVersion, 23)\n"),
+GRADLE_CASES = pytest.mark.parametrize("gradle_name, gradle, expected, flag, library", [
+    ("build.gradle.kts", GRADLE_KTS, "        minSdk = maxOf(flutter.minSdkVersion, 24)\n",
+     "        isCoreLibraryDesugaringEnabled = true\n",
+     '    coreLibraryDesugaring("com.android.tools:desugar_jdk_libs:2.1.4")\n'),
+    ("build.gradle", GRADLE_GROOVY, "        minSdk = Math.max(flutter.minSdkVersion, 24)\n",
+     "        coreLibraryDesugaringEnabled true\n",
+     "    coreLibraryDesugaring 'com.android.tools:desugar_jdk_libs:2.1.4'\n"),
 ], ids=["kotlin-dsl", "groovy"])
-def test_android_min_sdk_is_at_least_23(awk_path, tmp_path, gradle_name, gradle, expected):
+
+
+@GRADLE_CASES
+def test_android_min_sdk_is_at_least_24(awk_path, tmp_path, gradle_name, gradle, expected, flag,
+                                        library):
     project = make_project(tmp_path / "p", gradle_name, gradle)
     run_setup(project, awk_path)
     text = (project / "android" / "app" / gradle_name).read_text()
     assert expected in text
     assert [line for line in text.splitlines() if "minSdk" in line] == [expected.rstrip("\n")]
     assert "targetSdk" in text and "applicationId" in text, "other lines kept"
+
+
+@GRADLE_CASES
+def test_android_core_library_desugaring_is_enabled(awk_path, tmp_path, gradle_name, gradle,
+                                                    expected, flag, library):
+    """flutter_local_notifications needs it; without it the APK build fails."""
+    project = make_project(tmp_path / "p", gradle_name, gradle)
+    run_setup(project, awk_path)
+    text = (project / "android" / "app" / gradle_name).read_text()
+    options = text.index("compileOptions {")
+    assert text.index(flag) > options
+    assert text.index(flag) < text.index("}", options), "the flag is inside compileOptions"
+    assert text.endswith("\ndependencies {\n%s}\n" % library)
+    assert text.lower().count("desugaring") == 2 and text.count("desugar_jdk_libs") == 1
+
+
+def test_gradle_without_compile_options_is_refused(awk_path, tmp_path):
+    project = make_project(tmp_path / "p", "build.gradle.kts", "android {\n    minSdk = 21\n}\n")
+    result = run_setup(project, awk_path, check=False)
+    assert result.returncode != 0
+    assert "no compileOptions block" in result.stderr
+    assert (project / "android" / "app" / "build.gradle.kts").read_text() == \
+        "android {\n    minSdk = 21\n}\n"
 
 
 def test_ios_plist_gets_every_key(awk_path, tmp_path):

@@ -9,13 +9,17 @@
 # Android (android/app/src/main/AndroidManifest.xml, android/app/build.gradle*):
 #   INTERNET  - the template grants it to debug builds only; release needs it.
 #   CAMERA    - scanning the pairing QR code (mobile_scanner).
+#   POST_NOTIFICATIONS - new-message notifications (Android 13 asks first).
 #   WRITE_EXTERNAL_STORAGE (API <= 29 only) and requestLegacyExternalStorage -
 #               saving a received photo to the gallery on Android 10 and older
 #               (gal).
 #   usesCleartextTraffic - the server speaks plain HTTP on the LAN (links,
 #               file URLs opened in the browser); raw TCP is not affected.
-#   minSdk >= 23 - mobile_scanner 7.1.4 and newer need it; templates of
-#               Flutter before 3.35 default to 21.
+#   minSdk >= 24 - flutter_local_notifications 22 needs 24, mobile_scanner
+#               7.1.4 needs 23; Flutter's templates may default to lower.
+#   core library desugaring - flutter_local_notifications needs it (its
+#               README: "Developers will need to update their application's
+#               Gradle file to enable desugaring").
 # iOS (ios/Runner/Info.plist):
 #   NSCameraUsageDescription, NSLocalNetworkUsageDescription - the prompts
 #   iOS shows before the camera and before LAN access;
@@ -82,15 +86,18 @@ android_application_attribute() {
     fi
 }
 
-# minSdk = flutter.minSdkVersion becomes at least 23, in the Kotlin DSL
+MIN_SDK=24
+DESUGAR_LIBS=com.android.tools:desugar_jdk_libs:2.1.4
+
+# minSdk = flutter.minSdkVersion becomes at least $MIN_SDK, in the Kotlin DSL
 # (build.gradle.kts, templates since Flutter 3.29) or in Groovy (older).
 android_min_sdk() {
     local gradle
     for gradle in android/app/build.gradle.kts android/app/build.gradle; do
         [ -f "$gradle" ] || continue
-        if grep -q 'flutter\.minSdkVersion' "$gradle" && ! grep -q 'minSdk = max' "$gradle"; then
-            local expression='maxOf(flutter.minSdkVersion, 23)'
-            case $gradle in *.gradle) expression='Math.max(flutter.minSdkVersion, 23)' ;; esac
+        if grep -q 'flutter\.minSdkVersion' "$gradle" && ! grep -q 'minSdk = [mM]a' "$gradle"; then
+            local expression="maxOf(flutter.minSdkVersion, $MIN_SDK)"
+            case $gradle in *.gradle) expression="Math.max(flutter.minSdkVersion, $MIN_SDK)" ;; esac
             EXPRESSION=$expression rewrite "$gradle" awk '
                 /minSdk(Version)?[ \t=]+flutter\.minSdkVersion/ {
                     indent = $0
@@ -99,8 +106,38 @@ android_min_sdk() {
                     next
                 }
                 { print }'
-            echo "android: minSdk at least 23 in $gradle"
+            echo "android: minSdk at least $MIN_SDK in $gradle"
         fi
+    done
+}
+
+# Core library desugaring: a flag in compileOptions and the library in
+# dependencies (appended; Gradle merges several dependencies blocks).
+android_desugaring() {
+    local gradle flag library
+    for gradle in android/app/build.gradle.kts android/app/build.gradle; do
+        [ -f "$gradle" ] || continue
+        grep -q 'desugar_jdk_libs' "$gradle" && continue
+        if ! grep -q 'compileOptions *{' "$gradle"; then
+            echo "error: no compileOptions block in $gradle to enable desugaring in" >&2
+            return 1
+        fi
+        case $gradle in
+            *.kts) flag='isCoreLibraryDesugaringEnabled = true'
+                   library="    coreLibraryDesugaring(\"$DESUGAR_LIBS\")" ;;
+            *)     flag='coreLibraryDesugaringEnabled true'
+                   library="    coreLibraryDesugaring '$DESUGAR_LIBS'" ;;
+        esac
+        FLAG=$flag rewrite "$gradle" awk '
+            { print }
+            !done && /compileOptions *\{/ {
+                indent = $0
+                sub(/[^ \t].*$/, "", indent)
+                print indent "    " ENVIRON["FLAG"]
+                done = 1
+            }'
+        printf '\ndependencies {\n%s\n}\n' "$library" >>"$gradle"
+        echo "android: core library desugaring in $gradle"
     done
 }
 
@@ -111,10 +148,12 @@ patch_android() {
     fi
     android_permission INTERNET
     android_permission CAMERA
+    android_permission POST_NOTIFICATIONS
     android_permission WRITE_EXTERNAL_STORAGE ' android:maxSdkVersion="29"'
     android_application_attribute android:usesCleartextTraffic true
     android_application_attribute android:requestLegacyExternalStorage true
     android_min_sdk
+    android_desugaring
 }
 
 # Adds <key>$1</key> followed by the value lines $2 before the plist's last

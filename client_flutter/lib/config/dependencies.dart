@@ -28,6 +28,7 @@ class AppDependencies {
     this.screenAwake,
     this.fileActions,
     this.filePicking,
+    this.notifier,
   });
 
   /// The real dependencies of this platform.
@@ -49,6 +50,7 @@ class AppDependencies {
       // Browsers download files themselves: no open / share / save here.
       fileActions: kIsWeb ? null : PluginFileActions(),
       filePicking: PluginFilePicking(),
+      notifier: _phone ? PluginMessageNotifier() : null,
     );
   }
 
@@ -61,6 +63,12 @@ class AppDependencies {
   final ScreenAwake? screenAwake;
   final FileActions? fileActions;
   final FilePicking? filePicking;
+  final MessageNotifier? notifier;
+
+  /// Android and iOS: notifications, gallery (desktop and web have neither).
+  static bool get _phone =>
+      !kIsWeb &&
+      (defaultTargetPlatform == TargetPlatform.android || defaultTargetPlatform == TargetPlatform.iOS);
 
   ConnectViewModel connectViewModel() =>
       ConnectViewModel(recentServers: recentServers, newSession: chatSession);
@@ -76,6 +84,7 @@ class AppDependencies {
       screenAwake: screenAwake,
       fileActions: fileActions,
       filePicking: filePicking,
+      notifier: notifier,
     );
   }
 }

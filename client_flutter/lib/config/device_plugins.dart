@@ -6,6 +6,7 @@ import 'dart:typed_data';
 
 import 'package:file_picker/file_picker.dart';
 import 'package:flutter/foundation.dart';
+import 'package:flutter_local_notifications/flutter_local_notifications.dart';
 import 'package:gal/gal.dart';
 import 'package:open_file/open_file.dart';
 import 'package:share_plus/share_plus.dart';
@@ -109,5 +110,71 @@ class PluginFilePicking implements FilePicking {
       for (final file in result.files)
         PickedFile(name: file.name, size: file.size, path: kIsWeb ? null : file.path, bytes: file.bytes),
     ];
+  }
+}
+
+/// Local notifications on Android and iOS (flutter_local_notifications).
+class PluginMessageNotifier implements MessageNotifier {
+  final FlutterLocalNotificationsPlugin _plugin = FlutterLocalNotificationsPlugin();
+  Future<bool>? _ready;
+
+  static const String _channelId = 'messages';
+
+  @override
+  Future<void> prepare() async {
+    await (_ready ??= _initialise());
+  }
+
+  /// Initialises the plugin and asks for permission, once.
+  Future<bool> _initialise() async {
+    try {
+      await _plugin.initialize(
+        settings: const InitializationSettings(
+          android: AndroidInitializationSettings('@mipmap/ic_launcher'),
+          iOS: DarwinInitializationSettings(),
+        ),
+      );
+      final android = _plugin
+          .resolvePlatformSpecificImplementation<AndroidFlutterLocalNotificationsPlugin>();
+      final ios =
+          _plugin.resolvePlatformSpecificImplementation<IOSFlutterLocalNotificationsPlugin>();
+      final granted = await android?.requestNotificationsPermission() ??
+          await ios?.requestPermissions(alert: true, sound: true, badge: true) ??
+          false;
+      return granted;
+    } on Object catch (error) {
+      debugPrint('notifications unavailable: $error');
+      return false;
+    }
+  }
+
+  @override
+  Future<void> show({required int id, required String title, required String body}) async {
+    if (!await (_ready ??= _initialise())) return;
+    await _plugin.show(
+      id: id,
+      title: title,
+      body: body,
+      notificationDetails: const NotificationDetails(
+        android: AndroidNotificationDetails(
+          _channelId,
+          'Messages',
+          channelDescription: 'New chat messages while LAN Chat is in the background',
+          importance: Importance.high,
+          priority: Priority.high,
+        ),
+        iOS: DarwinNotificationDetails(presentAlert: true, presentSound: true),
+      ),
+    );
+  }
+
+  @override
+  Future<void> clearAll() async {
+    if (_ready == null) return; // nothing was ever shown
+    try {
+      await _plugin.cancelAll();
+    } on Object catch (error) {
+      debugPrint('notifications: $error');
+    }
   }
 }

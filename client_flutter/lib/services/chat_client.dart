@@ -354,16 +354,18 @@ class ChatClient {
     _finishFirstAttempt(Err(_error ?? const AppError('stopped', 'Disconnected.')));
   }
 
-  /// Errors that reconnecting cannot fix. `nick_taken` is not one of them
-  /// once welcomed: `hello.session` normally takes the nick over, and should
-  /// the server have forgotten the session, the old connection still times
-  /// out within 90 s, so trying again is right.
+  /// Failures of the network rather than refusals by the server: worth
+  /// retrying even before the first welcome.
   static bool _isNetworkFailure(AppError? reason) =>
       reason == null ||
       reason.code == 'unreachable' ||
       reason.code == 'timeout' ||
       reason.code == 'disconnected';
 
+  /// Errors that reconnecting cannot fix. `nick_taken` is not one of them
+  /// once welcomed: `hello.session` normally takes the nick over, and should
+  /// the server have forgotten the session, the old connection still times
+  /// out within 90 s, so trying again is right.
   static bool _givesUp(AppError reason) =>
       reason.code == ErrorCode.authFailed.wire ||
       reason.code == ErrorCode.protoUnsupported.wire ||
@@ -396,8 +398,8 @@ class ChatClient {
     try {
       transport = await _openTransport();
     } on ConnectFailure catch (failure) {
-      if (!failure.transient) return AppError('bad_address', describeConnectFailure(failure, address.label));
-      return AppError('unreachable', describeConnectFailure(failure, address.label));
+      final sentence = describeConnectFailure(failure, address.label);
+      return AppError(failure.transient ? 'unreachable' : 'bad_address', sentence);
     } on Object {
       return AppError('unreachable', 'Cannot reach ${address.label}.');
     }
@@ -444,10 +446,12 @@ class ChatClient {
   /// is closed when it arrives.
   Future<ChatTransport> _openTransport() {
     final opening = _connector(address);
-    return opening.timeout(liveness.handshakeTimeout, onTimeout: () {
-      unawaited(opening.then((opened) => opened.close(), onError: (Object _) {}));
-      throw const ConnectFailure(ConnectFailureKind.timedOut, 'connect timed out');
-    });
+    return opening.timeout(liveness.handshakeTimeout, onTimeout: () => _openTimedOut(opening));
+  }
+
+  static Never _openTimedOut(Future<ChatTransport> opening) {
+    unawaited(opening.then((opened) => opened.close(), onError: (Object _) {}));
+    throw const ConnectFailure(ConnectFailureKind.timedOut, 'connect timed out');
   }
 
   /// Ends the current connection; the first reason given wins.
@@ -534,9 +538,7 @@ class ChatClient {
     _lastFrameAt = DateTime.now();
     if (_probeSentAt != null) {
       _probeSentAt = null; // any frame proves the connection is alive
-      if (!_welcomed) {
-        // answered before welcome: nothing scheduled yet
-      } else if (liveness.keepAlive) {
+      if (_welcomed && liveness.keepAlive) {
         _armLiveness(_limits.pingAfter);
       } else {
         _livenessTimer?.cancel();

@@ -46,3 +46,18 @@ class PickedFile {
   final String? path;
   final List<int>? bytes;
 }
+
+/// Tells the person about new messages while the app is in the background.
+/// (A phone stops a background app before long — iOS within seconds of
+/// locking — so this covers the minutes after leaving the app, not days.)
+abstract interface class MessageNotifier {
+  /// Sets up and asks for permission, while the app is in front (a
+  /// permission prompt cannot show in the background).
+  Future<void> prepare();
+
+  /// Shows (or replaces) the notification of one conversation.
+  Future<void> show({required int id, required String title, required String body});
+
+  /// Removes every notification of this app (the person is back).
+  Future<void> clearAll();
+}

@@ -49,6 +49,22 @@ class FakeFileActions implements FileActions {
   Future<Result<void>> saveAs(String path, SharedFile file) => _record('saveAs', path);
 }
 
+class FakeNotifier implements MessageNotifier {
+  final List<(int, String, String)> shown = [];
+  int prepared = 0;
+  int cleared = 0;
+
+  @override
+  Future<void> prepare() async => prepared++;
+
+  @override
+  Future<void> show({required int id, required String title, required String body}) async =>
+      shown.add((id, title, body));
+
+  @override
+  Future<void> clearAll() async => cleared++;
+}
+
 class FakeFilePicking implements FilePicking {
   FakeFilePicking(this.files);
   final List<PickedFile> files;
@@ -67,12 +83,14 @@ void main() {
   late FakeScreenAwake awake;
   late FakeFileActions actions;
   late FakeFilePicking picking;
+  late FakeNotifier notifier;
   late MemoryFileStore store;
 
   setUp(() {
     server = FakeServer();
     awake = FakeScreenAwake();
     actions = FakeFileActions();
+    notifier = FakeNotifier();
     store = MemoryFileStore();
     picking = FakeFilePicking([
       PickedFile(name: 'a.txt', size: 1, bytes: [1]),
@@ -92,6 +110,7 @@ void main() {
       screenAwake: awake,
       fileActions: actions,
       filePicking: picking,
+      notifier: notifier,
     );
   });
 
@@ -328,5 +347,35 @@ void main() {
     viewModel.setVisible(false);
     viewModel.setVisible(true);
     expect((await connection.nextOfType('ping'))['type'], 'ping');
+  });
+
+  test('messages that arrive while the app is in the background are notified', () async {
+    final connection = await join([msg(1)]);
+    expect(notifier.prepared, 1, reason: 'permission is asked while the app is in front');
+    expect(notifier.shown, isEmpty, reason: 'the history is not news');
+    viewModel.setVisible(false);
+    connection.reply(msg(2, from: 'bob', text: 'lunch?'));
+    connection.reply(msg(3, from: 'carol', text: 'psst', to: 'alice'));
+    connection.reply(msg(4, from: 'alice', text: 'my own, from another device'));
+    connection.reply(msg(5, from: 'bob', text: 'anyone?'));
+    await settle();
+    expect(notifier.shown, [
+      (0, 'bob · Everyone', 'lunch?'),
+      (notificationId('carol'), 'carol', 'psst'),
+      (0, 'bob · Everyone', 'anyone? (+1 more)'),
+    ]);
+    viewModel.setVisible(true);
+    expect(notifier.cleared, 1);
+    connection.reply(msg(6, from: 'bob', text: 'seen'));
+    await settle();
+    expect(notifier.shown, hasLength(3), reason: 'nothing is notified while the app is in front');
+  });
+
+  test('a file message is notified by its name', () async {
+    final connection = await join([]);
+    viewModel.setVisible(false);
+    connection.reply(imageMessage(7, name: 'notes.pdf', mime: 'application/pdf'));
+    await settle();
+    expect(notifier.shown.single.$3, 'sent notes.pdf');
   });
 }

@@ -86,7 +86,9 @@ class ChatViewModel extends ChangeNotifier {
     ScreenAwake? screenAwake,
     FileActions? fileActions,
     FilePicking? filePicking,
+    MessageNotifier? notifier,
   })  : _client = client,
+        _notifier = notifier,
         _transfers = transfers,
         _screenAwake = screenAwake,
         _fileActions = fileActions,
@@ -101,6 +103,7 @@ class ChatViewModel extends ChangeNotifier {
   final ScreenAwake? _screenAwake;
   final FileActions? _fileActions;
   final FilePicking? _filePicking;
+  final MessageNotifier? _notifier;
   bool _keptAwake = false;
   final List<StreamSubscription<Object>> _subscriptions = [];
   final StreamController<String> _notices = StreamController<String>.broadcast();
@@ -129,7 +132,10 @@ class ChatViewModel extends ChangeNotifier {
   // ------------------------------------------------------------ lifecycle
 
   /// Connects; completes with the welcome or the reason it failed.
-  Future<Result<Welcome>> start() => _client.start();
+  Future<Result<Welcome>> start() {
+    unawaited(_notifier?.prepare());
+    return _client.start();
+  }
 
   @override
   void dispose() {
@@ -156,6 +162,7 @@ class ChatViewModel extends ChangeNotifier {
     if (visible) {
       _client.checkConnection();
       _markConversationRead(showMarker: true);
+      unawaited(_notifier?.clearAll());
     }
     _changed();
   }
@@ -451,7 +458,34 @@ class ChatViewModel extends ChangeNotifier {
     for (final image in images.reversed.take(autoFetchImagesPerBatch)) {
       unawaited(_findLocalCopy(image, fetch: true));
     }
-    if (_visible) _markConversationRead(showMarker: false);
+    if (_visible) {
+      _markConversationRead(showMarker: false);
+    } else if (live) {
+      _notifyInBackground(messages);
+    }
+  }
+
+  /// A live message from someone else while the app is in the background:
+  /// one notification per conversation, replaced by its newest message.
+  void _notifyInBackground(List<ChatMessage> messages) {
+    final notifier = _notifier;
+    if (notifier == null) return;
+    for (final message in messages) {
+      if (sameNick(message.from, me)) continue;
+      final conversation = message.conversationFor(me);
+      final file = message.file;
+      final text = message.text.isNotEmpty
+          ? message.text
+          : file != null
+              ? 'sent ${file.name}'
+              : '';
+      final unread = unreadIn(conversation);
+      unawaited(notifier.show(
+        id: notificationId(conversation),
+        title: conversation == null ? '${message.from} · Everyone' : message.from,
+        body: unread > 1 ? '$text (+${unread - 1} more)' : text,
+      ));
+    }
   }
 
   /// Small images are shown in the chat, so they are fetched unasked.
@@ -605,6 +639,11 @@ class ChatViewModel extends ChangeNotifier {
     notifyListeners();
   }
 }
+
+/// The notification id of a conversation (null: the public room): stable,
+/// so a newer message replaces the older notification.
+int notificationId(String? conversation) =>
+    conversation == null ? 0 : 1 + (conversation.hashCode & 0x3fffffff);
 
 /// "14:05" in local time.
 String clockTime(DateTime time) =>
