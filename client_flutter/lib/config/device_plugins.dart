@@ -1,7 +1,6 @@
 // The plugin-backed versions of services/device.dart: open_file, share_plus,
 // gal, file_picker and wakelock_plus. Created once, in dependencies.dart.
 
-import 'dart:io';
 import 'dart:typed_data';
 
 import 'package:file_picker/file_picker.dart';
@@ -15,6 +14,7 @@ import 'package:wakelock_plus/wakelock_plus.dart';
 import '../models/result.dart';
 import '../models/shared_file.dart';
 import '../services/device.dart';
+import '../services/platform.dart';
 
 class PluginScreenAwake implements ScreenAwake {
   @override
@@ -82,13 +82,13 @@ class PluginFileActions implements FileActions {
   Future<Result<void>> saveAs(String path, SharedFile file) async {
     try {
       // On Android and iOS the system dialog writes the bytes itself.
-      final Uint8List bytes = await File(path).readAsBytes();
+      final Uint8List bytes = await readFileBytes(path);
       final saved = await FilePicker.platform.saveFile(fileName: file.name, bytes: bytes);
       if (saved == null) return const Err<void>(AppError('cancelled', 'Not saved.'));
       if (!kIsWeb &&
           defaultTargetPlatform != TargetPlatform.android &&
           defaultTargetPlatform != TargetPlatform.iOS) {
-        await File(saved).writeAsBytes(bytes); // desktop dialogs only return the path
+        await writeFileBytes(saved, bytes); // desktop dialogs only return the path
       }
       return const Ok<void>(null);
     } on Object catch (error) {

@@ -1,5 +1,8 @@
 // Android, iOS and desktop: framed TCP and files on disk.
 
+import 'dart:io';
+import 'dart:typed_data';
+
 import '../models/server_address.dart';
 import 'file_io.dart';
 import 'file_io_native.dart';
@@ -20,3 +23,7 @@ FileStore? createFileStore(String? documentsPath) =>
 
 /// Only a browser page has a URL to read the server and token from.
 String? takePageLink() => null;
+
+Future<Uint8List> readFileBytes(String path) => File(path).readAsBytes();
+
+Future<void> writeFileBytes(String path, List<int> bytes) => File(path).writeAsBytes(bytes);

@@ -1,5 +1,7 @@
 // Browser: WebSocket for chat, HTTP for files (PROTOCOL.md §5, §8).
 
+import 'dart:typed_data';
+
 import 'package:web/web.dart' as web;
 
 import '../models/server_address.dart';
@@ -31,3 +33,9 @@ String? takePageLink() {
   }
   return link;
 }
+
+Future<Uint8List> readFileBytes(String path) =>
+    throw UnsupportedError('browsers have no local files');
+
+Future<void> writeFileBytes(String path, List<int> bytes) =>
+    throw UnsupportedError('browsers have no local files');

@@ -121,7 +121,7 @@ ConnectFailure classifySocketError(SocketException error) {
   final ConnectFailureKind kind;
   if (code != null && _refusedCodes.contains(code)) {
     kind = ConnectFailureKind.refused;
-  } else if (code != null && _timedOutCodes.contains(code) || text.contains('timed out')) {
+  } else if ((code != null && _timedOutCodes.contains(code)) || text.contains('timed out')) {
     kind = ConnectFailureKind.timedOut;
   } else if (code != null && _noRouteCodes.contains(code)) {
     kind = ConnectFailureKind.noRoute;

@@ -1,13 +1,12 @@
 // A shared file inside a message: name, size, a thumbnail for images once
 // downloaded (or straight from the server in the browser), download progress.
 
-import 'dart:io';
-
 import 'package:flutter/foundation.dart';
 import 'package:flutter/material.dart';
 
 import '../models/shared_file.dart';
 import '../services/file_transfers.dart';
+import 'local_image.dart';
 
 const double _thumbnailWidth = 220;
 const double _thumbnailHeight = 160;
@@ -150,8 +149,8 @@ class FileTile extends StatelessWidget {
     }
     final path = localPath;
     if (path == null || kIsWeb) return null;
-    return Image.file(
-      File(path),
+    return localImage(
+      path,
       width: _thumbnailWidth,
       height: _thumbnailHeight,
       fit: BoxFit.cover,

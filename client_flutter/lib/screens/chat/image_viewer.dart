@@ -1,10 +1,9 @@
 // A received image, full screen: pinch to zoom, with share and save.
 
-import 'dart:io';
-
 import 'package:flutter/material.dart';
 
 import '../../models/shared_file.dart';
+import '../../widgets/local_image.dart';
 
 class ImageViewerScreen extends StatelessWidget {
   const ImageViewerScreen({
@@ -34,7 +33,7 @@ class ImageViewerScreen extends StatelessWidget {
     final url = this.url;
     final Widget image;
     if (path != null) {
-      image = Image.file(File(path), fit: BoxFit.contain, errorBuilder: _broken);
+      image = localImage(path, fit: BoxFit.contain, errorBuilder: _broken);
     } else if (url != null) {
       image = Image.network(url.toString(), fit: BoxFit.contain, errorBuilder: _broken);
     } else {

@@ -194,48 +194,48 @@ class _ConnectScreenState extends State<ConnectScreen> {
                       const SizedBox(height: 16),
                     ],
                     if (_pageServer == null) ...[
-                    TextField(
-                      controller: _link,
-                      decoration: InputDecoration(
-                        labelText: 'Pairing link',
-                        hintText: 'http://192.168.1.20:5555/#k=…',
-                        prefixIcon: const Icon(Icons.link),
-                        suffixIcon: IconButton(
-                          tooltip: 'Paste',
-                          onPressed: _paste,
-                          icon: const Icon(Icons.content_paste),
+                      TextField(
+                        controller: _link,
+                        decoration: InputDecoration(
+                          labelText: 'Pairing link',
+                          hintText: 'http://192.168.1.20:5555/#k=…',
+                          prefixIcon: const Icon(Icons.link),
+                          suffixIcon: IconButton(
+                            tooltip: 'Paste',
+                            onPressed: _paste,
+                            icon: const Icon(Icons.content_paste),
+                          ),
                         ),
+                        keyboardType: TextInputType.url,
+                        onSubmitted: (text) => _applyLink(text),
+                        onChanged: (text) => _applyLink(text, quiet: true),
                       ),
-                      keyboardType: TextInputType.url,
-                      onSubmitted: (text) => _applyLink(text),
-                      onChanged: (text) => _applyLink(text, quiet: true),
-                    ),
-                    const SizedBox(height: 16),
-                    Text('Or enter the address', style: Theme.of(context).textTheme.titleSmall),
-                    Row(
-                      crossAxisAlignment: CrossAxisAlignment.start,
-                      children: [
-                        Expanded(
-                          flex: 3,
-                          child: TextFormField(
-                            controller: _host,
-                            decoration: const InputDecoration(labelText: 'Host or IP address'),
-                            keyboardType: TextInputType.url,
-                            validator: (value) =>
-                                (value ?? '').trim().isEmpty ? 'Enter the server address.' : null,
+                      const SizedBox(height: 16),
+                      Text('Or enter the address', style: Theme.of(context).textTheme.titleSmall),
+                      Row(
+                        crossAxisAlignment: CrossAxisAlignment.start,
+                        children: [
+                          Expanded(
+                            flex: 3,
+                            child: TextFormField(
+                              controller: _host,
+                              decoration: const InputDecoration(labelText: 'Host or IP address'),
+                              keyboardType: TextInputType.url,
+                              validator: (value) =>
+                                  (value ?? '').trim().isEmpty ? 'Enter the server address.' : null,
+                            ),
                           ),
-                        ),
-                        const SizedBox(width: 12),
-                        Expanded(
-                          child: TextFormField(
-                            controller: _port,
-                            decoration: const InputDecoration(labelText: 'Port'),
-                            keyboardType: TextInputType.number,
-                            validator: _validatePort,
+                          const SizedBox(width: 12),
+                          Expanded(
+                            child: TextFormField(
+                              controller: _port,
+                              decoration: const InputDecoration(labelText: 'Port'),
+                              keyboardType: TextInputType.number,
+                              validator: _validatePort,
+                            ),
                           ),
-                        ),
-                      ],
-                    ),
+                        ],
+                      ),
                     ],
                     TextFormField(
                       controller: _token,
