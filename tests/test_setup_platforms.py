@@ -62,6 +62,7 @@ flutter {
 """
 
 GRADLE_GROOVY = """android {
+    compileSdkVersion flutter.compileSdkVersion
     compileOptions {
         sourceCompatibility JavaVersion.VERSION_1_8
     }
@@ -192,12 +193,15 @@ GRADLE_CASES = pytest.mark.parametrize("gradle_name, gradle, expected, flag, lib
 
 
 @GRADLE_CASES
-def test_android_min_sdk_is_at_least_24(awk_path, tmp_path, gradle_name, gradle, expected, flag,
-                                        library):
+def test_android_min_sdk_is_at_least_24_and_compile_sdk_36(awk_path, tmp_path, gradle_name, gradle,
+                                                          expected, flag, library):
     project = make_project(tmp_path / "p", gradle_name, gradle)
     run_setup(project, awk_path)
     text = (project / "android" / "app" / gradle_name).read_text()
     assert expected in text
+    compile_sdk = expected.strip().replace("minSdk", "compileSdk").replace("24", "36")
+    assert [line.strip() for line in text.splitlines() if "compileSdk" in line] == [compile_sdk]
+    assert "    " + compile_sdk + "\n" in text, "indentation kept"
     assert [line for line in text.splitlines() if "minSdk" in line] == [expected.rstrip("\n")]
     assert "targetSdk" in text and "applicationId" in text, "other lines kept"
 

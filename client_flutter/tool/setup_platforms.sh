@@ -17,6 +17,8 @@
 #               file URLs opened in the browser); raw TCP is not affected.
 #   minSdk >= 24 - flutter_local_notifications 22 needs 24, mobile_scanner
 #               7.1.4 needs 23; Flutter's templates may default to lower.
+#   compileSdk >= 36 - what mobile_scanner 7.1.4 and flutter_local_notifications
+#               22 compile against.
 #   core library desugaring - flutter_local_notifications needs it (its
 #               README: "Developers will need to update their application's
 #               Gradle file to enable desugaring").
@@ -87,27 +89,33 @@ android_application_attribute() {
 }
 
 MIN_SDK=24
+COMPILE_SDK=36
 DESUGAR_LIBS=com.android.tools:desugar_jdk_libs:2.1.4
 
-# minSdk = flutter.minSdkVersion becomes at least $MIN_SDK, in the Kotlin DSL
-# (build.gradle.kts, templates since Flutter 3.29) or in Groovy (older).
-android_min_sdk() {
-    local gradle
+# `minSdk = flutter.minSdkVersion` becomes at least $MIN_SDK, and
+# `compileSdk = flutter.compileSdkVersion` at least $COMPILE_SDK (mobile_scanner,
+# flutter_local_notifications and androidx.core compile against 36), in the
+# Kotlin DSL (build.gradle.kts, templates since Flutter 3.29) or in Groovy.
+android_sdk_floor() {
+    local name=$1 floor=$2 gradle expression
     for gradle in android/app/build.gradle.kts android/app/build.gradle; do
         [ -f "$gradle" ] || continue
-        if grep -q 'flutter\.minSdkVersion' "$gradle" && ! grep -q 'minSdk = [mM]a' "$gradle"; then
-            local expression="maxOf(flutter.minSdkVersion, $MIN_SDK)"
-            case $gradle in *.gradle) expression="Math.max(flutter.minSdkVersion, $MIN_SDK)" ;; esac
-            EXPRESSION=$expression rewrite "$gradle" awk '
-                /minSdk(Version)?[ \t=]+flutter\.minSdkVersion/ {
-                    indent = $0
-                    sub(/[^ \t].*$/, "", indent)
-                    print indent "minSdk = " ENVIRON["EXPRESSION"]
-                    next
-                }
-                { print }'
-            echo "android: minSdk at least $MIN_SDK in $gradle"
-        fi
+        grep -q "flutter\.${name}Version" "$gradle" || continue
+        grep -q "$name = [mM]a[tx]" "$gradle" && continue
+        case $gradle in
+            *.kts) expression="maxOf(flutter.${name}Version, $floor)" ;;
+            *)     expression="Math.max(flutter.${name}Version, $floor)" ;;
+        esac
+        PATTERN="^ *${name}(Version)?[ =]+flutter\.${name}Version" \
+        LINE="$name = $expression" rewrite "$gradle" awk '
+            $0 ~ ENVIRON["PATTERN"] {
+                indent = $0
+                sub(/[^ ].*$/, "", indent)
+                print indent ENVIRON["LINE"]
+                next
+            }
+            { print }'
+        echo "android: $name at least $floor in $gradle"
     done
 }
 
@@ -152,7 +160,8 @@ patch_android() {
     android_permission WRITE_EXTERNAL_STORAGE ' android:maxSdkVersion="29"'
     android_application_attribute android:usesCleartextTraffic true
     android_application_attribute android:requestLegacyExternalStorage true
-    android_min_sdk
+    android_sdk_floor minSdk "$MIN_SDK"
+    android_sdk_floor compileSdk "$COMPILE_SDK"
     android_desugaring
 }
 

@@ -473,6 +473,15 @@ class ChatClient {
   // connection is dead (a phone that changed network, a server that vanished)
   // and the client reconnects, well before the server's idle_timeout.
 
+  /// Silence after which the client pings: the server's ping_after, but
+  /// always well inside its idle_timeout (after which it would close a
+  /// silent connection), whatever the two are set to.
+  Duration get _pingEvery {
+    final pingAfter = _limits.pingAfter;
+    final idleTimeout = _limits.idleTimeout;
+    return pingAfter < idleTimeout ~/ 2 ? pingAfter : idleTimeout ~/ 2;
+  }
+
   /// Sends a ping now and expects a frame within [Liveness.pongTimeout].
   void _probe() {
     if (_transport == null || _probeSentAt != null) return;
@@ -505,11 +514,11 @@ class ChatClient {
     }
     if (!liveness.keepAlive) return;
     final silence = now.difference(_lastFrameAt);
-    final pingAfter = _limits.pingAfter;
-    if (silence >= pingAfter) {
+    final pingEvery = _pingEvery;
+    if (silence >= pingEvery) {
       _probe();
     } else {
-      _armLiveness(pingAfter - silence);
+      _armLiveness(pingEvery - silence);
     }
   }
 
@@ -539,7 +548,7 @@ class ChatClient {
     if (_probeSentAt != null) {
       _probeSentAt = null; // any frame proves the connection is alive
       if (_welcomed && liveness.keepAlive) {
-        _armLiveness(_limits.pingAfter);
+        _armLiveness(_pingEvery);
       } else {
         _livenessTimer?.cancel();
       }
@@ -592,7 +601,7 @@ class ChatClient {
     _limits = welcome.limits;
     _error = null;
     _handshakeTimer?.cancel();
-    if (liveness.keepAlive) _armLiveness(_limits.pingAfter);
+    if (liveness.keepAlive) _armLiveness(_pingEvery);
     _emit(SessionStarted(welcome, resumed: since != null));
     _emit(UsersChanged(users));
     // "Resuming: welcome.history holds the messages with id > since, at most

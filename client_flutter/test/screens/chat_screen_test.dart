@@ -2,7 +2,6 @@
 // the keyboard open, and a refused text stays in the field.
 
 import 'package:flutter/material.dart';
-import 'package:flutter/services.dart';
 import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/models/server_address.dart';
 import 'package:lan_chat/screens/chat/chat_screen.dart';
@@ -72,7 +71,8 @@ void main() {
     await tester.showKeyboard(find.byType(TextField));
     await tester.enterText(find.byType(TextField), long);
     await tester.tap(find.byTooltip('Send'));
-    await tester.pump();
+    await tester.pump(); // the notice arrives
+    await tester.pump(); // the snack bar is built
     expect(composerText(tester), long);
     expect(find.textContaining('limited to 16384 bytes'), findsOneWidget);
     expect(connection.sent.where((f) => f.type == 'msg'), isEmpty);

@@ -451,6 +451,14 @@ void main() {
       await other.dispose();
     });
 
+    test('the client pings within half the idle_timeout, even when ping_after is longer', () async {
+      final other = withLiveness(const Liveness(pongTimeout: Duration(seconds: 30)));
+      final first = await joinWith(
+          other, welcome(limits: {'text': 16384, 'ping_after': 600, 'idle_timeout': 0.1}));
+      expect((await first.next()).type, 'ping');
+      await other.dispose();
+    });
+
     test('welcome.limits: ping_after and idle_timeout when present, defaults otherwise', () {
       const defaults = ServerLimits();
       expect(defaults.pingAfter, const Duration(seconds: 30));
