@@ -55,14 +55,18 @@ class FakeNotifier implements MessageNotifier {
   int cleared = 0;
 
   @override
-  Future<void> prepare() async => prepared++;
+  Future<void> prepare() async {
+    prepared++;
+  }
 
   @override
   Future<void> show({required int id, required String title, required String body}) async =>
       shown.add((id, title, body));
 
   @override
-  Future<void> clearAll() async => cleared++;
+  Future<void> clearAll() async {
+    cleared++;
+  }
 }
 
 class FakeFilePicking implements FilePicking {
