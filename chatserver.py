@@ -108,7 +108,7 @@ HTTP_READ = 16 * 1024                 # bytes read per turn from an HTTP connect
 # What a client may cost the server (docs/RELIABILITY.md, "Budgets"). Before `hello` a
 # connection is a stranger: small reads, no payloads, a small output queue, a deadline.
 HELLO_TIMEOUT = 10.0                  # seconds from connect (or WebSocket upgrade) to welcome;
-                                      # nothing a client sends extends it
+                                      # nothing a client sends extends it (--hello-timeout)
 PREJOIN_MAX_HEADER = 4 * 1024         # largest frame header / WebSocket message before hello
 PREJOIN_READ = 4 * 1024               # bytes read per turn before hello
 PREJOIN_OUT_BUDGET = 64 * 1024        # own output queued before hello: input waits above it
@@ -156,7 +156,6 @@ DB_LOCK_WAIT = 2.0                    # seconds to wait for the data folder's da
                                       # another process holds it (e.g. a server just exiting)
 
 IS_WINDOWS = sys.platform == "win32"
-HAVE_SENDFILE = hasattr(os, "sendfile")   # not on Windows: downloads seek and send instead
 
 ###############################################################################
 # Errors ######################################################################
@@ -3748,6 +3747,7 @@ class Chat:
         CLIENT_LOG.log(logging.WARNING if err.fatal else logging.INFO, err.code,
                        "%s: %s (%s)", conn.label(), err.code, err.message)
         frame = {"type": "error", "code": err.code, "message": err.message}
+        ref = err.ref if ref is None else ref
         if ref is not None:
             frame["ref"] = ref
         frame["fatal"] = err.fatal
@@ -3863,8 +3863,9 @@ class Chat:
         self.post(conn, cid, target, {"text": text})
 
     def check_disk_floor(self, ref):
-        """Refuse to store anything once the disk is nearly full, before SQLite fails."""
-        if self.files.free_bytes() < MESSAGE_DISK_FLOOR:
+        """Refuse to store anything once the disk is nearly full, before SQLite fails
+        (--min-free-disk lowers the floor: 0 lets SQLite itself find the disk full)."""
+        if self.files.free_bytes() < min(MESSAGE_DISK_FLOOR, self.config.min_free_disk):
             raise ChatError("disk_full", "The server's disk is full; nothing was stored.", ref)
 
     def post(self, conn, cid, target, fields, recipient_name=None):
@@ -4518,7 +4519,7 @@ class Connection:
 
     def _write_segment(self, seg):
         dl = seg.download
-        if HAVE_SENDFILE:
+        if hasattr(os, "sendfile"):
             sent = os.sendfile(self.fd, dl.fh.fileno(), seg.offset, seg.count)
         else:
             # Windows has no os.sendfile: read the part at its offset and send that
@@ -4643,6 +4644,43 @@ FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inlin
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
+# A built Flutter web app: CanvasKit is WebAssembly (compiling it needs 'wasm-unsafe-eval');
+# no other script source, no other origin to talk to.
+WEB_APP_CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+               "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+               "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'")
+WEB_APP_TYPES = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8", ".json": "application/json",
+    ".css": "text/css; charset=utf-8", ".wasm": "application/wasm", ".png": "image/png",
+    ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".ico": "image/x-icon",
+    ".ttf": "font/ttf", ".otf": "font/otf", ".woff2": "font/woff2", ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8", ".bin": "application/octet-stream",
+    ".frag": "application/octet-stream",
+}
+
+
+def web_app_file(root, relative):
+    """The file under `root` that /app/<relative> names, or None. No traversal: no `..`, no
+    absolute part, no backslash or NUL, and symbolic links may not lead out of the folder."""
+    parts = [p for p in relative.split("/") if p]
+    if any(p in (".", "..") or "\\" in p or "\0" in p or ":" in p for p in parts):
+        return None
+    base = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(base, *parts)) if parts else base
+    if os.path.commonpath([base, path]) != base:
+        return None
+    if os.path.isdir(path):
+        path = os.path.join(path, "index.html")
+    elif not os.path.exists(path) and parts and "." not in parts[-1]:
+        path = os.path.join(base, "index.html")      # a route of the app, not a file
+    return path if os.path.isfile(path) else None
+
+
+def web_app_type(path):
+    return WEB_APP_TYPES.get(os.path.splitext(path)[1].lower(), DEFAULT_MIME)
+
+
 def chat_error_as_http(err):
     return HttpError(error_kind(err.code).http_status, err.message, code=err.code)
 
@@ -4692,6 +4730,9 @@ class HttpConnection:
         if self.ws is not None:
             self.feed_ws(data)
             return
+        # bytes of a request are life for the idle check; a head that never ends is cut
+        # off by its own deadline (start_head_timer), a slow body by the idle check
+        self.conn.frame_received()
         if self.busy:
             self.held += data
             if len(self.held) > HTTP_MAX_HEADER_BYTES + HTTP_MAX_REQUEST_LINE:
@@ -4883,6 +4924,8 @@ class HttpConnection:
             return self.get_file
         if path == "/favicon.ico":
             return lambda req: self.respond(204, b"", "image/x-icon")
+        if self.conn.loop.config.web_app and (path == "/app" or path.startswith("/app/")):
+            return self.get_web_app
         return None
 
     def get_page(self, req):
@@ -4925,6 +4968,42 @@ class HttpConnection:
             raise HttpError(401, "Unknown or expired session: reconnect the chat first.",
                             code="auth_failed")
         return conn
+
+    # -- the Flutter web app (--web-app) --------------------------------------
+
+    def get_web_app(self, req):
+        """A static file of the built web app under /app/, on the chat's own origin (so its
+        WebSocket passes the Origin check). A path without an extension that names no file
+        is one of the app's routes: index.html answers it."""
+        if req.path == "/app":
+            self.respond(301, b"", "text/plain", [("Location", "/app/")])
+            return
+        path = web_app_file(self.conn.loop.config.web_app, req.path[len("/app/"):])
+        if path is None:
+            raise HttpError(404, "No such file in the web app.", code="not_found")
+        stat_result = os.stat(path)
+        etag = '"%x-%x"' % (stat_result.st_size, stat_result.st_mtime_ns)
+        headers = SECURITY_HEADERS + [("Cache-Control", "no-cache"), ("ETag", etag),
+                                      ("Content-Security-Policy", WEB_APP_CSP)]
+        if req.header("if-none-match") == etag:
+            self.conn.push(http_response_head(304, headers, None))
+            if not req.keep_alive:
+                self.conn.close_when_done("quit")
+            return
+        size = stat_result.st_size
+        headers += [("Content-Type", web_app_type(path)),
+                    ("Connection", "keep-alive" if req.keep_alive else "close")]
+        if req.method == "HEAD" or size == 0:
+            self.conn.push(http_response_head(200, headers, size))
+            if not req.keep_alive:
+                self.conn.close_when_done("quit")
+            return
+        meta = {"id": "app", "name": os.path.basename(path), "size": size}
+        self.conn.start_download(path, meta, 0, size, framed=False)
+        self.conn.push(http_response_head(200, headers, size))
+        self.conn.http_download = self.download_done
+        self.busy = True
+        self.keep_alive_after = req.keep_alive
 
     # -- downloads ------------------------------------------------------------
 
@@ -5131,6 +5210,9 @@ SETTINGS = (
             "server pings a client", "30 s"),
     Setting("idle_timeout", "--idle-timeout", float, IDLE_TIMEOUT, "seconds of silence before a "
             "client is dropped", "90 s"),
+    Setting("hello_timeout", "--hello-timeout", float, HELLO_TIMEOUT, "seconds a new "
+            "connection has to say hello (or, in HTTP, to send its request); nothing it sends "
+            "extends it", "10 s"),
     Setting("http_timeout", "--http-timeout", float, HTTP_TIMEOUT, "seconds an HTTP request "
             "head may take to arrive, and an HTTP connection may stay silent", "20 s"),
     Setting("sync", "--sync", ("full", "normal"), "full", "SQLite synchronous mode: full "
@@ -5141,6 +5223,8 @@ SETTINGS = (
             "scan the new QR code", "off"),
     Setting("advertise_host", "--advertise-host", str, None, "address put in the pairing URL "
             "and QR code instead of the detected LAN address", "detected"),
+    Setting("web_app", "--web-app", str, None, "folder of a built Flutter web app, served "
+            "under /app/ (flutter build web --base-href /app/)", "none"),
     Setting("no_browser", "--no-browser", bool, False, "do not open the pairing page in a "
             "browser at start (Windows exe)", "off"),
     Setting("log_level", "--log-level", ("debug", "info", "warning", "error"), "info",
@@ -5249,6 +5333,9 @@ class Server:
         self.accepting = True
         self.notices = []             # said in the banner (and logged): limits lowered, ...
         self._tmpdir = None
+        if config.web_app and not os.path.isfile(os.path.join(config.web_app, "index.html")):
+            raise OSError("--web-app %s is not a built web app (no index.html in it)"
+                          % config.web_app)
         self._plan_descriptors()
         self._open_storage()
         self.addresses = AddressBook()
@@ -5359,8 +5446,8 @@ class Server:
         self._schedule_liveness(conn, time.monotonic() + self.config.ping_after)
 
     def hello_deadline(self, conn):
-        """From now, the client has HELLO_TIMEOUT seconds to get a welcome (not extendable)."""
-        due = conn.hello_due = time.monotonic() + HELLO_TIMEOUT
+        """From now, the client has --hello-timeout seconds to get a welcome (not extendable)."""
+        due = conn.hello_due = time.monotonic() + self.config.hello_timeout
 
         def check(now):
             if conn.state == OPEN and conn.nick is None and conn.hello_due == due:
@@ -5470,6 +5557,13 @@ class Server:
                            "closed", conn.label() if isinstance(conn, Connection) else conn)
         if isinstance(conn, Connection):
             try:
+                if conn.proto == "ws" and conn.state == OPEN and \
+                        not (conn.out and isinstance(conn.out[0], memoryview)):
+                    try:      # RFC 6455 7.4.1: 1011, "an unexpected condition", best effort
+                        conn.sock.send(conn.handler.ws.close(WS_CLOSE_INTERNAL_ERROR,
+                                                             "server error"))
+                    except OSError:
+                        pass
                 self.drop(conn, "error")
             except Exception:
                 LOOP_LOG.exception("internal_close", "could not close %s cleanly",
@@ -5550,7 +5644,8 @@ class Server:
         self.selector.register(sock, selectors.EVENT_READ, conn)
         self.hello_deadline(conn)
         # a socket that never sends a byte speaks no protocol yet: the shorter of both limits
-        self.timers.add(conn.connected + min(HELLO_TIMEOUT, self.config.http_timeout),
+        self.timers.add(conn.connected + min(self.config.hello_timeout,
+                                             self.config.http_timeout),
                         lambda now: self._first_byte_too_late(conn))
 
     def _refusal(self, conn):
@@ -5764,8 +5859,8 @@ class Server:
         if conn.proto == "sniff":
             self.drop(conn, "timeout")
             return
-        self.chat.reject(conn, ChatError("timeout", "No 'hello' within %d seconds."
-                                         % HELLO_TIMEOUT))
+        self.chat.reject(conn, ChatError("timeout", "No 'hello' within %g seconds."
+                                         % self.config.hello_timeout))
 
     def _liveness(self, conn):
         """Joined: ping after ping_after of silence, close after idle_timeout. HTTP: close

@@ -162,12 +162,17 @@ def free_port():
 class ServerProcess:
     """chatserver.py in a subprocess on 127.0.0.1, with its own data folder."""
 
-    def __init__(self, data_dir, *extra, port=None, env=None):
+    def __init__(self, data_dir, *extra, port=None, env=None, nofile=None):
         self.data_dir = str(data_dir)
         self.extra = list(extra)
         self.port = port or free_port()
         self.env = env           # extra environment variables for the server process
+        self.nofile = nofile     # RLIMIT_NOFILE (soft = hard) for the server process
         self.proc = None
+
+    def _limit_files(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self, timeout=10.0):
         args = [sys.executable, SERVER, "--host", "127.0.0.1", "--port", str(self.port),
@@ -179,7 +184,8 @@ class ServerProcess:
         self.log_file = open(self.log_path, "ab")
         env = dict(os.environ, **self.env) if self.env else None
         self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     env=env)
+                                     env=env, preexec_fn=self._limit_files if self.nofile
+                                     else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -204,8 +210,8 @@ class ServerProcess:
         assert found, "no token on the /pair page: %r" % page[:300]
         return found.group(1)
 
-    def client(self, nick=None, **hello):
-        c = ChatClient(self.port)
+    def client(self, nick=None, source=None, rcvbuf=None, **hello):
+        c = ChatClient(self.port, source=source, rcvbuf=rcvbuf)
         if nick is not None:
             c.hello(nick, **hello)
         return c

@@ -47,11 +47,13 @@ settings.register_profile("mutation", phases=[Phase.explicit, Phase.generate, Ph
 @pytest.fixture
 def make_server(tmp_path):
     """Start real servers on 127.0.0.1: make_server("--open", ...) -> ServerProcess.
-    `env` adds environment variables for the server process."""
+    `env` adds environment variables for the server process; `nofile` caps its open files
+    (RLIMIT_NOFILE, soft and hard)."""
     started = []
 
-    def make(*extra, data_dir=None, env=None):
-        srv = ServerProcess(data_dir or tmp_path / ("data%d" % len(started)), *extra, env=env)
+    def make(*extra, data_dir=None, env=None, nofile=None):
+        srv = ServerProcess(data_dir or tmp_path / ("data%d" % len(started)), *extra, env=env,
+                            nofile=nofile)
         started.append(srv)
         return srv.start()
 

@@ -672,9 +672,6 @@ def test_ws_idle_timeout_is_error_then_close_1001(make_server):
     assert b'"type":"ping"' in texts and b'"code":"timeout"' in texts
 
 
-@pytest.mark.xfail(strict=True, reason="docs/PROTOCOL.md section 8 promises close code 1011 on a "
-                   "server error, but the server drops the connection without a Close frame "
-                   "(reported to the lead; remove this mark when it sends 1011)")
 def test_ws_internal_error_is_close_1011(monkeypatch):
     def injected_bug(self, conn, header, payload):
         raise RuntimeError("injected bug")

@@ -449,7 +449,8 @@ mutation("file_csp_without_sandbox",
 mutation("svg_inline",
          'mime.lower() in INLINE_IMAGE_TYPES',
          'mime.startswith("image/")',
-         "test_http::test_inline_only_for_raster_images",
+         "test_http::test_inline_only_for_raster_images "
+         "test_hostile::test_only_raster_images_are_served_inline",
          "a shared SVG is shown inline: its script may run")
 
 mutation("names_keep_separators",
@@ -575,3 +576,162 @@ mutation("memory_files_in_data_dir",
          'root, db_path = cfg.data_dir or default_data_dir(), ":memory:"',
          "test_core::test_memory_mode_keeps_nothing_on_disk",
          "--memory stores shared files in the data folder, and never deletes them")
+
+# -- a hostile LAN: budgets of strangers and of clients (tests/test_hostile.py) -------------
+
+H = "test_hostile::"
+
+mutation("hello_deadline_never_fires",
+         "if conn.state == OPEN and conn.nick is None and conn.hello_due == due:",
+         "if False:",
+         H + "test_the_hello_deadline_cannot_be_extended",
+         "sockets that never say hello hold their slots forever")
+
+mutation("prejoin_payload_allowed",
+         "self.decoder = FrameDecoder(max_header=PREJOIN_MAX_HEADER, max_payload=0)",
+         "self.decoder = FrameDecoder(max_header=PREJOIN_MAX_HEADER)",
+         "test_files::test_chunk_before_hello " +
+         H + "test_strangers_declaring_large_payloads_allocate_nothing",
+         "a stranger makes the server allocate a 1 MiB payload with 18 bytes")
+
+mutation("auth_delay_exponent_uncapped",
+         "0.5 * 2.0 ** min(count - AUTH_FREE_FAILURES - 1, 32)",
+         "0.5 * 2.0 ** (count - AUTH_FREE_FAILURES - 1)",
+         H + "test_the_slow_down_is_capped_for_any_count",
+         "about 1,028 wrong tokens overflow the delay and stop the server")
+
+mutation("closing_connection_keeps_dispatching",
+         "return self.state == OPEN and self.out_bytes + self.out_pending <= self.out_budget",
+         "return self.out_bytes + self.out_pending <= self.out_budget",
+         H + "test_a_thousand_wrong_tokens_in_one_write_get_one_answer",
+         "every hello of one write is tried before the fatal close: a brute force at read speed")
+
+mutation("no_output_pacing",
+         "return self.state == OPEN and self.out_bytes + self.out_pending <= self.out_budget",
+         "return self.state == OPEN",
+         H + "test_history_requests_that_are_never_read_cost_one_output_budget",
+         "three clients asking for history they never read take 630 MB")
+
+mutation("per_address_cap_ignored",
+         "if cap and self.addresses.count(conn.address) >= cap:",
+         "if False:",
+         H + "test_one_address_cannot_open_more_than_its_share",
+         "one machine opens every slot of the server")
+
+mutation("no_eviction_when_full",
+         "victim = self._evictable(time.monotonic())",
+         "victim = None",
+         H + "test_sockets_that_never_say_hello_cannot_lock_users_out",
+         "a dozen silent sockets lock every real user out of a small server")
+
+mutation("failed_commit_still_delivers",
+         "            self.chat.storage_failed(exc)\n        else:\n            self.files.turn_committed()",
+         "            self.store.rollback()\n        else:\n            self.files.turn_committed()",
+         H + "test_a_failed_write_refuses_the_turn_and_the_loop_goes_on",
+         "a full disk acknowledges messages it never stored")
+
+mutation("listener_spins_at_fd_limit",
+         "            for sock in self.listeners:\n                self.selector.unregister(sock)\n"
+         "        LOOP_LOG",
+         "            pass\n        LOOP_LOG",
+         H + "test_at_the_descriptor_limit_the_server_stops_accepting_without_spinning",
+         "at the open-file limit the loop spins a core and floods the log")
+
+mutation("no_fd_clamp",
+         "            if clients > fits:",
+         "            if False:",
+         H + "test_max_clients_is_lowered_to_fit_the_open_file_limit",
+         "max-clients beyond the open-file limit: accept fails and the loop spins")
+
+mutation("parts_stay_open_after_leaving",
+         "                up.uploader = None\n                self._close(up)",
+         "                up.uploader = None",
+         H + "test_partial_uploads_hold_no_descriptor_once_their_uploader_left",
+         "partial uploads hold a descriptor for an hour after their uploader left")
+
+mutation("reservation_without_uploader",
+         "return self.uploader is not None and not self.uploader.closed and \\",
+         "return True or \\",
+         H + "test_announced_uploads_reserve_disk_only_while_they_are_being_sent",
+         "abandoned announcements make everyone else's upload fail with disk_full")
+
+mutation("lone_surrogates_pass",
+         'if b"\\\\u" in raw and _has_lone_surrogate(obj):',
+         "if False:",
+         H + "test_lone_surrogates_are_bad_json",
+         "a lone surrogate in a message breaks SQLite and the encoder")
+
+mutation("deep_json_crashes",
+         "    except RecursionError:\n        raise ChatError(\"bad_json\"",
+         "    except MemoryError:\n        raise ChatError(\"bad_json\"",
+         H + "test_deeply_nested_json_is_bad_json",
+         "deeply nested JSON raises RecursionError in the loop")
+
+mutation("unicode_mime_passes",
+         '_MIME_RE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")',
+         '_MIME_RE = re.compile(r"[\\w.+-]+/[\\w.+-]+")',
+         H + "test_announced_mime_types_are_ascii_or_the_default",
+         "a non-ASCII mime type breaks the latin-1 header of every download of the file")
+
+mutation("client_string_logged_raw",
+         'printable(client or "unknown client")',
+         '(client or "unknown client")',
+         H + "test_client_strings_cannot_forge_log_lines_or_drive_the_console",
+         "a client forges log lines and clears the operator's console")
+
+mutation("data_folder_world_readable",
+         "        os.chmod(path, 0o700)",
+         "        os.chmod(path, 0o755)",
+         H + "test_the_data_folder_is_private_to_the_user",
+         "other users of the PC read the pairing token and private messages")
+
+mutation("ping_echo_unbounded",
+         "if len(echo) > PING_ECHO_MAX:",
+         "if False:",
+         H + "test_pings_that_are_never_read_are_bounded",
+         "pings echo any amount of JSON back")
+
+mutation("ping_not_rate_limited",
+         '"ping": Handler("on_ping", needs_join=False),',
+         '"ping": Handler("on_ping", needs_join=False, rate_limited=False),',
+         H + "test_pings_count_in_the_flood_control",
+         "a ping flood is answered at read speed")
+
+mutation("health_counts_for_everyone",
+         "        if is_loopback_peer(self.conn.peer):\n            self.respond_json(200, self.site.health())",
+         "        if True:\n            self.respond_json(200, self.site.health())",
+         H + "test_health_shows_counts_to_the_pc_only",
+         "/healthz tells anyone on the LAN how a brute-force run is doing")
+
+mutation("cancel_overtakes_download",
+         "        self.outbox.call(lambda: conn.cancel_download(file_id))\n",
+         "        conn.cancel_download(file_id)\n",
+         H + "test_download_and_cancel_in_one_write_send_no_chunk "
+         "test_chat::test_download_and_cancel_happen_in_the_order_they_were_sent",
+         "a cancel sent right after its download is ignored and the whole file arrives")
+
+mutation("ws_fragments_unbounded",
+         "            if self._fragments >= WS_MAX_FRAGMENTS:",
+         "            if False:",
+         H + "test_empty_websocket_fragments_are_bounded_before_and_after_hello",
+         "empty WebSocket fragments are parsed forever")
+
+mutation("upload_registered_before_its_row",
+         "        self.store.save_upload(up)\n        make_private_file(up.path)\n"
+         "        self.uploads[upload_id] = up\n",
+         "        self.uploads[upload_id] = up\n        self.store.save_upload(up)\n"
+         "        make_private_file(up.path)\n",
+         H + "test_an_upload_whose_row_cannot_be_written_leaks_nothing",
+         "a failed insert leaks an upload slot: later uploads get too_many_uploads")
+
+mutation("missing_nick_is_nick_invalid",
+         "raise bad_request(\"'nick' is required and must be a string.\")",
+         'raise ChatError("nick_invalid", "The nick must be a string.")',
+         H + "test_hello_without_a_string_nick_is_bad_request",
+         "a client written from PROTOCOL.md gets another code than the contract says")
+
+mutation("ws_internal_error_no_1011",
+         "conn.sock.send(conn.handler.ws.close(WS_CLOSE_INTERNAL_ERROR,",
+         "conn.sock.send(conn.handler.ws.close(WS_CLOSE_POLICY,",
+         "test_promises::test_ws_internal_error_is_close_1011",
+         "a server error looks like a policy refusal to the browser")
