@@ -139,7 +139,7 @@ UPLOAD_IDLE_RESERVE = 60.0            # an upload reserves disk space only while
                                       # connected and sent a byte within this many seconds
 MAX_DOWNLOADS_PER_CONN = 4            # files streamed to one connection at once
 MESSAGE_DISK_FLOOR = 8 * 1024 * 1024  # below this much free disk, nothing more is stored
-FREE_DISK_CACHE = 1.0                 # seconds a free-space reading is reused
+FREE_DISK_CACHE = 1.0                 # the loop reads the free disk space this often
 DEFAULT_MIME = "application/octet-stream"
 UPLOAD_SWEEP_EVERY = 60.0
 DOWNLOAD_CHUNK = 256 * 1024
@@ -3298,7 +3298,8 @@ class FileStore:
         self.uploads = {}
         self.disk = DiskWriter()
         self.journal = []          # ("started", Upload) / ("finished", path) of this turn
-        self._free = (0.0, 0)      # (when, bytes) of the last free-space reading
+        self.free = 0              # free disk space, bytes: the last reading (free_bytes)
+        self.free_bytes()
 
     def recover(self, now=None):
         """After a crash: keep resumable partial uploads, delete orphans and expired ones,
@@ -3334,16 +3335,13 @@ class FileStore:
         return os.path.join(self.files_dir, file_id)
 
     def free_bytes(self):
-        """Free disk space, read at most once per FREE_DISK_CACHE seconds (messages ask)."""
-        now = time.monotonic()
-        when, free = self._free
-        if now - when >= FREE_DISK_CACHE:
-            try:
-                free = shutil.disk_usage(self.root).free
-            except OSError:
-                free = 0
-            self._free = (now, free)
-        return free
+        """Read the free disk space now (uploads ask; the loop refreshes `free` for messages
+        every FREE_DISK_CACHE seconds, so a message costs no system call)."""
+        try:
+            self.free = shutil.disk_usage(self.root).free
+        except OSError:
+            self.free = 0
+        return self.free
 
     def reserved_bytes(self, but=None):
         now = time.monotonic()
@@ -3515,10 +3513,7 @@ class Outbox:
         return len(self.entries)
 
     def make_durable(self, start, on_fail):
-        if start < len(self.entries):
-            self.durable.append((start, len(self.entries), on_fail))
-        else:
-            self.durable.append((start, start, on_fail))
+        self.durable.append((start, len(self.entries), on_fail))
 
     def take(self):
         entries, self.entries = self.entries, []
@@ -3685,6 +3680,7 @@ class Chat:
         self.sessions = {}          # session secret -> connection (for HTTP file routes)
         self.token = None           # pairing token; None = open server
         self.handlers = {kind: (getattr(self, row.method), row) for kind, row in HANDLERS.items()}
+        self.disk_floor = min(MESSAGE_DISK_FLOOR, config.min_free_disk)
 
     # -- entry point ----------------------------------------------------------
 
@@ -3707,7 +3703,17 @@ class Chat:
             if rules.rate_limited and not conn.bucket.take(time.monotonic() if now is None
                                                            else now):
                 raise ChatError("rate_limited", "Too many messages; slow down.")
-            self.run((conn, ref), method, conn, header, payload)
+            # Chat.run, inlined: this is the hot path of every message
+            outbox, store = self.outbox, self.store
+            start, writes = len(outbox.entries), store.writes
+            try:
+                method(conn, header, payload)
+            except sqlite3.Error as exc:
+                outbox.make_durable(start, (conn, ref))
+                self.storage_failed(exc)
+                return
+            if store.writes != writes:
+                outbox.durable.append((start, len(outbox.entries), (conn, ref)))
         except ChatError as err:
             self.reject(conn, err, ref if err.ref is None else err.ref)
 
@@ -3864,8 +3870,9 @@ class Chat:
 
     def check_disk_floor(self, ref):
         """Refuse to store anything once the disk is nearly full, before SQLite fails
-        (--min-free-disk lowers the floor: 0 lets SQLite itself find the disk full)."""
-        if self.files.free_bytes() < min(MESSAGE_DISK_FLOOR, self.config.min_free_disk):
+        (--min-free-disk lowers the floor: 0 lets SQLite itself find the disk full). The
+        free space is the loop's reading of the last second (FileStore.free)."""
+        if self.files.free < self.disk_floor:
             raise ChatError("disk_full", "The server's disk is full; nothing was stored.", ref)
 
     def post(self, conn, cid, target, fields, recipient_name=None):
@@ -4605,19 +4612,21 @@ class FramedSession:
         over budget stops it; the rest waits in the decoder, and reading pauses."""
         conn, chat = self.conn, self.chat
         frames = self.decoder.frames()
+        handled = False
         try:
             while conn.may_dispatch():
                 frame = next(frames, None)
                 if frame is None:
                     return
-                if conn.nick is not None:
-                    conn.frame_received()
+                handled = True
                 chat.handle(conn, frame[0], frame[1])
         except FrameError as err:
             chat.reject(conn, err)
             return
         finally:
             frames.close()
+            if handled and conn.nick is not None:
+                conn.frame_received()     # complete frames are life (once per read)
         conn.pause_input()
 
     def frame(self, raw_json):
@@ -5410,6 +5419,7 @@ class Server:
         self.selector.register(sock, selectors.EVENT_READ, "listen")
         self.listeners.append(sock)
         self.timers.add(time.monotonic() + UPLOAD_SWEEP_EVERY, self._sweep)
+        self.timers.add(time.monotonic() + FREE_DISK_CACHE, self._read_free_disk)
         self.bound = sock.getsockname()[:2]
         for notice in self.notices:
             log.warning("%s", notice)
@@ -5892,6 +5902,10 @@ class Server:
             self._schedule_liveness(conn, last + cfg.idle_timeout)
         else:
             self._schedule_liveness(conn, last + cfg.ping_after)
+
+    def _read_free_disk(self, now):
+        self.timers.add(now + FREE_DISK_CACHE, self._read_free_disk)
+        self.files.free_bytes()
 
     def _sweep(self, now):
         """Every UPLOAD_SWEEP_EVERY: expire partial uploads and forgotten auth failures."""
