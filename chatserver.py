@@ -116,6 +116,9 @@ OUT_READ_LIMIT = 1024 * 1024          # a joined client's own queued output abov
                                       # input is not read until it has read three quarters
 PING_ECHO_MAX = 256                   # bytes of JSON in ping.t that the pong echoes
 DEFAULT_MAX_PER_ADDRESS = 64          # connections from one IP address at once
+DEFAULT_NICK_EXPIRY_DAYS = 30.0       # an unused nick's claim lapses after this
+HOST_REFRESH_EVERY = 5.0              # an unknown Host re-reads the interface addresses at
+                                      # most this often (WiFi may have changed them)
 EVICT_MIN_AGE = 2.0                   # a full server closes the oldest idle stranger this old
 AUTH_FREE_FAILURES = 3                # failures per address before answers slow down
 AUTH_MAX_DELAY = 10.0
@@ -180,6 +183,7 @@ ERRORS = {
     "proto_unsupported": ErrorKind(True, 400, "Unsupported protocol version."),
     "auth_failed": ErrorKind(True, 401, "Missing or wrong pairing token."),
     "nick_invalid": ErrorKind(False, 400, "This nick cannot be used."),
+    "nick_owned": ErrorKind(False, 409, "This nick belongs to another device."),
     "nick_taken": ErrorKind(False, 409, "This nick is in use."),
     "not_joined": ErrorKind(False, 400, "Send 'hello' first."),
     "text_too_long": ErrorKind(False, 413, "The message is too long."),
@@ -263,15 +267,19 @@ def utc_timestamp(now=None):
 
 
 def nick_key(nick):
-    """Nicks are unique case-insensitively."""
-    return nick.casefold()
+    """Two nicks are the same when their NFKC forms match case-insensitively: fullwidth
+    `ａlice` is `alice` (docs/PROTOCOL.md, "Common fields")."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", nick).casefold())
 
 
 _FORBIDDEN_NICK_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+# Letters that draw nothing (they pass as letters, category Lo/So): fillers and blanks.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5")
 
 
 def validate_nick(value):
-    """Trimmed, 1..32 characters, no control or invisible formatting characters."""
+    """Trimmed, 1..32 characters, no control or invisible formatting characters, and no
+    space-like character but U+0020 (a no-break space makes `al ice` look like `al ice`)."""
     if not isinstance(value, str):
         raise ChatError("nick_invalid", "The nick must be a string.")
     nick = value.strip()
@@ -279,9 +287,41 @@ def validate_nick(value):
         raise ChatError("nick_invalid", "The nick is empty.")
     if len(nick) > MAX_NICK_CHARS:
         raise ChatError("nick_invalid", "The nick is longer than %d characters." % MAX_NICK_CHARS)
-    if any(unicodedata.category(ch) in _FORBIDDEN_NICK_CATEGORIES for ch in nick):
-        raise ChatError("nick_invalid", "The nick contains control characters.")
+    for ch in nick:
+        category = unicodedata.category(ch)
+        if category in _FORBIDDEN_NICK_CATEGORIES:
+            raise ChatError("nick_invalid", "The nick contains control or invisible characters.")
+        if (category == "Zs" and ch != " ") or ch in _BLANK_LETTERS:
+            raise ChatError("nick_invalid", "The nick contains a space-like character other "
+                            "than a plain space.")
     return nick
+
+
+# Latin look-alikes of the Cyrillic and Greek alphabets (fullwidth forms are folded by NFKC
+# first), and the digits and signs people use for letters. Only what looks the same in a
+# common font; the skeleton of a nick decides whether it impersonates another one.
+_CONFUSABLES = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o",
+    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j",
+    "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l", "һ": "h", "ɡ": "g", "ү": "y",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j",
+    # digits and signs
+    "0": "o", "1": "l", "|": "l", "!": "l", "$": "s", "@": "a",
+    # what the skeleton ignores
+    " ": None, "-": None, "_": None, ".": None, "'": None,
+})
+
+
+def nick_skeleton(nick):
+    """What a nick looks like: NFKD without the accents, case-folded, look-alikes mapped to
+    Latin, separators dropped. `аlice` (Cyrillic а), `alicé` and `a-lice` all look like
+    `alice`."""
+    decomposed = unicodedata.normalize("NFKD", nick)
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return bare.casefold().translate(_CONFUSABLES).replace("rn", "m").replace("vv", "w")
 
 
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
@@ -2802,6 +2842,7 @@ QR_QUIET_ZONE = 4                   # ISO/IEC 18004 6.3.8: "The quiet zone shall
 QR_MIN_QUIET_ZONE = 2               # what readers tolerate when 4 does not fit the width
 QR_ASCII_CELLS_PER_MODULE = 2       # "##" per module in the ASCII drawing
 FIREWALL_SCRIPT = "firewall.ps1"
+PAIRING_LINK_FILE = "pairing-link.txt"     # in the data folder, for --show-link
 
 
 def pairing_banner(urls, token, port, stream_encoding_ok, is_windows, lan):
@@ -2916,15 +2957,19 @@ class MessageStore:
     """Chat history in SQLite (WAL). Writes go into an open transaction that the event loop
     commits once per turn (group commit); nothing is delivered before that commit."""
 
+    # Identities (docs/PROTOCOL.md, "Devices and nicks"): a nick claimed by one device.
+    # Everything personal refers to an identity id (`uid`), never to the nick string, so a
+    # lapsed nick taken by someone else starts with nothing of its previous owner's.
     SCHEMA = """
         CREATE TABLE IF NOT EXISTS messages (
             id INTEGER PRIMARY KEY,
             sender_key TEXT NOT NULL,
             recipient_key TEXT,
             cid TEXT NOT NULL,
-            body TEXT NOT NULL
+            body TEXT NOT NULL,
+            sender_id INTEGER,
+            recipient_id INTEGER
         );
-        CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_cid ON messages(sender_key, cid);
         CREATE TABLE IF NOT EXISTS files (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -2933,7 +2978,9 @@ class MessageStore:
             mime TEXT NOT NULL,
             sender_key TEXT NOT NULL,
             recipient_key TEXT,
-            created REAL NOT NULL
+            created REAL NOT NULL,
+            sender_id INTEGER,
+            recipient_id INTEGER
         );
         CREATE TABLE IF NOT EXISTS uploads (
             id TEXT PRIMARY KEY,
@@ -2946,9 +2993,33 @@ class MessageStore:
             recipient TEXT,
             cid TEXT NOT NULL,
             caption TEXT NOT NULL,
-            updated REAL NOT NULL
+            updated REAL NOT NULL,
+            owner_id INTEGER,
+            recipient_id INTEGER
         );
         CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS identities (
+            id INTEGER PRIMARY KEY,
+            nick TEXT NOT NULL,
+            nick_key TEXT NOT NULL,
+            skeleton TEXT NOT NULL,
+            key_hash TEXT,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            lapsed INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS identities_claim ON identities(nick_key)
+            WHERE lapsed = 0;
+        CREATE INDEX IF NOT EXISTS identities_skeleton ON identities(skeleton) WHERE lapsed = 0;
+    """
+    SCHEMA_VERSION = 2          # 1: nick strings own everything; 2: identities
+    # added by version 2 to tables of version 1: (table, column)
+    IDENTITY_COLUMNS = (("messages", "sender_id"), ("messages", "recipient_id"),
+                        ("files", "sender_id"), ("files", "recipient_id"),
+                        ("uploads", "owner_id"), ("uploads", "recipient_id"))
+    INDEXES = """
+        DROP INDEX IF EXISTS messages_sender_cid;
+        CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_id_cid ON messages(sender_id, cid);
     """
 
     def __init__(self, path, synchronous="FULL"):
@@ -2966,6 +3037,7 @@ class MessageStore:
             self.db.execute("PRAGMA synchronous=%s"
                             % ("FULL" if synchronous == "FULL" else "NORMAL"))
             self.db.executescript(self.SCHEMA)
+            self._upgrade()
             row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
         except (sqlite3.DatabaseError, OSError) as exc:   # locked, not a database, read-only
             if self.db is not None:
@@ -2973,6 +3045,58 @@ class MessageStore:
             raise self._open_error(exc) from None
         self.last_id = row[0] or 0
         self.in_transaction = False
+
+    def _upgrade(self):
+        """Bring a data folder of an older version up to SCHEMA_VERSION, in one transaction:
+        every nick of the old history becomes an unclaimed identity (the first device to
+        say hello with it claims it, with its history), every stored message gets its
+        sender's `uid`. Two old nicks that are now the same nick (NFKC) stay apart: the
+        second one's identity is lapsed, so nobody inherits its direct messages."""
+        version = int(self.get_setting("schema_version") or 1)
+        if version >= self.SCHEMA_VERSION:
+            self.db.executescript(self.INDEXES)
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        for table, column in self.IDENTITY_COLUMNS:
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(%s)" % table)}
+            if column not in columns:
+                self.db.execute("ALTER TABLE %s ADD COLUMN %s INTEGER" % (table, column))
+        old_keys = set()
+        for query in ("SELECT sender_key FROM messages", "SELECT recipient_key FROM messages",
+                      "SELECT sender_key FROM files", "SELECT recipient_key FROM files",
+                      "SELECT owner_key FROM uploads"):
+            old_keys.update(row[0] for row in self.db.execute(query) if row[0] is not None)
+        now = time.time()
+        uids = {}
+        for old in sorted(old_keys):
+            key = nick_key(old)
+            taken = self.db.execute("SELECT 1 FROM identities WHERE nick_key=? AND lapsed=0",
+                                    (key,)).fetchone()
+            cursor = self.db.execute(
+                "INSERT INTO identities (nick, nick_key, skeleton, key_hash, first_seen, "
+                "last_seen, lapsed) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                (old, key, nick_skeleton(old), now, now, 1 if taken else 0))
+            uids[old] = cursor.lastrowid
+        for old, uid in uids.items():
+            for table, key_column, id_column in (
+                    ("messages", "sender_key", "sender_id"),
+                    ("messages", "recipient_key", "recipient_id"),
+                    ("files", "sender_key", "sender_id"),
+                    ("files", "recipient_key", "recipient_id"),
+                    ("uploads", "owner_key", "owner_id")):
+                self.db.execute("UPDATE %s SET %s=? WHERE %s=? AND %s IS NULL"
+                                % (table, id_column, key_column, id_column), (uid, old))
+        rows = self.db.execute("SELECT id, body, sender_id FROM messages").fetchall()
+        for row in rows:
+            self.db.execute("UPDATE messages SET body=? WHERE id=?",
+                            (_body_with_uid(row["body"], row["sender_id"]), row["id"]))
+        self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                        ("schema_version", str(self.SCHEMA_VERSION)))
+        self.db.execute("COMMIT")
+        self.db.executescript(self.INDEXES)
+        if rows or uids:
+            log.info("history upgraded: %d messages, %d nicks waiting to be claimed",
+                     len(rows), len(uids))
 
     def _lock_exclusively(self):
         """Hold the database's write lock for as long as the server runs.
@@ -3032,42 +3156,44 @@ class MessageStore:
 
     # -- messages -------------------------------------------------------------
 
-    def add_message(self, sender_key, recipient_key, cid, build_body):
+    def add_message(self, sender, recipient, cid, build_body):
         """Store a message under the next id; `build_body(id)` returns its JSON text.
-        Returns (id, body, is_new): a repeated (sender, cid) gives the original back."""
+        sender, recipient: (uid, nick key) of identities (recipient None: everyone).
+        Returns (id, body, is_new): a repeated (sender uid, cid) gives the original back."""
         self.begin()
         msg_id = self.last_id + 1
         body = build_body(msg_id)
         try:
-            self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            (msg_id, sender_key, recipient_key, cid, body))
+            self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body, "
+                            "sender_id, recipient_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (msg_id, sender[1], recipient[1] if recipient else None, cid, body,
+                             sender[0], recipient[0] if recipient else None))
         except sqlite3.IntegrityError:   # the unique (sender, cid) index: a resend
             existing = self.db.execute(
-                "SELECT id, body FROM messages WHERE sender_key=? AND cid=?",
-                (sender_key, cid)).fetchone()
+                "SELECT id, body FROM messages WHERE sender_id=? AND cid=?",
+                (sender[0], cid)).fetchone()
             if existing is None:         # not a resend after all: a real integrity failure
                 raise
             return existing["id"], existing["body"], False
         self.last_id = msg_id
         return msg_id, body, True
 
-    def find_message(self, sender_key, cid):
-        """The stored JSON of a sender's message with this cid, or None."""
-        row = self.db.execute("SELECT body FROM messages WHERE sender_key=? AND cid=?",
-                              (sender_key, cid)).fetchone()
+    def find_message(self, sender_uid, cid):
+        """The stored JSON of an identity's message with this cid, or None."""
+        row = self.db.execute("SELECT body FROM messages WHERE sender_id=? AND cid=?",
+                              (sender_uid, cid)).fetchone()
         return row[0] if row else None
 
-    def history(self, reader_key, after=0, before=None, limit=HISTORY_PAGE_DEFAULT):
-        """Newest `limit` messages visible to `reader_key` with after < id < before, oldest
-        first, and whether older ones remain in that range."""
+    def history(self, reader_uid, after=0, before=None, limit=HISTORY_PAGE_DEFAULT):
+        """Newest `limit` messages visible to identity `reader_uid` with after < id < before,
+        oldest first, and whether older ones remain in that range."""
         if before is None:
             before = self.last_id + 1
         rows = self.db.execute(
             "SELECT id, body FROM messages WHERE id > ? AND id < ? AND "
-            "(recipient_key IS NULL OR recipient_key = ? OR sender_key = ?) "
+            "(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) "
             "ORDER BY id DESC LIMIT ?",
-            (after, before, reader_key, reader_key, limit + 1)).fetchall()
+            (after, before, reader_uid, reader_uid, limit + 1)).fetchall()
         has_more = len(rows) > limit
         bodies = [row[1] for row in rows[:limit]]
         bodies.reverse()
@@ -3078,14 +3204,14 @@ class MessageStore:
     def add_file(self, meta):
         self.begin()
         self.db.execute(
-            "INSERT INTO files (id, name, size, sha256, mime, sender_key, recipient_key, created)"
-            " VALUES (:id, :name, :size, :sha256, :mime, :sender_key, :recipient_key, :created)",
-            meta)
+            "INSERT INTO files (id, name, size, sha256, mime, sender_key, recipient_key, created,"
+            " sender_id, recipient_id) VALUES (:id, :name, :size, :sha256, :mime, :sender_key, "
+            ":recipient_key, :created, :sender_id, :recipient_id)", meta)
 
     def get_file(self, file_id):
         row = self.db.execute(
-            "SELECT id, name, size, sha256, mime, sender_key, recipient_key FROM files "
-            "WHERE id=?", (file_id,)).fetchone()
+            "SELECT id, name, size, sha256, mime, sender_key, recipient_key, sender_id, "
+            "recipient_id FROM files WHERE id=?", (file_id,)).fetchone()
         return dict(row) if row is not None else None
 
     def file_ids(self):
@@ -3095,9 +3221,10 @@ class MessageStore:
         self.begin()
         self.db.execute(
             "INSERT OR REPLACE INTO uploads (id, owner_key, owner, name, size, sha256, mime, "
-            "recipient, cid, caption, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "recipient, cid, caption, updated, owner_id, recipient_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (up.id, up.owner_key, up.owner, up.name, up.size, up.sha256_expected, up.mime,
-             up.recipient, up.cid, up.caption, up.updated))
+             up.recipient, up.cid, up.caption, up.updated, up.owner_id, up.recipient_id))
 
     def delete_upload(self, upload_id):
         self.begin()
@@ -3106,7 +3233,40 @@ class MessageStore:
     def load_uploads(self):
         return self.db.execute(
             "SELECT id, owner_key, owner, name, size, sha256, mime, recipient, cid, caption, "
-            "updated FROM uploads").fetchall()
+            "updated, owner_id, recipient_id FROM uploads").fetchall()
+
+    # -- identities -----------------------------------------------------------
+
+    def claim_of(self, key):
+        """The identity holding the nick key now (a row), or None."""
+        return self.db.execute("SELECT * FROM identities WHERE nick_key=? AND lapsed=0",
+                               (key,)).fetchone()
+
+    def lookalikes(self, skeleton, key):
+        """Identities holding other nicks that look like this one."""
+        return self.db.execute("SELECT * FROM identities WHERE skeleton=? AND lapsed=0 AND "
+                               "nick_key != ?", (skeleton, key)).fetchall()
+
+    def create_identity(self, nick, key, skeleton, key_hash, now):
+        self.begin()
+        cursor = self.db.execute(
+            "INSERT INTO identities (nick, nick_key, skeleton, key_hash, first_seen, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (nick, key, skeleton, key_hash, now, now))
+        return cursor.lastrowid
+
+    def claim(self, uid, key_hash, now):
+        """An unclaimed identity (from an upgraded history) is claimed by a device."""
+        self.begin()
+        self.db.execute("UPDATE identities SET key_hash=?, last_seen=? WHERE id=?",
+                        (key_hash, now, uid))
+
+    def lapse(self, uid):
+        self.begin()
+        self.db.execute("UPDATE identities SET lapsed=1 WHERE id=?", (uid,))
+
+    def seen(self, uid, nick, now):
+        self.begin()
+        self.db.execute("UPDATE identities SET last_seen=?, nick=? WHERE id=?", (now, nick, uid))
 
     # -- settings -------------------------------------------------------------
 
@@ -3131,7 +3291,8 @@ class Upload:
 
     __slots__ = ("id", "owner_key", "owner", "name", "size", "sha256_expected", "mime",
                  "recipient", "cid", "caption", "updated", "received", "hashed", "hasher", "fh",
-                 "path", "pending", "error", "address", "uploader", "progress")
+                 "path", "pending", "error", "address", "uploader", "progress", "owner_id",
+                 "recipient_id")
 
     def __init__(self, upload_id, owner, name, size, sha256_expected, mime, recipient, cid,
                  caption, path):
@@ -3156,12 +3317,15 @@ class Upload:
         self.address = None        # where it was started from (this run only)
         self.uploader = None       # the connection sending it, while connected
         self.progress = time.monotonic()   # when it was announced or last got a byte
+        self.owner_id = None       # the identity it belongs to (uid)
+        self.recipient_id = None   # the identity it is sent to privately, if any
 
     @classmethod
     def from_row(cls, row, path):
         up = cls(row["id"], row["owner"], row["name"], row["size"], row["sha256"], row["mime"],
                  row["recipient"], row["cid"], row["caption"], path)
         up.updated = row["updated"]
+        up.owner_id, up.recipient_id = row["owner_id"], row["recipient_id"]
         return up
 
     def reserving(self, now):
@@ -3349,7 +3513,7 @@ class FileStore:
                    if up is not but and up.reserving(now))
 
     def start(self, owner, name, size, sha256_expected, mime, recipient, cid, caption,
-              conn=None):
+              conn=None, owner_id=None, recipient_id=None):
         """Register an announced upload: its row, then its (empty) partial file. Nothing is
         kept open until bytes arrive. `conn`: the connection announcing it."""
         upload_id = "u" + secrets.token_hex(12)
@@ -3357,6 +3521,7 @@ class FileStore:
                     caption, self.part_path(upload_id))
         if conn is not None:
             up.address, up.uploader = conn.address, conn
+        up.owner_id, up.recipient_id = owner_id, recipient_id
         self.store.save_upload(up)
         make_private_file(up.path)
         self.uploads[upload_id] = up
@@ -3418,8 +3583,9 @@ class FileStore:
         self.uploads.pop(up.id, None)
         self.store.delete_upload(up.id)
 
-    def finish(self, up, sender_key, recipient_key):
-        """Move a complete upload into the store; returns the file's metadata."""
+    def finish(self, up, sender, recipient):
+        """Move a complete upload into the store; returns the file's metadata. sender,
+        recipient: (uid, nick key), recipient None for a public file."""
         self._close(up)
         file_id = "f" + secrets.token_hex(12)
         path = self.file_path(file_id)
@@ -3428,8 +3594,9 @@ class FileStore:
         self.journal.append(("finished", path))
         self.store.delete_upload(up.id)
         meta = {"id": file_id, "name": up.name, "size": up.size,
-                "sha256": up.hasher.hexdigest(), "mime": up.mime, "sender_key": sender_key,
-                "recipient_key": recipient_key, "created": time.time()}
+                "sha256": up.hasher.hexdigest(), "mime": up.mime, "sender_key": sender[1],
+                "recipient_key": recipient[1] if recipient else None, "created": time.time(),
+                "sender_id": sender[0], "recipient_id": recipient[0] if recipient else None}
         self.store.add_file(meta)
         return meta
 
@@ -3466,6 +3633,19 @@ class FileStore:
             if up.fh is not None:
                 up.close()
                 self.fds.release()
+
+
+def _body_with_uid(body, uid):
+    """A stored msg JSON with its sender's `uid` after `from` (the upgrade to identities)."""
+    msg = json.loads(body)
+    if "uid" in msg or uid is None:
+        return body
+    rebuilt = {}
+    for key, value in msg.items():
+        rebuilt[key] = value
+        if key == "from":
+            rebuilt["uid"] = uid
+    return _json_encoder.encode(rebuilt)
 
 
 def _remove_quietly(path):
@@ -3780,37 +3960,68 @@ class Chat:
         if not isinstance(h.get("nick"), str):
             raise bad_request("'nick' is required and must be a string.")
         nick = validate_nick(h["nick"])
+        device = _device_key(h.get("device"))
         key = nick_key(nick)
+        uid = self.identity_for(nick, key, device)
         holder = self.joined.get(key)
         if holder is not None:
-            if not _token_matches(h.get("session"), holder.session or ""):
-                raise ChatError("nick_taken", "The nick %r is already in use." % nick)
-            # The same user reconnecting (after a WiFi drop) before the server noticed that
-            # its old connection died: the old one is closed, without a leave/join.
-            log.info("%s takes over the session of %s", conn.label(), holder.label())
+            # The same device again, e.g. reconnecting after a WiFi drop before the server
+            # noticed that its old connection died, or a second tab: the old connection is
+            # told it was replaced and closed, without a leave/join.
+            log.info("%s takes over the nick of %s", conn.label(), holder.label())
             del self.joined[key]
             self.sessions.pop(holder.session, None)
+            self.outbox.send((holder,), b'{"type":"bye","reason":"replaced"}')
             holder.close_when_done("replaced")
         log.info("%s joined as %r (%s)", conn.label(), nick, printable(client or "unknown client"))
-        conn.nick, conn.key = nick, key
+        conn.nick, conn.key, conn.uid = nick, key, uid
         conn.session = secrets.token_urlsafe(18)
         conn.mark_joined()
         self.joined[key] = conn
         self.sessions[conn.session] = conn
-        self.outbox.send((conn,), self.welcome(conn, since))
+        self.outbox.send((conn,), self.welcome(conn, since, device))
         if holder is None and len(self.joined) <= PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "join", "nick": nick}))
 
-    def welcome(self, conn, since):
+    def identity_for(self, nick, key, device):
+        """The identity (uid) this device may use the nick as, claiming it if it is free;
+        ChatError nick_owned if the nick, or one it looks like, is another device's."""
+        store, now = self.store, time.time()
+        key_hash = hashlib.sha256(device.encode("ascii")).hexdigest()
+        claim = store.claim_of(key)
+        if claim is not None and self.lapsed(claim, now):
+            store.lapse(claim["id"])            # unused too long: the name is free again
+            claim = None
+        if claim is not None:
+            if claim["key_hash"] is None:       # from a history older than identities
+                store.claim(claim["id"], key_hash, now)
+            elif not secrets.compare_digest(claim["key_hash"], key_hash):
+                raise ChatError("nick_owned", "The nick %r belongs to another device; pick "
+                                "another one." % nick)
+            store.seen(claim["id"], nick, now)
+            return claim["id"]
+        for other in store.lookalikes(nick_skeleton(nick), key):
+            if other["key_hash"] != key_hash and not self.lapsed(other, now):
+                raise ChatError("nick_owned", "The nick %r looks like %r, which belongs to "
+                                "another device; pick another one." % (nick, other["nick"]))
+        return store.create_identity(nick, key, nick_skeleton(nick), key_hash, now)
+
+    def lapsed(self, claim, now):
+        """A claim lapses when no connection of its device used it for --nick-expiry."""
+        return claim["nick_key"] not in self.joined and \
+            now - claim["last_seen"] > self.config.nick_expiry * 86400.0
+
+    def welcome(self, conn, since, device):
         if since is None:
-            bodies, has_more = self.store.history(conn.key, limit=WELCOME_HISTORY_NEW)
+            bodies, has_more = self.store.history(conn.uid, limit=WELCOME_HISTORY_NEW)
         else:
-            bodies, has_more = self.store.history(conn.key, after=since,
+            bodies, has_more = self.store.history(conn.uid, after=since,
                                                   limit=WELCOME_HISTORY_RESUME)
         users = [c.nick for c in itertools.islice(self.joined.values(), WELCOME_USERS_MAX)]
         cfg = self.config
         head = dump_json({
-            "type": "welcome", "nick": conn.nick, "server": "chatserver/" + __version__,
+            "type": "welcome", "nick": conn.nick, "uid": conn.uid, "device": device,
+            "server": "chatserver/" + __version__,
             "proto": PROTOCOL_VERSION, "session": conn.session, "users": users,
             "online": len(self.joined), "has_more": has_more, "last_id": self.store.last_id,
             "limits": {"text": MAX_TEXT_BYTES, "chunk": MAX_PAYLOAD_BYTES,
@@ -3826,6 +4037,7 @@ class Chat:
             return
         del self.joined[conn.key]
         self.sessions.pop(conn.session, None)
+        self.store.seen(conn.uid, conn.nick, time.time())     # the claim is kept from now
         log.info("%s left (%s)", conn.label(), reason)
         if len(self.joined) < PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "leave", "nick": conn.nick,
@@ -3875,22 +4087,24 @@ class Chat:
         if self.files.free < self.disk_floor:
             raise ChatError("disk_full", "The server's disk is full; nothing was stored.", ref)
 
-    def post(self, conn, cid, target, fields, recipient_name=None):
+    def post(self, conn, cid, target, fields, recipient_name=None, recipient_uid=None):
         """Store a message and queue it for everyone concerned (sender included: the ack)."""
         to = target.nick if target is not None else recipient_name
-        to_key = nick_key(to) if to is not None else None
+        recipient = (recipient_uid if target is None else target.uid, nick_key(to)) \
+            if to is not None else None
         now = time.time()
 
         def build_body(msg_id):
             # the JSON of {"type":"msg","id","ts","from",**fields,"cid"[,"to"]}, built as
             # text: this runs once per message, on the hot path
-            return '{"type":"msg","id":%d,"ts":"%s","from":%s%s,"cid":%s%s}' % (
-                msg_id, utc_timestamp(now), _json_str(conn.nick),
+            return '{"type":"msg","id":%d,"ts":"%s","from":%s,"uid":%d%s,"cid":%s%s}' % (
+                msg_id, utc_timestamp(now), _json_str(conn.nick), conn.uid,
                 "".join([',"%s":%s' % (k, _json_str(v) if type(v) is str else
                                        _json_encoder.encode(v)) for k, v in fields.items()]),
                 _json_str(cid), ',"to":' + _json_str(to) if to is not None else "")
 
-        msg_id, body, is_new = self.store.add_message(conn.key, to_key, cid, build_body)
+        msg_id, body, is_new = self.store.add_message((conn.uid, conn.key), recipient, cid,
+                                                      build_body)
         raw = body.encode("utf-8")
         if not is_new:
             self.outbox.send((conn,), raw)       # a resend: re-acknowledge, store nothing
@@ -3908,7 +4122,7 @@ class Chat:
         after = _opt_int(h, "after", 0, 0, MAX_MESSAGE_ID)
         limit = _opt_int(h, "limit", HISTORY_PAGE_DEFAULT, 1, HISTORY_PAGE_MAX)
         cid = _opt_str(h, "cid", MAX_CID_CHARS)
-        bodies, has_more = self.store.history(conn.key, after=after, before=before, limit=limit)
+        bodies, has_more = self.store.history(conn.uid, after=after, before=before, limit=limit)
         echo = b',"cid":' + dump_json(cid) if cid is not None else b""
         self.outbox.send((conn,), b'{"type":"history","has_more":' +
                          (b"true" if has_more else b"false") + echo + b',"messages":[' +
@@ -3937,7 +4151,7 @@ class Chat:
         if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise bad_request("'sha256' must be 64 hexadecimal characters.", cid)
         uploads = self.files.uploads.values()
-        if sum(1 for u in uploads if u.owner_key == conn.key) >= self.config.max_uploads:
+        if sum(1 for u in uploads if u.owner_id == conn.uid) >= self.config.max_uploads:
             raise ChatError("too_many_uploads", "At most %d uploads at a time."
                             % self.config.max_uploads, cid)
         if sum(1 for u in uploads if u.address == conn.address) >= MAX_UPLOADS_PER_ADDRESS or \
@@ -3951,13 +4165,14 @@ class Chat:
         up = self.files.start(conn.nick, sanitize_file_name(name), size,
                               sha256.lower() if sha256 else None, clean_mime(mime),
                               target.nick if target is not None else None, cid, caption or "",
-                              conn)
+                              conn, owner_id=conn.uid,
+                              recipient_id=target.uid if target is not None else None)
         log.info("%s uploads %r (%d bytes) as %s", conn.label(), up.name, size, up.id)
         return up
 
     def on_upload(self, conn, h, payload):
         cid = _req_str(h, "cid", MAX_CID_CHARS)
-        stored = self.store.find_message(conn.key, cid)
+        stored = self.store.find_message(conn.uid, cid)
         if stored is not None:      # announced again after it completed: re-acknowledge
             self.outbox.send((conn,), stored.encode("utf-8"))
             return
@@ -3982,7 +4197,7 @@ class Chat:
     def own_upload(self, conn, h):
         upload_id = h.get("upload")
         up = self.files.uploads.get(upload_id) if isinstance(upload_id, str) else None
-        if up is None or up.owner_key != conn.key:
+        if up is None or up.owner_id != conn.uid:
             raise ChatError("unknown_upload", "No upload %r of yours is in progress."
                             % str(upload_id)[:40], upload_id if isinstance(upload_id, str)
                             else None)
@@ -4034,7 +4249,7 @@ class Chat:
             self.files.discard(up)
             raise ChatError("checksum_mismatch", "The SHA-256 of the received file differs "
                             "from the announced one; the upload is discarded.", up.id)
-        stored = self.store.find_message(conn.key, up.cid)
+        stored = self.store.find_message(conn.uid, up.cid)
         if stored is not None:
             # this cid was shared before (a browser retrying a POST whose 201 it lost):
             # acknowledge the original, keep no second copy of the bytes
@@ -4044,12 +4259,16 @@ class Chat:
             return raw
         self.check_disk_floor(up.id)
         target = self.joined.get(nick_key(up.recipient)) if up.recipient else None
-        meta = self.files.finish(up, conn.key, nick_key(up.recipient) if up.recipient else None)
+        if target is not None and target.uid != up.recipient_id:
+            target = None                       # the nick has another owner now
+        meta = self.files.finish(up, (conn.uid, conn.key),
+                                 (up.recipient_id, nick_key(up.recipient))
+                                 if up.recipient else None)
         log.info("%s shared %r (%d bytes) as %s", conn.label(), meta["name"], meta["size"],
                  meta["id"])
         file_info = {k: meta[k] for k in ("id", "name", "size", "sha256", "mime")}
         return self.post(conn, up.cid, target, {"text": up.caption, "file": file_info},
-                         recipient_name=up.recipient)
+                         recipient_name=up.recipient, recipient_uid=up.recipient_id)
 
     def on_upload_status(self, conn, h, payload):
         up = self.own_upload(conn, h)
@@ -4068,20 +4287,20 @@ class Chat:
         log.info("%s cancelled upload %s", conn.label(), up.id)
         self.files.discard(up)
 
-    def readable_file(self, conn_key, file_id):
-        """File metadata if `conn_key` may read it, else ChatError."""
+    def readable_file(self, uid, file_id):
+        """File metadata if identity `uid` may read it, else ChatError."""
         meta = self.store.get_file(file_id) if isinstance(file_id, str) else None
         if meta is None:
             raise ChatError("unknown_file", "No file %r." % str(file_id)[:40],
                             file_id if isinstance(file_id, str) else None)
-        if meta["recipient_key"] is not None and conn_key not in (meta["sender_key"],
-                                                                  meta["recipient_key"]):
+        if meta["recipient_key"] is not None and uid not in (meta["sender_id"],
+                                                             meta["recipient_id"]):
             raise ChatError("forbidden", "This file was shared privately between two other "
                             "users.", file_id)
         return meta
 
     def on_download(self, conn, h, payload):
-        meta = self.readable_file(conn.key, h.get("file"))
+        meta = self.readable_file(conn.uid, h.get("file"))
         offset = _opt_int(h, "offset", 0, 0, meta["size"], meta["id"])
         self.outbox.call(lambda: self.start_download(conn, meta, offset))
 
@@ -4100,6 +4319,19 @@ class Chat:
         if not isinstance(file_id, str):
             raise bad_request("'file' is required.")
         self.outbox.call(lambda: conn.cancel_download(file_id))
+
+
+_DEVICE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{22,128}")
+
+
+def _device_key(value):
+    """The client's device key, or a new one for a client that has none (it is told in
+    welcome.device and keeps it): at least 128 bits, URL-safe base64."""
+    if value is None:
+        return secrets.token_urlsafe(16)
+    if not isinstance(value, str) or not _DEVICE_KEY_RE.fullmatch(value):
+        raise bad_request("'device' must be 22 to 128 URL-safe base64 characters.")
+    return value
 
 
 def _token_matches(given, expected):
@@ -4210,7 +4442,7 @@ class Connection:
 
     __slots__ = ("loop", "sock", "fd", "peer", "address", "proto", "handler", "out",
                  "out_bytes", "out_pending", "out_budget", "read_size", "nick", "key",
-                 "session", "bucket", "connected", "last_rx", "last_tx", "soft_since", "state",
+                 "session", "uid", "bucket", "connected", "last_rx", "last_tx", "soft_since", "state",
                  "close_reason", "hold_until", "goodbye_sent", "paused", "events",
                  "registered_write", "downloads", "http_download", "hello_due")
 
@@ -4230,6 +4462,7 @@ class Connection:
         self.nick = None
         self.key = None
         self.session = None
+        self.uid = None                   # the identity it joined as
         self.bucket = bucket
         self.connected = self.last_rx = self.last_tx = time.monotonic()
         self.soft_since = None
@@ -4690,6 +4923,23 @@ def web_app_type(path):
     return WEB_APP_TYPES.get(os.path.splitext(path)[1].lower(), DEFAULT_MIME)
 
 
+SESSION_COOKIE = "lanchat_session"
+SESSION_BODY_MAX = 256
+
+
+def request_session(req):
+    """The session a request presents: `Authorization: Bearer <s>`, else the cookie."""
+    auth = req.header("authorization") or ""
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    for part in (req.header("cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE:
+            return value.strip()
+    return ""
+
+
 def chat_error_as_http(err):
     return HttpError(error_kind(err.code).http_status, err.message, code=err.code)
 
@@ -4718,6 +4968,7 @@ class HttpConnection:
         self.ws_events = None       # the WebSocket events being dispatched (a generator)
         self.request = None
         self.upload = None          # (session connection, Upload) of a POST /files
+        self.session_body = None    # the body of a POST /session being read
         self.busy = False           # a file is being sent: later requests wait their turn
         self.held = bytearray()     # bytes that arrived while busy
         self.pending = []           # events parsed but not handled yet (busy, or paced)
@@ -4879,18 +5130,34 @@ class HttpConnection:
 
     def on_head(self, req):
         path, method = req.path, req.method
+        host = req.header("host")
+        if not self.site.host_allowed(host):
+            # DNS rebinding: a page on a foreign name that resolves to this server must not
+            # reach the chat (RFC 9110 15.5.20, 421: "not able to produce a response")
+            raise HttpError(421, "This server does not answer to the name %r; open it by its "
+                            "address (or start it with --allow-host)." % printable(host, 80),
+                            code="misdirected")
         if path == "/ws":
             self.open_websocket(req)
         elif path == "/files" or path == "/files/":
             if method not in ("POST", "PUT"):
                 raise HttpError(405, "Upload with POST.", [("Allow", "POST, PUT")])
             self.chat.run(self.upload_failed, self.start_upload, req)
+        elif path == "/session":
+            if method != "POST":
+                raise HttpError(405, "Post the session to get its cookie.", [("Allow", "POST")])
+            if req.chunked or (req.content_length or 0) > SESSION_BODY_MAX:
+                raise HttpError(413, "A session is at most %d bytes." % SESSION_BODY_MAX)
+            self.session_body = bytearray()
         elif method not in ("GET", "HEAD"):
             raise HttpError(405, "Only GET and HEAD are served here.", [("Allow", "GET, HEAD")])
         elif req.content_length:
             raise HttpError(400, "A GET request carries no body.")
 
     def on_body(self, data):
+        if self.session_body is not None:
+            self.session_body += data
+            return
         if self.upload is None:
             raise HttpError(400, "Unexpected request body.")
         self.chat.run(self.upload_failed, self.receive_body, data)
@@ -4910,6 +5177,10 @@ class HttpConnection:
                             "failing.", code="disk_full"))
 
     def on_end(self, req):
+        if self.session_body is not None:
+            self.set_session_cookie(bytes(self.session_body))
+            self.session_body = None
+            return
         if req.method in ("POST", "PUT"):
             if self.upload is not None:      # fewer bytes than Content-Length cannot happen;
                 self.abandon_upload()        # this is a zero-length or aborted body
@@ -4971,12 +5242,29 @@ class HttpConnection:
                          [("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP)])
 
     def session_of(self, req):
-        session = req.query.get("session", "")
+        """The live connection whose session the request presents: in an Authorization
+        header or the lanchat_session cookie, never in the URL (a link carries no secret)."""
+        if "session" in req.query:
+            raise HttpError(400, "The session goes in an Authorization header or the %s "
+                            "cookie, never in a link." % SESSION_COOKIE, code="bad_request")
+        return self.live_session(request_session(req))
+
+    def live_session(self, session):
         conn = self.chat.sessions.get(session) if session else None
         if conn is None or conn.closed:
             raise HttpError(401, "Unknown or expired session: reconnect the chat first.",
                             code="auth_failed")
         return conn
+
+    def set_session_cookie(self, body):
+        """POST /session: the page hands over its session and gets it back as an HttpOnly
+        cookie, so that <img> and download links need no secret in them."""
+        session = body.decode("ascii", "replace").strip()
+        self.live_session(session)
+        self.respond(204, b"", "text/plain", [
+            ("Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/" % (SESSION_COOKIE,
+                                                                          session)),
+            ("Cache-Control", "no-store")])
 
     # -- the Flutter web app (--web-app) --------------------------------------
 
@@ -5020,7 +5308,7 @@ class HttpConnection:
         parts = req.raw_path.split("/")          # /files/<id>[/<name>]
         file_id = urllib.parse.unquote(parts[2]) if len(parts) > 2 else ""
         session = self.session_of(req)
-        meta = self.chat.readable_file(session.key, file_id)
+        meta = self.chat.readable_file(session.uid, file_id)
         size = meta["size"]
         byte_range = parse_range_header(req.header("range"), size)
         start, end = (0, size) if byte_range is None else (byte_range[0], byte_range[1] + 1)
@@ -5232,6 +5520,14 @@ SETTINGS = (
             "scan the new QR code", "off"),
     Setting("advertise_host", "--advertise-host", str, None, "address put in the pairing URL "
             "and QR code instead of the detected LAN address", "detected"),
+    Setting("nick_expiry", "--nick-expiry", float, DEFAULT_NICK_EXPIRY_DAYS, "days after which "
+            "the claim of a nick that nobody used lapses, so another device may take it",
+            "30 days"),
+    Setting("allow_host", "--allow-host", str, "", "more names the server answers to, comma "
+            "separated (e.g. chat.local); its addresses and loopback names always work",
+            "none"),
+    Setting("show_link", "--show-link", bool, False, "print the pairing link and QR code of the "
+            "data folder and exit (for --quiet, a service or a PC without a screen)", "off"),
     Setting("web_app", "--web-app", str, None, "folder of a built Flutter web app, served "
             "under /app/ (flutter build web --base-href /app/)", "none"),
     Setting("no_browser", "--no-browser", bool, False, "do not open the pairing page in a "
@@ -5292,6 +5588,23 @@ def _leave_reason(close_reason):
     return close_reason if close_reason in ("quit", "timeout", "slow", "shutdown") else "error"
 
 
+def _host_name(host):
+    """The host part of a Host header or a name, lower-case, without port or brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+def _is_loopback_name(name):
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
+
+
 def raise_fd_limit(wanted):
     """Raise the soft limit on open files towards `wanted` (never above the hard limit);
     returns the soft limit in force, or None where there is none to read (Windows)."""
@@ -5341,6 +5654,8 @@ class Server:
         self.listeners = []
         self.accepting = True
         self.notices = []             # said in the banner (and logged): limits lowered, ...
+        self._hosts = None            # the names the server answers to (host_allowed)
+        self._hosts_read = 0.0
         self._tmpdir = None
         if config.web_app and not os.path.isfile(os.path.join(config.web_app, "index.html")):
             raise OSError("--web-app %s is not a built web app (no index.html in it)"
@@ -5423,7 +5738,21 @@ class Server:
         self.bound = sock.getsockname()[:2]
         for notice in self.notices:
             log.warning("%s", notice)
+        self._write_pairing_link()
         return self.bound
+
+    def _write_pairing_link(self):
+        """Keep the pairing link in the data folder (private to the user) for --show-link
+        while the server runs: the database is locked then."""
+        if self.config.memory:
+            return
+        path = os.path.join(self.data_root, PAIRING_LINK_FILE)
+        try:
+            make_private_file(path)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(self.pairing_urls()) + "\n")
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc)
 
     # -- the loop's API for connections and handlers ------------------------------
 
@@ -5949,6 +6278,40 @@ class Server:
             self._tmpdir.cleanup()
         log.info("server stopped")
 
+    # -- the names the server answers to ------------------------------------
+
+    def host_allowed(self, host):
+        """Whether an HTTP Host names this server: its listening or LAN addresses,
+        --advertise-host, loopback names, the computer's name, --allow-host. No Host (an
+        HTTP/1.0 client, never a browser) is allowed."""
+        if not host:
+            return True
+        name = _host_name(host)
+        if name in self._known_hosts() or _is_loopback_name(name):
+            return True
+        now = time.monotonic()
+        if now - self._hosts_read >= HOST_REFRESH_EVERY:      # the addresses may be new
+            self._hosts = None
+            return name in self._known_hosts()
+        return False
+
+    def _known_hosts(self):
+        if self._hosts is None:
+            cfg = self.config
+            names = {"localhost", "127.0.0.1", "::1"}
+            names.update(ip for _, ip in list_ipv4_interfaces())
+            host = getattr(self, "bound", (cfg.host,))[0]
+            if host not in _WILDCARD_HOSTS:
+                names.add(str(host).lower())
+            if cfg.advertise_host:
+                names.add(_host_name(cfg.advertise_host))
+            names.update(_host_name(n) for n in cfg.allow_host.split(",") if n.strip())
+            computer = socket.gethostname().lower()
+            names.update((computer, computer + ".local", computer + ".lan"))
+            self._hosts = names
+            self._hosts_read = time.monotonic()
+        return self._hosts
+
     # -- status ---------------------------------------------------------------
 
     def pairing_urls(self):
@@ -6053,6 +6416,45 @@ def cannot_start(exc):
     return 2
 
 
+def show_link(config, stream=None):
+    """--show-link: print the pairing link and QR code of a data folder, and exit. With no
+    server running, from the database (a new folder gets its token now); with one running,
+    from the link it keeps in the folder."""
+    stream = stream or sys.stdout
+    root = config.data_dir or default_data_dir()
+    try:
+        if not config.memory:
+            make_private_dir(root)
+        store = MessageStore(os.path.join(root, "chat.sqlite3")) if not config.memory else None
+    except DataDirInUse:
+        try:
+            with open(os.path.join(root, PAIRING_LINK_FILE), encoding="utf-8") as f:
+                urls = [line.strip() for line in f if line.strip()]
+        except OSError as exc:
+            return cannot_start(OSError("a server runs on %s but its link is not readable (%s)"
+                                        % (root, exc)))
+    except OSError as exc:
+        return cannot_start(exc)
+    else:
+        if store is None:
+            return cannot_start(OSError("--memory keeps no pairing link to show"))
+        try:
+            token = None
+            if not config.open:
+                token = store.get_setting("pairing_token")
+                if token is None or config.new_token:
+                    token = secrets.token_urlsafe(16)
+                    store.set_setting("pairing_token", token)
+            urls = pairing_urls(config.host, config.port, token, config.advertise_host)
+        finally:
+            store.close()
+    print("Pairing link for %s:" % root, file=stream)
+    for url in urls:
+        print("  " + url, file=stream)
+    print(_console_qr(urls[0], qr_console_can_encode(stream)), file=stream, flush=True)
+    return 0
+
+
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     for stream in (sys.stdout, sys.stderr):
@@ -6062,6 +6464,8 @@ def main(argv=None):
     level = logging.WARNING if args.quiet else getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
                         datefmt="%H:%M:%S")
+    if args.show_link:
+        return show_link(config_from_args(args))
     try:
         server = Server(config_from_args(args))
     except OSError as exc:          # the data folder: not writable, or in use

@@ -4,6 +4,7 @@ Used by the tests (and handy by hand: `python -i tests/chatclient.py`)."""
 import json
 import os
 import re
+import secrets
 import socket
 import struct
 import subprocess
@@ -41,6 +42,7 @@ class ChatClient:
         self.buf = bytearray()
         self.inbox = []          # frames received but not consumed yet: (header, payload)
         self.welcome = None
+        self.device = secrets.token_urlsafe(16)   # this client object is one device
         self._cid = 0
 
     # -- raw I/O --------------------------------------------------------------
@@ -114,10 +116,14 @@ class ChatClient:
 
     # -- protocol -------------------------------------------------------------
 
-    def hello(self, nick, token=None, since=None, session=None, expect="welcome"):
+    def hello(self, nick, token=None, since=None, device=None, expect="welcome"):
+        """`device`: the device key to send (default: this client object's own, so every
+        ChatClient is another device; pass another client's `.device` to be that device,
+        or False to send none and be issued one)."""
         header = {"type": "hello", "nick": nick, "client": "tests/1", "proto": 1}
-        if session is not None:
-            header["session"] = session
+        device = self.device if device is None else device
+        if device:
+            header["device"] = device
         if token is not None:
             header["token"] = token
         if since is not None:
@@ -127,6 +133,8 @@ class ChatClient:
         if expect == "welcome":
             assert reply["type"] == "welcome", reply
             self.welcome = reply
+        if reply["type"] == "welcome":
+            self.device = reply["device"]      # a client keeps the key it was given
         return reply
 
     def next_cid(self):

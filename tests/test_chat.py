@@ -4,6 +4,7 @@ Each test reads like the protocol (docs/PROTOCOL.md): hello -> welcome, msg -> a
 broadcast, DM visibility, resume paging, errors. `Room.turn()` plays the loop's part: it
 commits, then hands the Outbox's entries to the fake connections, in order."""
 import json
+import secrets
 import sqlite3
 
 import pytest
@@ -17,7 +18,8 @@ class FakeConnection:
     def __init__(self, name, address="192.168.1.20"):
         self.name = name
         self.address = address
-        self.nick = self.key = self.session = None
+        self.nick = self.key = self.session = self.uid = None
+        self.device = secrets.token_urlsafe(16)
         self.bucket = cs.TokenBucket(0, 0)
         self.out_pending = 0
         self.closed = False
@@ -73,7 +75,7 @@ class Room:
 
     def join(self, nick, **hello):
         conn = FakeConnection(nick)
-        self.send(conn, type="hello", nick=nick, proto=1, **hello)
+        self.send(conn, type="hello", nick=nick, proto=1, device=conn.device, **hello)
         return conn
 
     def say(self, conn, text, **extra):
@@ -123,7 +125,7 @@ def test_resume_pages_the_missed_messages_without_gap_or_duplicate(room):
     back = FakeConnection("alice2")
     room.chat.leave(alice, "quit")
     room.turn()
-    room.send(back, type="hello", nick="alice", proto=1, since=10)
+    room.send(back, type="hello", nick="alice", proto=1, since=10, device=alice.device)
     (welcome,) = back.of_type("welcome")
     got = [m["id"] for m in welcome["history"]]
     assert welcome["has_more"] is True and len(got) == cs.WELCOME_HISTORY_RESUME
@@ -188,7 +190,7 @@ def test_download_and_cancel_happen_in_the_order_they_were_sent(room, tmp_path):
     alice = room.join("alice")
     room.store.add_file({"id": "f1", "name": "a", "size": 3, "sha256": "0" * 64,
                          "mime": "text/plain", "sender_key": "alice", "recipient_key": None,
-                         "created": 0.0})
+                         "created": 0.0, "sender_id": alice.uid, "recipient_id": None})
     room.chat.handle(alice, b'{"type":"download","file":"f1"}')
     room.chat.handle(alice, b'{"type":"download_cancel","file":"f1"}')
     room.turn()

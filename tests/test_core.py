@@ -135,17 +135,19 @@ def test_nick_is_trimmed_and_unique_case_insensitively(server):
     assert a.welcome["nick"] == "Alice"
     b = ChatClient(server.port)
     err = b.hello("aLiCe", expect="error")
-    assert err["code"] == "nick_taken" and not err["fatal"]
+    assert err["code"] == "nick_owned" and not err["fatal"]
     assert b.hello("bob")["nick"] == "bob"
     assert_chat_still_works(server, a, b)
 
 
-def test_nick_free_again_after_leaving(server):
+def test_a_nick_stays_with_its_device_after_leaving(server):
     watcher = server.client("watcher")
     a = server.client("alice")
     a.close()
     watcher.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "alice")
-    assert server.client("alice").welcome["nick"] == "alice"
+    other = ChatClient(server.port)
+    assert other.hello("alice", expect="error")["code"] == "nick_owned"
+    assert server.client("alice", device=a.device).welcome["nick"] == "alice"
 
 
 # -- history, resume, dedup ---------------------------------------------------------------
@@ -183,7 +185,7 @@ def test_resume_after_reconnect_has_no_gap_and_no_duplicate(server):
     a.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "bob")
     missed = [a.say("missed %d" % i)["id"] for i in range(250)]   # more than one welcome holds
     b2 = ChatClient(server.port)
-    welcome = b2.hello("bob", since=cursor)
+    welcome = b2.hello("bob", since=cursor, device=b.device)
     got = [m["id"] for m in welcome["history"]]
     assert welcome["has_more"] is True and len(got) == cs.WELCOME_HISTORY_RESUME
     while True:   # page backward to the cursor, as PROTOCOL.md says
@@ -203,7 +205,7 @@ def test_resend_with_same_cid_is_stored_once_and_reacknowledged(server):
     b.wait_for("msg")
     a.close()
     b.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "alice")
-    a2 = server.client("alice")
+    a2 = server.client("alice", device=a.device)
     again = a2.say("only once (resent)", cid="fixed-1")
     assert again == first                    # the original, not a new message
     assert [h for h in b.drain(0.3) if h["type"] == "msg"] == []   # bob does not get it twice
@@ -722,19 +724,19 @@ def test_memory_mode_keeps_nothing_on_disk(make_server, tmp_path):
     assert os.listdir(tmp) == []              # the temporary folder went with the server
 
 
-def test_reconnect_with_session_takes_over_a_dead_connection(server):
+def test_reconnect_with_the_device_key_takes_over_a_dead_connection(server):
     watcher = server.client("watcher")
     old = server.client("alice")       # its network "drops": the server still holds it
     session = old.welcome["session"]
     watcher.drain(0.2)
     stranger = ChatClient(server.port)
-    assert stranger.hello("alice", expect="error")["code"] == "nick_taken"
-    bad = ChatClient(server.port)
-    bad.send({"type": "hello", "nick": "alice", "proto": 1, "session": "guess"})
-    expect_error(bad, "nick_taken")
+    assert stranger.hello("alice", expect="error")["code"] == "nick_owned"
+    bad = ChatClient(server.port)       # the session is no credential for this any more
+    bad.send({"type": "hello", "nick": "alice", "proto": 1, "session": session})
+    expect_error(bad, "nick_owned")
     new = ChatClient(server.port)
-    assert new.hello("alice", session=session)["nick"] == "alice"
-    old.expect_closed()
+    assert new.hello("alice", device=old.device)["nick"] == "alice"
+    assert old.expect_closed()[-1] == {"type": "bye", "reason": "replaced"}
     assert new.say("back")["type"] == "msg"
     frames = watcher.drain(0.3)
     assert not [f for f in frames if f["type"] in ("leave", "join") and f.get("nick") == "alice"]

@@ -127,8 +127,8 @@ def test_upload_resumes_after_forced_disconnect(files_server, cut):
     time.sleep(0.3)
     a.sock.shutdown(socket.SHUT_RDWR)     # WiFi drop
     a.close()
-    # back at once: the session takes the nick over even if the server still holds it
-    a2 = files_server.client("alice", session=a.welcome["session"])
+    # back at once: the device key takes the nick over even if the server still holds it
+    a2 = files_server.client("alice", device=a.device)
     a2.send({"type": "upload_status", "upload": ready["upload"]})
     status = a2.wait_for("upload_ready")
     assert status["offset"] == 2 * MiB and status["cid"] == "r1"
@@ -398,8 +398,8 @@ def test_kill_9_mid_upload_never_serves_a_partial_file(make_server, tmp_path):
     assert all("file" not in m for m in b.welcome["history"])
     err, _ = download(b, "fghost")
     assert err["code"] == "unknown_file"
-    # the partial upload is resumable by its owner after the restart
-    a2 = srv2.client("alice")
+    # the partial upload is resumable by its owner (the same device) after the restart
+    a2 = srv2.client("alice", device=a.device)
     a2.send({"type": "upload_status", "upload": ready["upload"]})
     status = a2.wait_for("upload_ready")
     assert status["offset"] == MiB
@@ -523,9 +523,9 @@ def send_slowly_http(client, data, results):
     import json
     import urllib.parse
     conn = http.client.HTTPConnection("127.0.0.1", client.sock.getpeername()[1], timeout=30)
-    conn.request("POST", "/files?" + urllib.parse.urlencode(
-        {"session": client.welcome["session"], "name": "slow.bin", "cid": "up1"}),
-        body=data, headers={"Content-Type": "application/octet-stream"})
+    conn.request("POST", "/files?" + urllib.parse.urlencode({"name": "slow.bin", "cid": "up1"}),
+                 body=data, headers={"Content-Type": "application/octet-stream",
+                                     "Authorization": "Bearer " + client.welcome["session"]})
     res = conn.getresponse()
     results.append(json.loads(res.read()) if res.status == 201 else {"type": "error",
                                                                        "status": res.status})

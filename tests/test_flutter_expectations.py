@@ -57,11 +57,10 @@ def test_the_resume_probe_is_answered_with_its_t(server):
 
 def test_reconnecting_with_the_session_takes_the_nick_over(server):
     """After a probe got no answer the app reconnects at once; the server may still think the
-    old connection is alive, and hello.session must win over it (no nick_taken)."""
+    old connection is alive, and the device key must win over it (no nick_owned)."""
     watcher = server.client("watcher")
     old = server.client("alice")
-    session = old.welcome["session"]
-    new = server.client("alice", session=session)
+    new = server.client("alice", device=old.device)
     assert new.welcome["nick"] == "alice"
     assert new.say("back")["type"] == "msg"
     seen = watcher.wait_for(lambda h: h["type"] == "msg" and h["text"] == "back")
