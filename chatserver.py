@@ -7313,10 +7313,13 @@ function readToken() {
 }
 readToken();
 var token = store.get('token') || '';
+// This browser's device key: the nick it claims belongs to it (docs/PROTOCOL.md, "Devices and
+// nicks"). The server issues one on the first welcome; it never goes into a URL.
+var device = store.get('device') || '';
 
 // ---- state ----
 var S = {
-  ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '',
+  ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '', uid: null, linkGen: 0,
   lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, quiet: 0, stopped: false,
   nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
   byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
@@ -7383,7 +7386,7 @@ function touch() {
 function sendHello() {
   if (!S.nick) { askNick(''); return; }
   var h = { type: 'hello', nick: S.nick, client: 'web/1', proto: 1 };
-  if (S.session) h.session = S.session;  // lets us take over our nick from a dead connection
+  if (device) h.device = device;  // also takes our nick over from a connection that died
   if (token) h.token = token;
   // An unfinished gap fill resumes from its own start, so nothing is skipped.
   S.sentSince = S.gapSince || S.lastId;
@@ -7405,6 +7408,8 @@ var H = {
     S.welcomed = true; S.everWelcomed = true; S.attempt = 0;
     S.nick = m.nick; store.set('nick', m.nick);
     S.session = m.session || ''; S.limits = m.limits || {};
+    if (typeof m.uid === 'number') S.uid = m.uid;
+    if (m.device && m.device !== device) { device = m.device; store.set('device', device); }
     touch();   // re-arm the liveness timers with the server's own timings
     S.users = new Map();
     (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
@@ -7418,7 +7423,7 @@ var H = {
       S.gapSince = S.sentSince;
       askHistory({ kind: 'gap', before: hist[0].id, after: S.sentSince });
     } else S.gapSince = 0;
-    refreshFileUrls();
+    sessionCookie();
     setConn(true); setBanner('');
     updateChrome();
     flushOutbox();
@@ -7469,13 +7474,21 @@ var H = {
   },
   ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
   pong: function () {},
-  bye: function () { setBanner('The server is restarting. Reconnecting…'); },
+  bye: function (m) {
+    if (m.reason === 'replaced') {
+      // The same nick was opened on another tab or device of ours: do not fight over it.
+      S.stopped = true; lost();
+      setBanner('This chat was opened in another tab or window. Reload the page to use it here.', true);
+      return;
+    }
+    setBanner('The server is restarting. Reconnecting…');
+  },
   error: onError
 };
 
 function onError(m) {
   var code = m.code || '', text = m.message || code;
-  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid')) {
+  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid' || code === 'nick_owned')) {
     if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
       // Probably our own previous connection, not yet timed out on the server: wait for it.
       setBanner('Reconnecting… (waiting for the previous connection to expire)');
@@ -7524,7 +7537,8 @@ function loadOlder() {
 }
 
 // ---- rendering messages ----
-function isMine(m) { return m.from != null && fold(m.from) === fold(S.nick); }
+// Our own messages are those of our identity (uid), not of whoever had our nick before.
+function isMine(m) { return S.uid !== null && m.uid === S.uid; }
 function nearBottom() { return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120; }
 function toBottom() { scroller.scrollTop = scroller.scrollHeight; }
 
@@ -7573,9 +7587,21 @@ function buildMsg(m, mine) {
   return box;
 }
 // inline=1 asks the server to serve an image as itself (not as an attachment) for thumbnails.
+// A link carries no secret: the session travels in an HttpOnly cookie (sessionCookie); v only
+// makes the browser fetch again after the cookie changed.
 function fileUrl(f, inline) {
   return '/files/' + encodeURIComponent(String(f.id)) + '/' + encodeURIComponent(String(f.name || 'file')) +
-    '?session=' + encodeURIComponent(S.session) + (inline ? '&inline=1' : '');
+    '?v=' + S.linkGen + (inline ? '&inline=1' : '');
+}
+// After every welcome: hand the new session to the server, which sets it as a cookie, then
+// reload the file links and thumbnails with it.
+function sessionCookie() {
+  var session = S.session;
+  if (!session || !window.fetch) { refreshFileUrls(); return; }
+  fetch('/session', { method: 'POST', body: session, credentials: 'same-origin',
+                      headers: { 'Content-Type': 'text/plain' } })
+    .then(function () { if (S.session === session) { S.linkGen++; refreshFileUrls(); } },
+          function () { refreshFileUrls(); });
 }
 function buildFile(f) {
   var wrap = el('div', 'f');
@@ -7823,11 +7849,12 @@ function startUpload(job) {
   var cancel = el('button', 'iconbtn', '×'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
   var pct = el('span', 'pct', '0%'); pct.setAttribute('aria-hidden', 'true');
   row.appendChild(bar); row.appendChild(pct); row.appendChild(cancel); $('uploads').appendChild(row);
-  var q = '?session=' + encodeURIComponent(S.session) + '&name=' + encodeURIComponent(name) + '&cid=' + encodeURIComponent(cid);
+  var q = '?name=' + encodeURIComponent(name) + '&cid=' + encodeURIComponent(cid);
   if (job.to) q += '&to=' + encodeURIComponent(job.to);
   var xhr = new XMLHttpRequest();
   xhr.open('POST', '/files' + q);
   xhr.setRequestHeader('Content-Type', f.type || 'application/octet-stream');
+  xhr.setRequestHeader('Authorization', 'Bearer ' + S.session);
   xhr.upload.onprogress = function (e) {
     if (e.lengthComputable && e.total) { bar.value = e.loaded / e.total; pct.textContent = Math.floor(bar.value * 100) + '%'; }
   };

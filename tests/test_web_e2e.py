@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import struct
+import time
 import zlib
 
 import pytest
@@ -235,6 +236,85 @@ def test_nick_taken_is_reported_and_another_nick_works(browser, web_server):
         user.close()
 
 
+# -- devices: a nick belongs to the browser that claimed it --------------------------------
+
+def test_a_reload_keeps_the_nick_and_another_browser_gets_nick_owned(browser, web_server):
+    watcher = web_server.client("watcher")
+    alice = WebUser(browser, web_server.port, "alice").join()
+    other = WebUser(browser, web_server.port, "alice")        # another profile: another device
+    try:
+        alice.say("before the reload")
+        first = wait_tcp_msg(watcher, "before the reload")
+        alice.page.reload()                    # the same device: no dialog, the nick is kept
+        alice.wait_online()
+        expect(alice.page.get_by_role("dialog", name="Join LAN Chat")).to_be_hidden()
+        alice.say("after the reload")
+        again = wait_tcp_msg(watcher, "after the reload")
+        assert again["from"] == "alice" and again["uid"] == first["uid"]
+        other.page.goto("http://127.0.0.1:%d/" % web_server.port)
+        dialog = other.page.get_by_role("dialog", name="Join LAN Chat")
+        dialog.get_by_label("Nickname").fill("alice")
+        dialog.get_by_role("button", name="Join").click()
+        expect(dialog.get_by_role("alert")).to_contain_text("another device")
+        expect(dialog).to_be_visible()
+        dialog.get_by_label("Nickname").fill("alice2")
+        dialog.get_by_role("button", name="Join").click()
+        other.wait_online()
+        # alice's own messages are hers in her view, and not alice2's
+        mine = other.page.locator("#log .m.me")
+        expect(mine).to_have_count(0)
+        for user in (alice, other):
+            user.assert_clean()
+    finally:
+        watcher.close()
+        alice.close()
+        other.close()
+
+
+def test_the_same_browser_in_two_tabs_does_not_fight_over_the_nick(browser, web_server):
+    watcher = web_server.client("watcher")
+    first = WebUser(browser, web_server.port, "dana").join()
+    try:
+        watcher.wait_for(lambda h: h.get("type") == "join" and h.get("nick") == "dana")
+        watcher.drain(0.3)
+        second = first.context.new_page()      # the same profile, so the same device
+        second.goto("http://127.0.0.1:%d/" % web_server.port)
+        expect(second.get_by_role("status")).to_be_hidden()
+        expect(first.page.locator("#banner")).to_contain_text("another tab")
+        time.sleep(3)                          # nobody reconnects behind the other's back
+        expect(second.get_by_role("status")).to_be_hidden()
+        box = second.get_by_role("textbox", name="Message")
+        box.fill("from the second tab")
+        second.get_by_role("button", name="Send").click()
+        assert wait_tcp_msg(watcher, "from the second tab")["from"] == "dana"
+        frames = watcher.drain(0.5)
+        assert not [f for f in frames if f.get("type") in ("join", "leave")]
+    finally:
+        watcher.close()
+        first.close()
+
+
+def test_file_links_carry_no_secret(browser, web_server, tmp_path):
+    alice = WebUser(browser, web_server.port, "alice").join()
+    stranger = browser.new_context()
+    try:
+        path = tmp_path / "plain.txt"
+        path.write_bytes(b"only for the room")
+        alice.page.get_by_label("File to share").set_input_files(str(path))
+        link = alice.log.get_by_role("link", name=re.compile("plain.txt"))
+        expect(link).to_be_visible()
+        href = link.get_attribute("href")
+        assert "session" not in href and alice.page.evaluate("() => document.cookie") == ""
+        url = "http://127.0.0.1:%d%s" % (web_server.port, href)
+        assert alice.context.request.get(url).body() == b"only for the room"
+        refused = stranger.request.get(url)            # the link alone opens nothing
+        assert refused.status == 401 and b"only for the room" not in refused.body()
+        alice.assert_clean()
+    finally:
+        stranger.close()
+        alice.close()
+
+
 # -- files ---------------------------------------------------------------------------------
 
 def test_file_uploaded_in_one_browser_downloads_in_the_other(browser, web_server, tmp_path):
@@ -268,7 +348,7 @@ def test_file_uploaded_in_one_browser_downloads_in_the_other(browser, web_server
         expect(alice.log.get_by_role("link", name=re.compile(re.escape(name)))).to_be_visible()
         expect(alice.page.get_by_role("progressbar")).to_have_count(0)
 
-        # an image gets an inline thumbnail that really loads (session in the URL works)
+        # an image gets an inline thumbnail that really loads (the session cookie works)
         png = tmp_path / "pixel art.png"
         png.write_bytes(tiny_png())
         bob.page.get_by_label("File to share").set_input_files(str(png))
