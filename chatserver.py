@@ -2894,7 +2894,10 @@ def _console_qr(url, stream_encoding_ok):
 
 
 def _is_loopback_url_host(url):
-    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:          # a malformed authority ("[::1", "localhost:]"): not loopback
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

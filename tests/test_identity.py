@@ -43,6 +43,7 @@ def test_the_same_nick_in_another_form_is_the_same_claim(server, nick):
     server.client("alice")
     err = ChatClient(server.port).hello(nick, expect="error")
     assert err["code"] == "nick_owned" and "belongs to another device" in err["message"]
+    assert "looks like" not in err["message"]         # the same nick, not a look-alike
 
 
 @pytest.mark.parametrize("nick", ["al\u00a0ice", "al\u3000ice", "al\u200bice", "\u3164alice",

@@ -42,8 +42,7 @@ mutation("token_prefix_match",
          "def _token_matches(given, expected):\n"
          "    return isinstance(given, str) and expected.startswith(given)\n",
          "test_promises::test_every_wrong_token_is_refused_over_the_framed_protocol "
-         "test_promises::test_every_wrong_token_is_refused_over_websocket "
-         "test_promises::test_a_wrong_session_cannot_take_a_nick_over",
+         "test_promises::test_every_wrong_token_is_refused_over_websocket",
          "an empty, one-character or truncated token joins a protected server")
 
 mutation("token_case_insensitive",
@@ -76,11 +75,11 @@ mutation("session_prefix_lookup",
          "an empty or truncated session downloads private files and uploads as someone else")
 
 mutation("takeover_with_any_session",
-         'if not _token_matches(h.get("session"), holder.session or ""):',
-         'if h.get("session") is None:',
-         "test_promises::test_a_wrong_session_cannot_take_a_nick_over "
-         "test_core::test_reconnect_with_session_takes_over_a_dead_connection",
-         "any hello with some session string takes an online user's nick over")
+         'elif not secrets.compare_digest(claim["key_hash"], key_hash):',
+         'elif False:',
+         "test_promises::test_a_wrong_device_key_cannot_take_a_nick_over "
+         "test_identity::test_neither_the_session_nor_the_token_takes_a_nick_over",
+         "any device takes a claimed nick (and its direct messages) over")
 
 mutation("pair_host_prefix",
          'return host == "localhost"',
@@ -141,8 +140,8 @@ mutation("ids_restart_from_zero",
          "after a restart ids start again at 1: clients' cursors and resume break")
 
 mutation("resend_stored_twice",
-         "CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_cid",
-         "CREATE INDEX IF NOT EXISTS messages_sender_cid",
+         'CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_id_cid',
+         'CREATE INDEX IF NOT EXISTS messages_sender_id_cid',
          "test_core::test_resend_with_same_cid_is_stored_once_and_reacknowledged",
          "a message resent after a reconnect is stored and shown twice")
 
@@ -155,15 +154,15 @@ mutation("no_bye_on_shutdown",
 # -- resume and delivery order -----------------------------------------------------------
 
 mutation("resume_skips_one",
-         "self.store.history(conn.key, after=since,",
-         "self.store.history(conn.key, after=since + 1,",
+         'self.store.history(conn.uid, after=since,',
+         'self.store.history(conn.uid, after=since + 1,',
          "test_promises::test_resume_after_a_small_gap_has_no_gap_and_no_duplicate "
          "test_promises::test_resume_after_a_small_gap_over_websocket",
          "a reconnecting client never sees the first message it missed")
 
 mutation("resume_repeats_one",
-         "self.store.history(conn.key, after=since,",
-         "self.store.history(conn.key, after=max(0, since - 1),",
+         'self.store.history(conn.uid, after=since,',
+         'self.store.history(conn.uid, after=max(0, since - 1),',
          "test_promises::test_resume_after_a_small_gap_has_no_gap_and_no_duplicate",
          "a reconnecting client gets its last seen message again (a duplicate)")
 
@@ -182,8 +181,8 @@ mutation("dm_to_everyone",
          "a direct message reaches everyone online")
 
 mutation("dm_in_everyones_history",
-         '"(recipient_key IS NULL OR recipient_key = ? OR sender_key = ?) "',
-         '"(recipient_key IS NULL OR recipient_key = ? OR sender_key = ? OR 1) "',
+         '"(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) "',
+         '"(recipient_id IS NULL OR recipient_id = ? OR sender_id = ? OR 1) "',
          "test_core::test_direct_message_reaches_only_the_two_parties",
          "direct messages appear in everyone's history")
 
@@ -194,8 +193,8 @@ mutation("typing_dm_to_everyone",
          "everyone sees who is typing to whom")
 
 mutation("private_file_readable",
-         'if meta["recipient_key"] is not None and conn_key not in',
-         "if False and conn_key not in",
+         'if meta["recipient_key"] is not None and uid not in',
+         'if False and uid not in',
          "test_files::test_direct_share_only_for_sender_and_recipient "
          "test_http::test_direct_share_is_forbidden_to_a_third_user",
          "a file shared privately is downloadable by anyone")
@@ -387,8 +386,8 @@ mutation("short_upload_accepted",
          "a file marked complete with bytes missing is published")
 
 mutation("foreign_upload_writable",
-         "if up is None or up.owner_key != conn.key:",
-         "if up is None:",
+         'if up is None or up.owner_id != conn.uid:',
+         'if up is None:',
          "test_files::test_chunk_for_unknown_or_foreign_upload",
          "anyone may append to someone else's upload")
 
@@ -417,8 +416,8 @@ mutation("free_disk_not_kept",
          "uploads fill the disk the history database needs")
 
 mutation("upload_slots_off_by_one",
-         'if sum(1 for u in uploads if u.owner_key == conn.key) >= self.config.max_uploads:',
-         'if sum(1 for u in uploads if u.owner_key == conn.key) > self.config.max_uploads:',
+         'if sum(1 for u in uploads if u.owner_id == conn.uid) >= self.config.max_uploads:',
+         'if sum(1 for u in uploads if u.owner_id == conn.uid) > self.config.max_uploads:',
          "test_files::test_too_many_uploads",
          "one upload more than --max-uploads per user")
 
@@ -735,3 +734,74 @@ mutation("ws_internal_error_no_1011",
          "conn.sock.send(conn.handler.ws.close(WS_CLOSE_POLICY,",
          "test_promises::test_ws_internal_error_is_close_1011",
          "a server error looks like a policy refusal to the browser")
+
+# -- identities: a nick belongs to the device that claimed it (tests/test_identity.py) ------
+
+I = "test_identity::"
+
+mutation("lookalikes_allowed",
+         "        for other in store.lookalikes(nick_skeleton(nick), key):",
+         "        for other in []:",
+         I + "test_a_nick_that_looks_like_a_claimed_one_is_refused",
+         "a classmate joins as Cyrillic 'аlice' beside the real alice")
+
+mutation("nick_key_without_nfkc",
+         '    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", nick).casefold())',
+         "    return nick.casefold()",
+         I + "test_the_same_nick_in_another_form_is_the_same_claim " +
+         I + "test_skeletons_fold_look_alikes_and_keep_distinct_names_apart",
+         "fullwidth 'ａｌｉｃｅ' is another nick than 'alice'")
+
+mutation("claims_never_lapse_wrongly",
+         "        if claim is not None and self.lapsed(claim, now):",
+         "        if claim is not None and claim['nick_key'] not in self.joined:",
+         I + "test_the_next_holder_of_a_lapsed_nick_gets_nothing_of_the_previous_owners "
+         "test_core::test_a_nick_stays_with_its_device_after_leaving",
+         "anyone takes a nick the moment its owner goes offline")
+
+mutation("lapsed_heir_inherits_history",
+         "            store.lapse(claim[\"id\"])            # unused too long: the name is free again\n"
+         "            claim = None",
+         "            store.claim(claim[\"id\"], None, now)",
+         I + "test_the_next_holder_of_a_lapsed_nick_gets_nothing_of_the_previous_owners",
+         "the next holder of a lapsed nick reads the previous owner's direct messages")
+
+mutation("space_like_nicks_allowed",
+         '        if (category == "Zs" and ch != " ") or ch in _BLANK_LETTERS:',
+         "        if False:",
+         I + "test_invisible_and_space_like_characters_are_refused",
+         "'al\u00a0ice' with a no-break space passes for 'al ice'")
+
+mutation("session_in_links_accepted",
+         '        if "session" in req.query:',
+         "        if False:",
+         I + "test_the_session_cookie_replaces_the_session_in_links",
+         "clients keep putting the session in links that get pasted into the chat")
+
+mutation("host_check_off",
+         "        if not self.site.host_allowed(host):",
+         "        if False:",
+         I + "test_a_host_that_is_not_the_servers_is_refused_on_every_route",
+         "a web page on a rebound DNS name talks to the chat (DNS rebinding)")
+
+mutation("upgrade_forgets_dms",
+         '            for table, key_column, id_column in (\n'
+         '                    ("messages", "sender_key", "sender_id"),\n'
+         '                    ("messages", "recipient_key", "recipient_id"),',
+         '            for table, key_column, id_column in (\n'
+         '                    ("messages", "sender_key", "sender_id"),',
+         I + "test_an_old_data_folder_keeps_its_history_and_the_first_device_claims_each_nick",
+         "after the upgrade, old direct messages are shown to everyone")
+
+mutation("no_link_for_show_link",
+         "        self._write_pairing_link()\n",
+         "",
+         I + "test_show_link_prints_the_link_and_qr_code_with_or_without_a_running_server",
+         "--show-link cannot show the link while the server runs")
+
+mutation("bye_replaced_missing",
+         "            self.outbox.send((holder,), b'{\"type\":\"bye\",\"reason\":\"replaced\"}')\n",
+         "",
+         "test_core::test_reconnect_with_the_device_key_takes_over_a_dead_connection "
+         "test_web_e2e::test_the_same_browser_in_two_tabs_does_not_fight_over_the_nick",
+         "two tabs of one browser take the nick from each other forever")
