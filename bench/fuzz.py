@@ -1481,6 +1481,12 @@ class Replies:
             if not self.http_body_left:
                 self._http_done()
 
+    def finish(self):
+        """The connection ended: an answer whose body did not all come (or the answer to a
+        HEAD, which has none) still counts."""
+        if self.transport == "http" and not self.upgraded and self.http_status is not None:
+            self._http_done()
+
     def _http_done(self):
         code = None
         if self.http_body[:1] == b"{":
@@ -1860,6 +1866,7 @@ class Driver:
                 except OSError:
                     pass
             sock.close()
+        conn.replies.finish()
         return Result(conn)
 
 
@@ -2088,6 +2095,7 @@ class Target:
         self.log_offset = 0
         self.log_path = os.path.join(data_dir, "server.log")
         self.checks = 0
+        self.last_cpu = 0.0
 
     def command(self):
         cmd = [self.opts.python, self.opts.chatserver, "--host", "127.0.0.1", "--port",
@@ -2167,15 +2175,16 @@ class Target:
         return None
 
     def cpu_seconds(self):
-        """User + system CPU time of the server process so far (/proc/<pid>/stat)."""
-        if self.proc is None:
-            return None
-        try:
-            with open("/proc/%d/stat" % self.proc.pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
+        """User + system CPU time of the server process (/proc/<pid>/stat); the last value
+        read once the process is gone."""
+        if self.proc is not None:
+            try:
+                with open("/proc/%d/stat" % self.proc.pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                self.last_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, ValueError, IndexError):
+                pass
+        return self.last_cpu
 
     def fds(self):
         try:
@@ -2271,7 +2280,9 @@ def tracebacks(text, server_file="chatserver.py"):
                        ours[-1]) if ours else ""
         last = re.sub(r"^\d\d:\d\d:\d\d \w+\s+", "", block[-1].strip())
         last = re.sub(r"'[^' ]*'", "'…'", last)
-        last = re.sub(r"\d+", "N", last)[:160]
+        last = re.sub(r"\d+", "N", last)
+        last = re.sub(r"characters? (?:'…' )?in position N(?:-N)?", "character(s) in position N",
+                      last)[:160]
         found.append(("%s | %s" % (last, inner) if inner else last, "\n".join(block)))
         i = j
     return found
@@ -2358,7 +2369,7 @@ class Stats:
         self.inputs += 1
         self.bytes_sent += res.tx
         self.bytes_received += res.rx
-        self.outcomes[res.outcome.split(":")[0]] += 1
+        self.outcomes[res.outcome] += 1
         joined = any(e in ("welcome", "ws:text:welcome") for e in res.events)
         joining = inp.get("sub") in ("joined", "upload", "download", "flood", "garbage",
                                      "chat", "control", "fragments", "takeover")
@@ -2455,6 +2466,8 @@ class Campaign:
                 if now - last_report >= opts.progress:
                     last_report = now
                     self.progress(now - t0)
+                    if opts.json:           # a long run leaves its figures as it goes
+                        write_json(opts.json, dict(self.summary(now - t0), partial=True))
         finally:
             driver.close()
             elapsed = time.monotonic() - t0
@@ -2465,6 +2478,7 @@ class Campaign:
         return summary
 
     def sample(self):
+        self.target.cpu_seconds()
         rss = self.target.rss_kb()
         if rss is not None:
             self.stats.sample_rss(rss)
@@ -2727,6 +2741,13 @@ def say(text):
     print(text, flush=True)
 
 
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def file_sha256(path):
     try:
         with open(path, "rb") as f:
@@ -2832,8 +2853,7 @@ def main(argv=None):
     if opts.replay:
         code, summary = replay(opts)
         if opts.json:
-            with open(opts.json, "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=1)
+            write_json(opts.json, summary)
         return code
     if not os.path.exists(opts.chatserver):
         say("no server at %s" % opts.chatserver)
@@ -2846,9 +2866,7 @@ def main(argv=None):
         return 2
     print_summary(summary)
     if opts.json:
-        os.makedirs(os.path.dirname(os.path.abspath(opts.json)), exist_ok=True)
-        with open(opts.json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
+        write_json(opts.json, summary)
     return 0 if summary["ok"] else 1
 
 
