@@ -70,6 +70,7 @@ import random
 import re
 import selectors
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -2427,6 +2428,7 @@ class Campaign:
         self.target = None
         self.batch_peak_rss = 0
         self.minimized = 0             # failures shrunk so far (--minimize-max)
+        self.interrupted = False
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -2468,6 +2470,9 @@ class Campaign:
                     self.progress(now - t0)
                     if opts.json:           # a long run leaves its figures as it goes
                         write_json(opts.json, dict(self.summary(now - t0), partial=True))
+        except KeyboardInterrupt:
+            say("interrupted after %d inputs" % self.stats.inputs)
+            self.interrupted = True
         finally:
             driver.close()
             elapsed = time.monotonic() - t0
@@ -2489,9 +2494,11 @@ class Campaign:
 
     def progress(self, elapsed):
         s = self.stats
-        say("%7d inputs  %6.0f s  %5.0f/s  rss %6.1f MB  fds %4d  distinct failures %d  restarts %d"
-            % (s.inputs, elapsed, s.inputs / max(elapsed, 1e-9), s.max_rss_kb / 1024,
-               s.max_fds_after, len(self.failures), self.restarts))
+        say("%7d inputs  %6.0f s  %5.0f/s  max rss %6.1f MB  fds %4d  failures %d (%d distinct)"
+            "  restarts %d" % (s.inputs, elapsed, s.inputs / max(elapsed, 1e-9),
+                               s.max_rss_kb / 1024, s.max_fds_after,
+                               sum(f["count"] for f in self.failures.values()),
+                               len(self.failures), self.restarts))
 
     def keep_anchor(self):
         try:
@@ -2508,13 +2515,13 @@ class Campaign:
         new = []
         for f in failures:
             key = "%s|%s" % (f["kind"], f["signature"])
-            say("FAILURE %s after %d inputs: %s" % (f["kind"], self.stats.inputs,
-                                                    f["signature"]))
             seen = self.failures.get(key)
-            if seen is not None:
+            if seen is not None:            # counted; said once
                 seen["count"] += 1
                 seen["last_after_inputs"] = self.stats.inputs
                 continue
+            say("FAILURE %s after %d inputs: %s" % (f["kind"], self.stats.inputs,
+                                                    f["signature"]))
             f.update(count=1, batch=self.batches, after_inputs=self.stats.inputs,
                      batch_inputs=len(inputs), at_seconds=round(elapsed, 1))
             self.failures[key] = f
@@ -2622,6 +2629,7 @@ class Campaign:
 
         s.update({
             "ok": not distinct,
+            "interrupted": self.interrupted,
             "seed": self.opts.seed,
             "elapsed_s": round(elapsed, 1),
             "inputs_per_s": round(self.stats.inputs / max(elapsed, 1e-9), 1),
@@ -2838,8 +2846,16 @@ def build_arg_parser():
     return p
 
 
+def stop_on_sigterm():
+    """kill <pid> ends a run like Ctrl+C: the finally blocks stop the servers it started."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def main(argv=None):
     opts = build_arg_parser().parse_args(argv)
+    stop_on_sigterm()
     opts.chatserver_given = opts.chatserver
     opts.chatserver = os.path.abspath(opts.chatserver or DEFAULT_SERVER)
     opts.open_given = opts.open is not None
