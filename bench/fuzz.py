@@ -14,7 +14,7 @@ Usage
   python3 bench/fuzz.py --count 1000000 --seconds 0 --keep-going --json out.json
   python3 bench/fuzz.py --seed 42 --open --server-arg=--rate-limit=0
   python3 bench/fuzz.py --chatserver /tmp/other/chatserver.py     fuzz another copy
-  python3 bench/fuzz.py --replay fuzz-failures/crash-b12-s42.json  run a saved failure again
+  python3 bench/fuzz.py --replay bench/results/fuzz-failures/crash-b3-0-s42.json   replay
 
 Inputs (each kind weighted, see KIND_WEIGHTS; --weights framed=4,http=2,ws=3,raw=1)
   framed  hello (right, wrong or no token) then frames of every client type, valid or
@@ -47,14 +47,23 @@ frame_too_large, bad_json, bad_request, unknown_type), an HTTP status below 400 
 whose JSON body names a route-level code (not the parser's generic http_4xx), a 101. For
 joined inputs the welcome does not count; broadcasts from others never do.
 
-Output: a summary (inputs by kind and sub-kind, reach, answers seen, crashes, hangs,
-internal errors, bounds exceeded, max RSS, max fds, elapsed, seed), printed and with --json
-written as JSON. Exit status 0: no failure; 1: a failure, its batch saved in --failures-dir
-as JSON for --replay (and, when the failure reproduces on a fresh server, shrunk by halving to
-the inputs that still cause it); 2: the fuzzer could not run (e.g. the server did not start).
-Without --keep-going the run stops at the first failing batch; with it a crashed, hung or
-bloated server is restarted (same data folder) and the run goes on, each distinct failure
-saved once.
+Output: a summary (inputs by kind and sub-kind, reach, answers seen, outcomes, crashes, hangs,
+internal errors, bounds exceeded, each distinct failure with its count, max RSS, max fds,
+server and fuzzer CPU seconds, elapsed, seed), printed and with --json written as JSON (also
+every --progress seconds during the run, marked "partial").
+Failures: each distinct one (kind + signature: the exception and where it was raised) is
+said once and then counted. Its batch is saved as --failures-dir/batch-b<N>-s<seed>.json;
+when the batch alone reproduces it on a fresh server it is shrunk (halves, then single
+inputs) to <kind>-b<N>-<i>-s<seed>.json. `--replay FILE` plays a saved file on a fresh
+server and checks again (add --chatserver to try another copy, --sequential for one input
+at a time). Placeholders ({{token}}, {{session}}, {{file}} …) in saved inputs are filled
+from the new server, so replays work on any server.
+Exit status 0: no failure; 1: a failure (or, with --replay, the failure still happens);
+2: the fuzzer could not run (e.g. the server did not start).
+Without --keep-going the run stops after the first failing batch; with it a crashed, hung or
+bloated server is restarted (same data folder) and the run goes on; --stop-on KINDS stops at
+those kinds only. kill <pid> (SIGTERM) or Ctrl+C ends a run with its summary and stops the
+servers it started.
 
 Python standard library only.
 """
@@ -98,7 +107,7 @@ DEFAULT_SOURCES = 32              # fuzz connections come from 127.0.0.2 … 127
 DEFAULT_MAX_RSS_MB = 256
 DEFAULT_MAX_FDS = 256
 DEFAULT_CHECK_TIMEOUT = 10.0      # the ordinary client's hello + msg + ack
-DEFAULT_MINIMIZE_BUDGET = 12      # fresh servers started to shrink one failing batch
+DEFAULT_MINIMIZE_BUDGET = 24      # fresh servers started to shrink one failing batch
 DEFAULT_MINIMIZE_MAX = 10         # distinct failures shrunk per run
 
 CONNECT_TIMEOUT = 3.0
@@ -279,14 +288,7 @@ def http_request(method, target, headers, body=b"", version=b"HTTP/1.1", eol=b"\
 #   ["mutate", [pieces], seed, rounds]                 the pieces, then byte mutations
 #                                                      (done at send time, on real values)
 #   ["repeat", n, piece]  ["seq", [pieces]]            n copies of a piece; pieces in a row
-# payload is bytes or ["fill", n, seed] (n pseudo-random bytes, so big payloads stay small
-# in files); cut keeps only the first `cut` bytes of the encoded piece.
-
-def fill_bytes(spec):
-    if isinstance(spec, (bytes, bytearray)):
-        return bytes(spec)
-    _, n, seed = spec
-    return random.Random(seed).randbytes(n)
+# cut keeps only the first `cut` bytes of the encoded piece.
 
 
 def build_piece(piece, values):
@@ -303,11 +305,10 @@ def build_piece(piece, values):
         return mutate_bytes(random.Random(seed), data, rounds)
     if kind == "frame":
         _, header, payload, hlen, plen, cut = piece
-        data = encode_frame(substitute(header, values), fill_bytes(payload), hlen, plen)
+        data = encode_frame(substitute(header, values), payload, hlen, plen)
     elif kind == "ws":
         _, fin, rsv, opcode, mask, payload, length, form, cut = piece
-        data = encode_ws(fin, rsv, opcode, mask, substitute(fill_bytes(payload), values),
-                         length, form)
+        data = encode_ws(fin, rsv, opcode, mask, substitute(payload, values), length, form)
     else:
         raise ValueError("unknown piece %r" % kind)
     return data if cut is None else data[:cut]
@@ -652,7 +653,7 @@ class Gen:
     # -- inputs -------------------------------------------------------------------------
 
     def make(self):
-        """One input (a dict, see Input)."""
+        """One input: a dict described under "Inputs as data" below."""
         self.next_id += 1
         kind = self.weighted(self.weights)
         make = {"framed": self.framed, "http": self.http, "ws": self.ws, "raw": self.raw}[kind]
@@ -1569,10 +1570,9 @@ def answer_reached(event, joined_input):
 class Live:
     """One input being played: its socket, where it is in its script, what came back."""
 
-    def __init__(self, inp, values, port, now):
+    def __init__(self, inp, values, now):
         self.inp = inp
-        self.values = dict(values)
-        self.port = port
+        self.values = dict(values)          # placeholders; an await adds {{upload}}
         self.sock = None
         self.state = "connect"
         self.started = now
@@ -1588,8 +1588,9 @@ class Live:
         self.tx_total = 0
         self.outcome = None
         self.want_write = False
-        first = self.first_byte()
-        transport = "framed" if first in (b"", b"\0") or not first.isalpha() else "http"
+        # the server's rule (PROTOCOL.md): a letter first is HTTP, anything else is answered
+        # in frames (0x00: the framed protocol; other bytes: a bad_frame error frame)
+        transport = "http" if self.first_byte().isalpha() else "framed"
         self.replies = Replies(transport, inp.get("tag", ""), inp.get("sentinel"))
         self.raw_rx = bytearray()
 
@@ -1650,7 +1651,7 @@ class Driver:
 
     def run(self, inputs):
         values = self.values_fn()
-        plays = [Live(inp, values, self.port, 0.0) for inp in inputs]
+        plays = [Live(inp, values, 0.0) for inp in inputs]
         plays.sort(key=Live.expected_seconds, reverse=True)
         pending = collections.deque(plays)
         live = set()

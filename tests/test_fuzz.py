@@ -27,6 +27,8 @@ CI_COUNT = 10_000
 CI_SECONDS = 80
 CI_MIN_INPUTS = 2_500          # what even a very busy machine reaches in CI_SECONDS
 CI_SEED = int(os.environ.get("CHAT_FUZZ_SEED", "20261213"))
+# another copy to fuzz in the CI pass (e.g. a fix in progress); default: the repository's
+CI_SERVER = os.environ.get("CHAT_FUZZ_CHATSERVER", SERVER)
 BROKEN_SEED = 4242
 
 # Planted at the end of a copy of chatserver.py, just before its `if __name__` block:
@@ -101,8 +103,9 @@ def broken_copy(tmp_path, bug):
 def test_fuzz_pass_leaves_the_server_alive_bounded_chatting_and_reached(tmp_path):
     need_proc()
     code, summary, output = run_fuzz(
-        tmp_path, "--count", str(CI_COUNT), "--seconds", str(CI_SECONDS), "--seed", str(CI_SEED),
-        "--minimize-max", "2", timeout=CI_SECONDS + 240)
+        tmp_path, "--chatserver", CI_SERVER, "--count", str(CI_COUNT), "--seconds",
+        str(CI_SECONDS), "--seed", str(CI_SEED), "--minimize-max", "2",
+        timeout=CI_SECONDS + 240)
     assert summary, output[-3000:]
     assert code == 0 and summary["ok"], "fuzz seed %d found:\n%s\n%s" % (
         CI_SEED, describe(summary), output[-2000:])
@@ -166,7 +169,7 @@ def test_an_exception_in_a_handler_is_reported_as_an_internal_error(tmp_path):
     need_proc()
     server = broken_copy(tmp_path, "raise")
     code, summary, output = run_fuzz(
-        tmp_path, "--chatserver", server, "--count", "2000", "--seconds", "90", "--batch", "100",
+        tmp_path, "--chatserver", server, "--count", "600", "--seconds", "90", "--batch", "100",
         "--seed", str(BROKEN_SEED), "--no-minimize", "--keep-going")
     assert code == 1, output[-3000:]
     planted = [f for f in summary["internal_errors"] if "planted bug in history" in
