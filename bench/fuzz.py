@@ -7,7 +7,8 @@ pairing token, or --open), keeps one "anchor" client joined (its session and thr
 shared give the HTTP routes, downloads and direct messages something real to aim at), then
 sends batches of inputs. One input is one connection: a script of writes (frames built from
 the message types and fields of docs/PROTOCOL.md section 3, then mutated), optional waits for
-an answer, and an ending (wait for the answers, half-close, reset, drop, or hold the slot).
+an answer, and an ending (wait for the answers, half-close, reset, drop, hold the slot, or
+stall: stay connected reading nothing, with a small receive window).
 
 Usage
   python3 bench/fuzz.py                          10,000 inputs or 90 s, whichever ends first
@@ -21,8 +22,9 @@ Inputs (each kind weighted, see KIND_WEIGHTS; --weights framed=4,http=2,ws=3,raw
           mutated (fields dropped, retyped, boundary values, huge/negative/nested/unicode
           values, lone surrogates, duplicate keys); declared lengths over and under the
           limits; valid prefixes followed by garbage; truncations; floods in one write
-          (hellos with a wrong token, pings never read, msgs); uploads that wait for
-          `upload_ready` and send right and wrong chunks; downloads and cancels.
+          (hellos with a wrong token, pings never read, msgs, largest histories never
+          read); uploads that wait for `upload_ready` and send right and wrong chunks;
+          downloads and cancels.
   http    every route of PROTOCOL.md (/, /healthz, /pair, /qr.svg, /qr.png, /favicon.ico,
           GET/HEAD /files/<id>/<name> with Range, POST /files), then mutated request lines,
           headers, chunked bodies, Range values; pipelining; slow bytes.
@@ -136,7 +138,9 @@ ANCHOR_NICK = "anchor"
 ANCHOR_FILE_SIZE = 3000           # the anchor's public text file (Range tests aim at it)
 
 KIND_WEIGHTS = {"framed": 40, "http": 25, "ws": 25, "raw": 10}
-END_WEIGHTS = {"wait": 74, "fin": 8, "rst": 8, "drop": 6, "hold": 4}
+JOINING_FRAMED = ("joined", "upload", "download", "flood", "garbage", "heavy_post",
+                  "heavy_read")                          # framed sub-kinds that say hello
+END_WEIGHTS = {"wait": 72, "fin": 8, "rst": 8, "drop": 6, "hold": 4, "stall": 2}
 
 # Answers that say "the first parse refused this": they do not count as reach.
 PARSE_ERRORS = {"bad_frame", "frame_too_large", "bad_json", "bad_request", "unknown_type"}
@@ -662,7 +666,7 @@ class Gen:
         inp["kind"] = kind
         inp.setdefault("src", self.src())
         inp.setdefault("end", self.weighted(END_WEIGHTS))
-        if inp["end"] == "hold":
+        if inp["end"] in ("hold", "stall") and "hold" not in inp:
             inp["hold"] = round(self.r.uniform(0.2, 1.5), 3)
         self.maybe_split(inp)
         return inp
@@ -724,11 +728,12 @@ class Gen:
     def framed(self, tag):
         sub = self.weighted({"joined": 40, "anon": 13, "badtoken": 10, "upload": 10,
                              "download": 7, "lengths": 8, "garbage": 6, "flood": 3,
-                             "hello_flood": 1, "takeover": 0.5, "other_proto": 1.5})
+                             "hello_flood": 1, "takeover": 0.5, "other_proto": 1.5,
+                             "heavy_post": 0.3, "heavy_read": 0.3})
         inp = {"sub": sub, "tag": tag}
         pieces = []
         writes = []
-        if sub in ("joined", "upload", "download", "flood", "garbage"):
+        if sub in JOINING_FRAMED:
             hello = self.hello(tag)
             if sub == "joined" and self.chance(0.08):
                 hello = self.mutate_message(hello)
@@ -769,6 +774,18 @@ class Gen:
             pieces.append(["raw", self.r.randbytes(self.r.randrange(1, 4096))])
         elif sub == "flood":
             pieces += self.framed_flood(tag, inp)
+        elif sub == "heavy_post":
+            # the largest messages allowed, a burst's worth: later histories are heavy
+            pieces += [self.frame_piece(Obj([("type", "msg"), ("text", "h" * TEXT_MAX),
+                                             ("cid", "%s.%d" % (tag, n))]))
+                       for n in range(self.r.randrange(10, 50))]
+        elif sub == "heavy_read":
+            # the largest history pages, asked many times in one write, never read
+            ask = json_bytes(Obj([("type", "history"), ("limit", 200)]))
+            pieces.append(["repeat", self.r.randrange(20, 60), ["frame", ask, b"", None, None,
+                                                                None]])
+            inp["end"] = "stall"
+            inp["hold"] = round(self.r.uniform(0.5, 2.0), 3)
         elif sub == "hello_flood":
             # many wrong-token hellos in one write (the auth slow-down's counter)
             hello = json_bytes(Obj([("type", "hello"), ("nick", "f" + tag), ("proto", 1),
@@ -886,7 +903,7 @@ class Gen:
         r = self.r.random()
         if r < 0.5:
             ping = json_bytes(Obj([("type", "ping"), ("t", "p" * self.r.randrange(0, 400))]))
-            inp["end"] = self.pick(["drop", "rst", "wait"])
+            inp["end"] = self.pick(["drop", "rst", "wait", "stall"])
             return [["repeat", self.r.randrange(10, 3000), ["frame", ping, b"", None, None,
                                                             None]]]
         if r < 0.75:
@@ -1272,7 +1289,7 @@ class Gen:
             ping = ["ws", True, 0, 9, self.mask(), b"p" * self.r.randrange(0, 125),
                     None, None, None]
             pieces.append(["repeat", self.r.randrange(10, 2000), ping])
-            inp["end"] = self.pick(["drop", "rst", "wait"])
+            inp["end"] = self.pick(["drop", "rst", "wait", "stall"])
         else:
             pieces += self.ws_messages(tag, 2, 0.8)
         if sub not in ("bad_frames", "handshake") and self.chance(0.9):
@@ -1405,8 +1422,14 @@ class Replies:
             except ValueError:
                 obj = None
         if not isinstance(obj, dict):
+            # too big to decode (a welcome, a 16 KiB message): the server's own encoding
+            # puts "type" first and "cid" near the end
             m = re.match(rb'\{"type":"([a-z_]+)"', raw[:100])
-            self.add(prefix + (m.group(1).decode() if m else "?"))
+            kind = m.group(1).decode() if m else "?"
+            if kind == "msg":
+                own = b'"cid":"%s.' % self.tag.encode() in raw[-400:]
+                kind = "ack" if own else "msg"
+            self.add(prefix + kind)
             return
         kind = obj.get("type")
         if kind not in BROADCASTS and len(self.small) < 64 and len(raw) <= SMALL_HEADER:
@@ -1588,6 +1611,7 @@ class Live:
         self.tx_total = 0
         self.outcome = None
         self.want_write = False
+        self.registered = False             # with the selector
         # the server's rule (PROTOCOL.md): a letter first is HTTP, anything else is answered
         # in frames (0x00: the framed protocol; other bytes: a bad_frame error frame)
         transport = "http" if self.first_byte().isalpha() else "framed"
@@ -1698,6 +1722,9 @@ class Driver:
         sock.setblocking(False)
         # no Nagle: a write cut in pieces reaches the server as pieces
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if conn.inp.get("end") == "stall":
+            # a small window: what the server sends to a reader that stopped stays with it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
             sock.bind((conn.inp.get("src", "127.0.0.1"), 0))
             err = sock.connect_ex(("127.0.0.1", self.port))
@@ -1711,11 +1738,11 @@ class Driver:
                 "local_error:%s" % errno.errorcode.get(err, err)
             return
         conn.sock = sock
-        conn.want_write = True
+        conn.want_write = conn.registered = True
         self.sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
 
     def set_write_interest(self, conn, want):
-        if conn.want_write != want and conn.sock is not None:
+        if conn.want_write != want and conn.registered:
             conn.want_write = want
             self.sel.modify(conn.sock, selectors.EVENT_READ |
                             (selectors.EVENT_WRITE if want else 0), conn)
@@ -1811,9 +1838,12 @@ class Driver:
             conn.outcome = "rst"
         elif end == "drop":
             conn.outcome = "dropped"
-        elif end == "hold":
+        elif end in ("hold", "stall"):
             conn.state = "hold"
             conn.hold_until = now + min(2.0, float(conn.inp.get("hold", 1.0)))
+            if end == "stall":              # connected, silent, and reading nothing
+                self.sel.unregister(conn.sock)
+                conn.registered = False
         else:
             if end == "fin":
                 try:
@@ -1837,7 +1867,7 @@ class Driver:
             return
         if conn.state == "hold":
             if now >= conn.hold_until:
-                conn.outcome = "held"
+                conn.outcome = "stalled" if conn.inp.get("end") == "stall" else "held"
             return
         # drain: wait for the answers
         quiet_for = now - max(conn.last_rx or 0.0, conn.sent_all_at)
@@ -1858,11 +1888,9 @@ class Driver:
     def finish(self, conn):
         sock = conn.sock
         if sock is not None:
-            try:
+            if conn.registered:
                 self.sel.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            if conn.outcome == "rst":
+            if conn.outcome in ("rst", "stalled"):
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 except OSError:
@@ -2308,9 +2336,12 @@ def check_target(target, opts, stats, batch_peak_rss=0):
     def crashed(detail):
         time.sleep(0.2)
         log = target.new_log()
-        tb = tracebacks(log, opts.chatserver)
+        # the cause is an uncaught exception (a bare traceback, not one the server logged
+        # as handled), or else only the exit code says anything
+        uncaught = [sig for sig, block in tracebacks(log, opts.chatserver)
+                    if block.startswith("Traceback")]
         code = target.proc.returncode
-        failures.append(Failure(kind="crash", signature=tb[-1][0] if tb else
+        failures.append(Failure(kind="crash", signature=uncaught[-1] if uncaught else
                                 "exit code %s" % code, detail=detail, exit_code=code,
                                 log=log[-4000:]))
         return failures
@@ -2373,8 +2404,8 @@ class Stats:
         self.bytes_received += res.rx
         self.outcomes[res.outcome] += 1
         joined = any(e in ("welcome", "ws:text:welcome") for e in res.events)
-        joining = inp.get("sub") in ("joined", "upload", "download", "flood", "garbage",
-                                     "chat", "control", "fragments", "takeover")
+        joining = inp.get("sub") in JOINING_FRAMED + ("chat", "control", "fragments",
+                                                      "takeover")
         reached = any(answer_reached(e, joined or joining) for e in res.events)
         for counter in (self.by_kind[kind], self.by_sub["%s.%s" % (kind, inp.get("sub"))]):
             counter["sent"] += 1
