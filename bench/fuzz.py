@@ -1972,8 +1972,10 @@ def chat_round_trip(port, token, nick, timeout):
     deadline = time.monotonic() + timeout
     try:
         c = FramedClient(port, timeout=timeout)
+    except (socket.timeout, TimeoutError):
+        raise CheckFailed("hang", "no connection within %.0f s" % timeout) from None
     except OSError as exc:
-        raise CheckFailed("hang", "cannot connect: %s" % exc) from None
+        raise CheckFailed("refused", "cannot connect: %s" % exc) from None
     step = "welcome"
     try:
         hello = {"type": "hello", "nick": nick, "client": "fuzz-check/1", "proto": 1}
@@ -2353,6 +2355,9 @@ def check_target(target, opts, stats, batch_peak_rss=0):
     try:
         target.check_chat(opts.check_timeout)
     except CheckFailed as exc:
+        deadline = time.monotonic() + 3.0
+        while target.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)         # a server on its way out closes its port first
         if not target.alive():
             return crashed("the server exited during the check: %s" % exc.detail)
         failures.append(Failure(kind=exc.kind, signature=re.sub(r"\d+", "N", exc.detail)[:120],
