@@ -396,7 +396,7 @@ class Gen:
         self.r = random.Random(seed)
         self.spec = spec
         self.weights = dict(weights or KIND_WEIGHTS)
-        self.sources = max(1, sources)
+        self.sources = sources
         self.next_id = 0
         self.recent_nicks = collections.deque(maxlen=32)
 
@@ -418,6 +418,8 @@ class Gen:
         return key
 
     def src(self):
+        if not self.sources:
+            return "127.0.0.1"
         return "127.0.0.%d" % (2 + self.r.randrange(self.sources))
 
     # -- values -------------------------------------------------------------------------
@@ -2451,8 +2453,21 @@ class Stats:
         }
 
 
+def loopback_aliases_work():
+    """Linux answers on all of 127.0.0.0/8; macOS only on 127.0.0.1 unless told."""
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.2", 0))
+        return True
+    except OSError:
+        return False
+
+
 class Campaign:
     def __init__(self, opts):
+        if opts.sources and not loopback_aliases_work():
+            say("127.0.0.2 cannot be bound here: every connection comes from 127.0.0.1")
+            opts.sources = 0
         self.opts = opts
         self.spec, self.spec_from_doc = load_client_messages(opts.protocol)
         self.gen = Gen(opts.seed, self.spec, parse_weights(opts.weights), opts.sources)
@@ -2849,7 +2864,8 @@ def build_arg_parser():
     add("--batch", type=int, default=DEFAULT_BATCH, help="inputs between two checks")
     add("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="connections at once")
     add("--sources", type=int, default=DEFAULT_SOURCES,
-        help="loopback source addresses for fuzz connections (127.0.0.2 …)")
+        help="loopback source addresses for fuzz connections (127.0.0.2 …); 0: all from "
+             "127.0.0.1, like the check and the anchor")
     add("--weights", default=None, help="input kind weights, e.g. framed=4,http=2,ws=3,raw=1")
     add("--max-rss-mb", type=float, default=DEFAULT_MAX_RSS_MB, help="server RSS bound")
     add("--max-fds", type=int, default=DEFAULT_MAX_FDS,

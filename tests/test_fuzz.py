@@ -120,7 +120,7 @@ def test_fuzz_pass_leaves_the_server_alive_bounded_chatting_and_reached(tmp_path
     need_proc()
     code, summary, output = run_fuzz(
         tmp_path, "--chatserver", CI_SERVER, "--count", str(CI_COUNT), "--seconds",
-        str(CI_SECONDS), "--seed", str(CI_SEED), "--minimize-max", "2",
+        str(CI_SECONDS), "--seed", str(CI_SEED), "--minimize-max", "1", "--minimize-budget", "8",
         timeout=CI_SECONDS + 240)
     assert summary, output[-3000:]
     assert code == 0 and summary["ok"], "fuzz seed %d found:\n%s\n%s" % (
