@@ -2336,23 +2336,27 @@ class Failure(dict):
 def check_target(target, opts, stats, batch_peak_rss=0):
     """Everything the run promises about the server, after one batch."""
     failures = []
+    log = target.new_log()
 
     def crashed(detail):
         time.sleep(0.2)
-        log = target.new_log()
+        text = log + target.new_log()
         # the cause is an uncaught exception (a bare traceback, not one the server logged
-        # as handled), or else only the exit code says anything
-        uncaught = [sig for sig, block in tracebacks(log, opts.chatserver)
+        # as handled), or else only the exit code says anything; it is not also an
+        # internal error of this check
+        uncaught = [sig for sig, block in tracebacks(text, opts.chatserver)
                     if block.startswith("Traceback")]
+        failures[:] = [f for f in failures if f["kind"] != "internal_error" or
+                       f["signature"] not in uncaught]
         code = target.proc.returncode
         failures.append(Failure(kind="crash", signature=uncaught[-1] if uncaught else
                                 "exit code %s" % code, detail=detail, exit_code=code,
-                                log=log[-4000:]))
+                                log=text[-4000:]))
         return failures
 
     if not target.alive():
         return crashed("the server exited (code %s)" % target.proc.returncode)
-    for sig, block in tracebacks(target.new_log(), opts.chatserver):
+    for sig, block in tracebacks(log, opts.chatserver):
         failures.append(Failure(kind="internal_error", signature=sig, detail=block[-3000:]))
     try:
         target.check_chat(opts.check_timeout)
