@@ -102,14 +102,48 @@ SHUTDOWN_GRACE = 1.5                  # seconds spent flushing `bye` on shutdown
 LINGER_SECONDS = 2.0                  # after a final answer, input is read and dropped this
                                       # long, so the peer gets the answer instead of a reset
 MAX_SELECT_TIMEOUT = 1.0              # lets Ctrl+C through on Windows, where select() is not interrupted
+ACCEPT_BATCH = 64                     # connections accepted per readiness event
+HTTP_READ = 16 * 1024                 # bytes read per turn from an HTTP connection (not a body)
+
+# What a client may cost the server (docs/RELIABILITY.md, "Budgets"). Before `hello` a
+# connection is a stranger: small reads, no payloads, a small output queue, a deadline.
+HELLO_TIMEOUT = 10.0                  # seconds from connect (or WebSocket upgrade) to welcome;
+                                      # nothing a client sends extends it (--hello-timeout)
+PREJOIN_MAX_HEADER = 4 * 1024         # largest frame header / WebSocket message before hello
+PREJOIN_READ = 4 * 1024               # bytes read per turn before hello
+PREJOIN_OUT_BUDGET = 64 * 1024        # own output queued before hello: input waits above it
+OUT_READ_LIMIT = 1024 * 1024          # a joined client's own queued output above which its
+                                      # input is not read until it has read three quarters
+PING_ECHO_MAX = 256                   # bytes of JSON in ping.t that the pong echoes
+DEFAULT_MAX_PER_ADDRESS = 64          # connections from one IP address at once
+DEFAULT_NICK_EXPIRY_DAYS = 30.0       # an unused nick's claim lapses after this
+HOST_REFRESH_EVERY = 5.0              # an unknown Host re-reads the interface addresses at
+                                      # most this often (WiFi may have changed them)
+EVICT_MIN_AGE = 2.0                   # a full server closes the oldest idle stranger this old
 AUTH_FREE_FAILURES = 3                # failures per address before answers slow down
 AUTH_MAX_DELAY = 10.0
+AUTH_FAILURE_MEMORY = 15 * 60.0       # an address's failures are forgotten after this quiet time
+ADDRESS_TABLE_MAX = 4096              # addresses with failures remembered (oldest forgotten first)
+FD_RESERVE = 32                       # descriptors kept for the database, listener, console...
+FDS_PER_CLIENT = 2                    # a socket and, on average, one open file
+MACOS_OPEN_MAX = 10240                # macOS refuses a soft open-file limit above OPEN_MAX
+ACCEPT_RETRY = 0.5                    # seconds before accepting again at the descriptor limit
+LOG_REPEAT_EVERY = 10.0               # a repeated warning is logged once per this many seconds
 
 # Files.
 DEFAULT_MAX_FILE_SIZE = 4 * 1024 ** 3
 DEFAULT_MIN_FREE_DISK = 256 * 1024 ** 2
 DEFAULT_MAX_UPLOADS = 4               # concurrent uploads per nick
-UPLOAD_GRACE = 3600.0                 # partial uploads kept this long for resume
+MAX_UPLOADS_PER_ADDRESS = 16          # unfinished uploads started from one IP address
+MAX_PARTIAL_UPLOADS = 256             # unfinished uploads on the server in all
+UPLOAD_GRACE = 3600.0                 # partial uploads kept this long after their last byte
+UPLOAD_EMPTY_GRACE = 300.0            # an announced upload that never got a byte: forgotten
+UPLOAD_IDLE_RESERVE = 60.0            # an upload reserves disk space only while its owner is
+                                      # connected and sent a byte within this many seconds
+MAX_DOWNLOADS_PER_CONN = 4            # files streamed to one connection at once
+MESSAGE_DISK_FLOOR = 8 * 1024 * 1024  # below this much free disk, nothing more is stored
+FREE_DISK_CACHE = 1.0                 # the loop reads the free disk space this often
+DEFAULT_MIME = "application/octet-stream"
 UPLOAD_SWEEP_EVERY = 60.0
 DOWNLOAD_CHUNK = 256 * 1024
 DOWNLOAD_LOW_WATER = 512 * 1024       # read the next chunk only below this much queued output
@@ -130,23 +164,59 @@ IS_WINDOWS = sys.platform == "win32"
 # Errors ######################################################################
 ###############################################################################
 
-# Stable machine codes sent in `error` frames, and whether the connection closes after them.
-ERROR_FATAL = {
-    "bad_frame": True, "frame_too_large": True, "bad_json": False, "bad_request": False,
-    "unknown_type": False, "proto_unsupported": True, "auth_failed": True,
-    "nick_invalid": False, "nick_taken": False, "not_joined": False, "text_too_long": False,
-    "rate_limited": False, "unknown_user": False, "server_full": True, "timeout": True,
-    "slow_consumer": True, "file_too_large": False, "disk_full": False,
-    "too_many_uploads": False, "unknown_upload": False, "bad_offset": False,
-    "size_mismatch": False, "checksum_mismatch": False, "unknown_file": False,
-    "forbidden": False, "shutting_down": True,
+@dataclass(frozen=True)
+class ErrorKind:
+    """Everything about one error code, in one row (docs/PROTOCOL.md section 6)."""
+    fatal: bool            # the connection closes after the error frame
+    http_status: int       # the status of a JSON error answer on the HTTP file routes
+    sentence: str          # the default human sentence (a raise site usually says more)
+    ws_close: int = 1008   # the WebSocket close code after a fatal one (RFC 6455 7.4.1:
+                           # 1001 going away, 1008 policy violation)
+
+
+ERRORS = {
+    "bad_frame": ErrorKind(True, 400, "The byte stream is not framed as the protocol says."),
+    "frame_too_large": ErrorKind(True, 413, "A frame is larger than the limit."),
+    "bad_json": ErrorKind(False, 400, "The frame header is not valid UTF-8 JSON."),
+    "bad_request": ErrorKind(False, 400, "The request is malformed."),
+    "unknown_type": ErrorKind(False, 400, "Unknown message type."),
+    "proto_unsupported": ErrorKind(True, 400, "Unsupported protocol version."),
+    "auth_failed": ErrorKind(True, 401, "Missing or wrong pairing token."),
+    "nick_invalid": ErrorKind(False, 400, "This nick cannot be used."),
+    "nick_owned": ErrorKind(False, 409, "This nick belongs to another device."),
+    "nick_taken": ErrorKind(False, 409, "This nick is in use."),
+    "not_joined": ErrorKind(False, 400, "Send 'hello' first."),
+    "text_too_long": ErrorKind(False, 413, "The message is too long."),
+    "rate_limited": ErrorKind(False, 429, "Too many messages; slow down."),
+    "unknown_user": ErrorKind(False, 404, "No such user is online."),
+    "server_full": ErrorKind(True, 503, "The server is full; try again later."),
+    "server_busy": ErrorKind(False, 503, "The server has too many open files; try again."),
+    "timeout": ErrorKind(True, 408, "Nothing arrived in time.", ws_close=1001),
+    "slow_consumer": ErrorKind(True, 400, "The client does not read what it is sent."),
+    "file_too_large": ErrorKind(False, 413, "The file is larger than the server accepts."),
+    "disk_full": ErrorKind(False, 507, "The server's disk is full."),
+    "too_many_uploads": ErrorKind(False, 429, "Too many uploads at a time."),
+    "too_many_downloads": ErrorKind(False, 429, "Too many downloads at a time."),
+    "unknown_upload": ErrorKind(False, 404, "No such upload in progress."),
+    "bad_offset": ErrorKind(False, 400, "The chunk offset is wrong."),
+    "size_mismatch": ErrorKind(False, 400, "The file size differs from the announced one."),
+    "checksum_mismatch": ErrorKind(False, 422, "The SHA-256 differs from the announced one."),
+    "unknown_file": ErrorKind(False, 404, "No such file."),
+    "forbidden": ErrorKind(False, 403, "Not allowed."),
+    "shutting_down": ErrorKind(True, 503, "The server is stopping.", ws_close=1001),
 }
+_UNLISTED_ERROR = ErrorKind(True, 400, "Error.")   # reasons that are not error codes
+
+
+def error_kind(code):
+    return ERRORS.get(code, _UNLISTED_ERROR)
 
 
 class ChatError(Exception):
     """An error a client caused; `code` goes on the wire, `message` is for people."""
 
-    def __init__(self, code, message, ref=None):
+    def __init__(self, code, message=None, ref=None):
+        message = message or error_kind(code).sentence
         super().__init__(message)
         self.code = code
         self.message = message
@@ -154,7 +224,7 @@ class ChatError(Exception):
 
     @property
     def fatal(self):
-        return ERROR_FATAL.get(self.code, True)
+        return error_kind(self.code).fatal
 
 
 class DataDirInUse(OSError):
@@ -197,15 +267,19 @@ def utc_timestamp(now=None):
 
 
 def nick_key(nick):
-    """Nicks are unique case-insensitively."""
-    return nick.casefold()
+    """Two nicks are the same when their NFKC forms match case-insensitively: fullwidth
+    `ａlice` is `alice` (docs/PROTOCOL.md, "Common fields")."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", nick).casefold())
 
 
 _FORBIDDEN_NICK_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+# Letters that draw nothing (they pass as letters, category Lo/So): fillers and blanks.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5")
 
 
 def validate_nick(value):
-    """Trimmed, 1..32 characters, no control or invisible formatting characters."""
+    """Trimmed, 1..32 characters, no control or invisible formatting characters, and no
+    space-like character but U+0020 (a no-break space makes `al ice` look like `al ice`)."""
     if not isinstance(value, str):
         raise ChatError("nick_invalid", "The nick must be a string.")
     nick = value.strip()
@@ -213,9 +287,41 @@ def validate_nick(value):
         raise ChatError("nick_invalid", "The nick is empty.")
     if len(nick) > MAX_NICK_CHARS:
         raise ChatError("nick_invalid", "The nick is longer than %d characters." % MAX_NICK_CHARS)
-    if any(unicodedata.category(ch) in _FORBIDDEN_NICK_CATEGORIES for ch in nick):
-        raise ChatError("nick_invalid", "The nick contains control characters.")
+    for ch in nick:
+        category = unicodedata.category(ch)
+        if category in _FORBIDDEN_NICK_CATEGORIES:
+            raise ChatError("nick_invalid", "The nick contains control or invisible characters.")
+        if (category == "Zs" and ch != " ") or ch in _BLANK_LETTERS:
+            raise ChatError("nick_invalid", "The nick contains a space-like character other "
+                            "than a plain space.")
     return nick
+
+
+# Latin look-alikes of the Cyrillic and Greek alphabets (fullwidth forms are folded by NFKC
+# first), and the digits and signs people use for letters. Only what looks the same in a
+# common font; the skeleton of a nick decides whether it impersonates another one.
+_CONFUSABLES = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o",
+    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j",
+    "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l", "һ": "h", "ɡ": "g", "ү": "y",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j",
+    # digits and signs
+    "0": "o", "1": "l", "|": "l", "!": "l", "$": "s", "@": "a",
+    # what the skeleton ignores
+    " ": None, "-": None, "_": None, ".": None, "'": None,
+})
+
+
+def nick_skeleton(nick):
+    """What a nick looks like: NFKD without the accents, case-folded, look-alikes mapped to
+    Latin, separators dropped. `аlice` (Cyrillic а), `alicé` and `a-lice` all look like
+    `alice`."""
+    decomposed = unicodedata.normalize("NFKD", nick)
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return bare.casefold().translate(_CONFUSABLES).replace("rn", "m").replace("vv", "w")
 
 
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
@@ -247,6 +353,105 @@ def default_data_dir():
         return os.path.join(base, "ChatServer")
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return os.path.join(base, "chatserver")
+
+
+def printable(text, limit=100):
+    """A client's string made safe for the console and the log: control and format characters
+    escaped (no forged log lines, no terminal escape sequences), cut to `limit`."""
+    text = str(text)[:limit]
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else "\\x%02x" % ord(ch) if ord(ch) < 256
+                   else "\\u%04x" % ord(ch) for ch in text)
+
+
+def make_private_dir(path):
+    """Create a folder only this user can read (0700 on POSIX): the data folder holds the
+    pairing token and private messages."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if not IS_WINDOWS:
+        os.chmod(path, 0o700)
+
+
+def make_private_file(path):
+    """Create `path` if missing, readable by this user only (0600 on POSIX)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+    os.close(fd)
+    if not IS_WINDOWS:
+        os.chmod(path, 0o600)
+
+
+class QuietLog:
+    """Logs a repeated event once per LOG_REPEAT_EVERY seconds per key, then says how many it
+    left out: a client that provokes the same warning thousands of times a second must not
+    flood the operator's console or disk. Keys are fixed strings (codes), never client data."""
+
+    def __init__(self, every=LOG_REPEAT_EVERY):
+        self.every = every
+        self.said = {}             # key -> when it was last logged
+        self.skipped = {}          # key -> how many were left out since
+
+    def log(self, level, key, message, *args, exc_info=False):
+        if not log.isEnabledFor(level):
+            return
+        now = time.monotonic()
+        said = self.said.get(key)
+        if said is not None and now - said < self.every:
+            self.skipped[key] = self.skipped.get(key, 0) + 1
+            return
+        self.said[key] = now
+        skipped = self.skipped.pop(key, 0)
+        if skipped:
+            message += " (and %d more like it in %d s)" % (skipped, self.every)
+        log.log(level, message, *args, exc_info=exc_info)
+
+    def info(self, key, message, *args):
+        self.log(logging.INFO, key, message, *args)
+
+    def warning(self, key, message, *args):
+        self.log(logging.WARNING, key, message, *args)
+
+    def exception(self, key, message, *args):
+        self.log(logging.ERROR, key, message, *args, exc_info=True)
+
+
+CLIENT_LOG = QuietLog()      # errors answered to clients, by code
+HTTP_LOG = QuietLog()        # refused HTTP requests
+STORAGE_LOG = QuietLog()     # the database or the disk failing
+LOOP_LOG = QuietLog()        # the loop itself: accept, descriptors, slow clients, bugs
+
+
+class FdBudget:
+    """File descriptors the server may still open. Sockets and files are counted when they
+    are taken and checked before the work that needs them (accept, a download, a partial
+    upload), so the process never runs into its open-file limit. limit None: no limit known."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def room(self):
+        return 1 << 30 if self.limit is None else self.limit - self.used
+
+    def take(self):
+        if self.limit is not None and self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    def release(self):
+        self.used -= 1
+
+
+_PAGE_MARKER = re.compile(r"\{\{([a-z_]+)\}\}")
+
+
+def fill_markers(template, values):
+    """A client_web/ template with each {{name}} replaced by values[name] (a KeyError if it
+    has none). One pass: a marker inside a value is left as it is. CSS braces need no
+    doubling, unlike str.format."""
+    return _PAGE_MARKER.sub(lambda match: values[match.group(1)], template)
 
 
 class TokenBucket:
@@ -302,11 +507,26 @@ def decode_header(raw):
         obj = _json_decoder.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ChatError("bad_json", "The frame header is not valid UTF-8 JSON.") from None
+    except RecursionError:
+        raise ChatError("bad_json", "The frame header is nested too deeply.") from None
+    if b"\\u" in raw and _has_lone_surrogate(obj):
+        # JSON's \ud800 escapes decode to lone surrogates, which are not text: SQLite, the
+        # UTF-8 encoder and every client would fail on them later
+        raise ChatError("bad_json", "The frame header contains an unpaired surrogate "
+                        "(\\ud800-\\udfff).")
     if not isinstance(obj, dict):
         raise bad_request("The frame header must be a JSON object.")
     if not isinstance(obj.get("type"), str):
         raise bad_request("The frame header has no string field 'type'.")
     return obj
+
+
+def _has_lone_surrogate(obj):
+    try:
+        _json_encoder.encode(obj).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return True
+    return False
 
 
 class FrameDecoder:
@@ -393,18 +613,22 @@ class FrameDecoder:
                     raise FrameError("frame_too_large", "Frame header of %d bytes exceeds the "
                                      "limit of %d." % (hlen, self.max_header))
                 if plen > self.max_payload:
-                    raise FrameError("frame_too_large", "Frame payload of %d bytes exceeds the "
-                                     "limit of %d." % (plen, self.max_payload))
+                    raise FrameError("frame_too_large", self._payload_refusal(plen))
                 end = pos + 8 + hlen + plen
                 if len(buf) < end:
                     break
                 start = pos + 8
+                pos = end          # before the yield: a caller may stop after any frame
                 yield bytes(view[start:start + hlen]), bytes(view[start + hlen:end])
-                pos = end
         finally:
             view.release()
             if pos:
                 del buf[:pos]
+
+    def _payload_refusal(self, plen):
+        if self.max_payload == 0:
+            return "A frame before 'hello' carries no payload (%d bytes declared)." % plen
+        return "Frame payload of %d bytes exceeds the limit of %d." % (plen, self.max_payload)
 
     @property
     def buffered(self):
@@ -1087,6 +1311,7 @@ def _http_unsatisfiable(size: int) -> HttpError:
 
 WS_MAX_FRAME = 1 * 1024 * 1024 + 64 * 1024     # payload bytes of one frame (1009 beyond)
 WS_MAX_MESSAGE = 1 * 1024 * 1024 + 64 * 1024   # bytes of a reassembled message (1009 beyond)
+WS_MAX_FRAGMENTS = 1024                        # frames of one fragmented message (1009 beyond)
 # 5.5: "All control frames MUST have a payload length of 125 bytes or less"
 WS_MAX_CONTROL_PAYLOAD = 125
 WS_MAX_CLOSE_REASON = WS_MAX_CONTROL_PAYLOAD - 2
@@ -1354,29 +1579,47 @@ class WsConnection:
         self._out = []              # frames the protocol requires (pongs, close echo)
         self._error = None
         self._message_opcode = None  # WS_OP_TEXT/WS_OP_BINARY while a fragmented message is open
-        self._message_size = 0
-        self._message_parts = []
-        self._utf8 = None           # incremental decoder of the open text message
+        self._message = bytearray()  # the open message's bytes so far
+        self._fragments = 0
+        self._utf8 = None           # incremental decoder of the open text message (validation)
 
     # -- public -------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> list:
-        """Parse client frames. Raises WsProtocolError (sticky) on a violation."""
-        if self._error is not None:
-            raise WsProtocolError(self._error.close_code, self._error.reason)
+        """Parse client frames: all events at once. Raises WsProtocolError (sticky) on a
+        violation, with the events parsed before it in `.events`."""
+        self.receive_data(data)
         events = []
-        if self.close_received:
-            # 5.5.1: after the Close frame the peer sends nothing more; ignore stray bytes.
-            return events
-        self._buf += data
         try:
-            self._parse_frames(events)
+            for event in self.events():
+                events.append(event)
         except WsProtocolError as err:
-            self._error = err
-            self._buf.clear()
             err.events = events
             raise
         return events
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the client; events() parses them."""
+        if self._error is None and not self.close_received:
+            # 5.5.1: after the Close frame the peer sends nothing more; ignore stray bytes.
+            self._buf += data
+
+    def events(self):
+        """Yield the events of the complete frames buffered so far, parsing lazily: a caller
+        that stops early leaves the rest unparsed (and costs nothing for it). Raises
+        WsProtocolError (sticky) on a violation."""
+        if self._error is not None:
+            raise WsProtocolError(self._error.close_code, self._error.reason)
+        try:
+            while not self.close_received:
+                events = []
+                if not self._parse_one_frame(events):
+                    return
+                yield from events
+        except WsProtocolError as err:
+            self._error = err
+            self._buf.clear()
+            raise
 
     def data_to_send(self) -> bytes:
         """Frames generated automatically by feed() (Pong replies, Close echo); b"" if none."""
@@ -1402,47 +1645,42 @@ class WsConnection:
 
     # -- frame parsing ------------------------------------------------------------------
 
-    def _parse_frames(self, events: list) -> None:
+    def _parse_one_frame(self, events: list) -> bool:
+        """Parse the frame at the start of the buffer into `events`; False if incomplete."""
         buf = self._buf
-        pos = 0
-        try:
-            while not self.close_received:
-                available = len(buf) - pos
-                if available < 2:
-                    return
-                first, second = buf[pos], buf[pos + 1]
-                opcode = first & 0x0F
-                self._check_frame_start(first, second)
-                length = second & 0x7F
-                header_size = 2
-                if length == 126:
-                    if available < 4:
-                        return
-                    length = int.from_bytes(buf[pos + 2:pos + 4], "big")
-                    header_size = 4
-                elif length == 127:
-                    if available < 10:
-                        return
-                    length = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                    header_size = 10
-                    if length >> 63:
-                        # 5.2: "the most significant bit MUST be 0"
-                        raise WsProtocolError(WS_CLOSE_PROTOCOL_ERROR,
-                                              "Invalid 64-bit payload length.")
-                self._check_frame_size(opcode, length)
-                payload_start = pos + header_size + 4
-                end = payload_start + length
-                if len(buf) < end:
-                    return
-                mask = bytes(buf[payload_start - 4:payload_start])
-                payload = _ws_unmask(buf[payload_start:end], mask)
-                pos = end
-                self._on_frame(opcode, bool(first & 0x80), payload, events)
-        finally:
-            if self.close_received:
-                buf.clear()
-            elif pos:
-                del buf[:pos]
+        available = len(buf)
+        if available < 2:
+            return False
+        first, second = buf[0], buf[1]
+        opcode = first & 0x0F
+        self._check_frame_start(first, second)
+        length = second & 0x7F
+        header_size = 2
+        if length == 126:
+            if available < 4:
+                return False
+            length = int.from_bytes(buf[2:4], "big")
+            header_size = 4
+        elif length == 127:
+            if available < 10:
+                return False
+            length = int.from_bytes(buf[2:10], "big")
+            header_size = 10
+            if length >> 63:
+                # 5.2: "the most significant bit MUST be 0"
+                raise WsProtocolError(WS_CLOSE_PROTOCOL_ERROR, "Invalid 64-bit payload length.")
+        self._check_frame_size(opcode, length)
+        payload_start = header_size + 4
+        end = payload_start + length
+        if available < end:
+            return False
+        mask = bytes(buf[payload_start - 4:payload_start])
+        payload = _ws_unmask(buf[payload_start:end], mask)
+        del buf[:end]
+        self._on_frame(opcode, bool(first & 0x80), payload, events)
+        if self.close_received:
+            buf.clear()
+        return True
 
     def _check_frame_start(self, first: int, second: int) -> None:
         """Everything the first two header bytes can tell, before any payload is read."""
@@ -1474,6 +1712,10 @@ class WsConnection:
             if self._message_opcode is None:
                 raise WsProtocolError(WS_CLOSE_PROTOCOL_ERROR,
                                       "A continuation frame without a message to continue.")
+            if self._fragments >= WS_MAX_FRAGMENTS:
+                # even empty fragments cost a parse each: a message has a bounded number
+                raise WsProtocolError(WS_CLOSE_TOO_BIG, "A message in more than %d fragments."
+                                      % WS_MAX_FRAGMENTS)
         elif self._message_opcode is not None:
             # 5.4: "The fragments of one message MUST NOT be interleaved between the fragments
             # of another message unless an extension has been negotiated".
@@ -1485,7 +1727,7 @@ class WsConnection:
             raise WsProtocolError(WS_CLOSE_TOO_BIG,
                                   "A frame is larger than %d bytes." % self.max_frame)
         if opcode == WS_OP_CONTINUATION:
-            length += self._message_size
+            length += len(self._message)
         if opcode < WS_OP_CLOSE and length > self.max_message:
             raise WsProtocolError(WS_CLOSE_TOO_BIG,
                                   "A message is larger than %d bytes." % self.max_message)
@@ -1511,24 +1753,24 @@ class WsConnection:
                 events.append(self._single_frame_message(opcode, payload))
                 return
             self._message_opcode = opcode
-            self._message_size = 0
-            self._message_parts = []
+            self._message = bytearray()
+            self._fragments = 0
             self._utf8 = _WS_UTF8_DECODER() if opcode == WS_OP_TEXT else None
-        self._message_size += len(payload)
+        self._fragments += 1
         if self._utf8 is not None:
             # Validate each fragment as it comes, so bad UTF-8 fails fast.
-            self._message_parts.append(self._decode_fragment(payload, fin))
-        else:
-            self._message_parts.append(payload)
+            self._decode_fragment(payload, fin)
+        # one buffer for the whole message: memory is its size, whatever the fragmentation
+        self._message += payload
         if fin:
-            parts = self._message_parts
+            message = bytes(self._message)
             if self._message_opcode == WS_OP_TEXT:
-                events.append(WsText("".join(parts)))
+                events.append(WsText(message.decode("utf-8")))
             else:
-                events.append(WsBinary(b"".join(parts)))
+                events.append(WsBinary(message))
             self._message_opcode = None
-            self._message_size = 0
-            self._message_parts = []
+            self._message = bytearray()
+            self._fragments = 0
             self._utf8 = None
 
     @staticmethod
@@ -2600,6 +2842,7 @@ QR_QUIET_ZONE = 4                   # ISO/IEC 18004 6.3.8: "The quiet zone shall
 QR_MIN_QUIET_ZONE = 2               # what readers tolerate when 4 does not fit the width
 QR_ASCII_CELLS_PER_MODULE = 2       # "##" per module in the ASCII drawing
 FIREWALL_SCRIPT = "firewall.ps1"
+PAIRING_LINK_FILE = "pairing-link.txt"     # in the data folder, for --show-link
 
 
 def pairing_banner(urls, token, port, stream_encoding_ok, is_windows, lan):
@@ -2660,57 +2903,11 @@ def _is_loopback_url_host(url):
 
 # -- the /pair page (served to the PC itself only) ------------------------------------
 
-_PAIR_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<meta name="referrer" content="no-referrer">
-<title>Pair your phone - LAN Chat</title>
-<style>
-:root {{ --bg: #f4f5f7; --fg: #1d2330; --muted: #5b6475; --card: #ffffff; }}
-@media (prefers-color-scheme: dark) {{
-  :root {{ --bg: #15181e; --fg: #e8eaf0; --muted: #9aa3b5; --card: #222733; }}
-}}
-* {{ box-sizing: border-box; }}
-body {{ margin: 0; min-height: 100vh; display: flex; align-items: center; justify-content: center;
-  background: var(--bg); color: var(--fg); font: 16px/1.5 system-ui, -apple-system, "Segoe UI",
-  Roboto, sans-serif; }}
-main {{ background: var(--card); border-radius: 16px; padding: 24px 28px; margin: 16px;
-  max-width: 560px; text-align: center; box-shadow: 0 4px 24px rgba(0, 0, 0, .15); }}
-h1 {{ font-size: 1.4em; margin: 0 0 12px; }}
-.qr {{ background: #ffffff; border-radius: 8px; padding: 8px; display: inline-block; }}
-.qr svg {{ display: block; width: min(70vmin, 420px); height: auto; }}
-.url {{ font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace; word-break: break-all;
-  user-select: all; margin: 12px 0; padding: 8px; border-radius: 6px; background: var(--bg); }}
-ol {{ text-align: left; margin: 12px 0 0; padding-left: 1.4em; }}
-.muted {{ color: var(--muted); font-size: .9em; }}
-</style>
-</head>
-<body>
-<main>
-<h1>Pair your phone</h1>
-<div class="qr" role="img" aria-label="QR code of the chat address">{svg}</div>
-<p class="url">{url}</p>
-<ol>
-<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
-<li>Scan the code with the phone's camera, or type the address above.</li>
-<li>Pick a nickname and chat.</li>
-</ol>
-<p class="muted">The code contains the chat's key: show it only to people you want in.
-Phone cannot connect? On Windows, right-click {firewall} &gt; Run with PowerShell.</p>
-</main>
-</body>
-</html>
-"""
-
-
 def pair_page_html(url, svg_text):
     """The pairing page for GET /pair: a big QR code (inline SVG), the URL as text,
     short instructions; no script, no external resource. svg_text is qr_render_svg's."""
-    return _PAIR_PAGE.format(svg=_inline_svg(svg_text), url=html.escape(url),
-                             firewall=FIREWALL_SCRIPT).encode("utf-8")
+    return fill_markers(_PAIR_PAGE, {"svg": _inline_svg(svg_text), "url": html.escape(url),
+                                     "firewall": FIREWALL_SCRIPT}).encode("utf-8")
 
 
 def _inline_svg(svg_text):
@@ -2760,15 +2957,19 @@ class MessageStore:
     """Chat history in SQLite (WAL). Writes go into an open transaction that the event loop
     commits once per turn (group commit); nothing is delivered before that commit."""
 
+    # Identities (docs/PROTOCOL.md, "Devices and nicks"): a nick claimed by one device.
+    # Everything personal refers to an identity id (`uid`), never to the nick string, so a
+    # lapsed nick taken by someone else starts with nothing of its previous owner's.
     SCHEMA = """
         CREATE TABLE IF NOT EXISTS messages (
             id INTEGER PRIMARY KEY,
             sender_key TEXT NOT NULL,
             recipient_key TEXT,
             cid TEXT NOT NULL,
-            body TEXT NOT NULL
+            body TEXT NOT NULL,
+            sender_id INTEGER,
+            recipient_id INTEGER
         );
-        CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_cid ON messages(sender_key, cid);
         CREATE TABLE IF NOT EXISTS files (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
@@ -2777,7 +2978,9 @@ class MessageStore:
             mime TEXT NOT NULL,
             sender_key TEXT NOT NULL,
             recipient_key TEXT,
-            created REAL NOT NULL
+            created REAL NOT NULL,
+            sender_id INTEGER,
+            recipient_id INTEGER
         );
         CREATE TABLE IF NOT EXISTS uploads (
             id TEXT PRIMARY KEY,
@@ -2790,29 +2993,110 @@ class MessageStore:
             recipient TEXT,
             cid TEXT NOT NULL,
             caption TEXT NOT NULL,
-            updated REAL NOT NULL
+            updated REAL NOT NULL,
+            owner_id INTEGER,
+            recipient_id INTEGER
         );
         CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS identities (
+            id INTEGER PRIMARY KEY,
+            nick TEXT NOT NULL,
+            nick_key TEXT NOT NULL,
+            skeleton TEXT NOT NULL,
+            key_hash TEXT,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            lapsed INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS identities_claim ON identities(nick_key)
+            WHERE lapsed = 0;
+        CREATE INDEX IF NOT EXISTS identities_skeleton ON identities(skeleton) WHERE lapsed = 0;
+    """
+    SCHEMA_VERSION = 2          # 1: nick strings own everything; 2: identities
+    # added by version 2 to tables of version 1: (table, column)
+    IDENTITY_COLUMNS = (("messages", "sender_id"), ("messages", "recipient_id"),
+                        ("files", "sender_id"), ("files", "recipient_id"),
+                        ("uploads", "owner_id"), ("uploads", "recipient_id"))
+    INDEXES = """
+        DROP INDEX IF EXISTS messages_sender_cid;
+        CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_id_cid ON messages(sender_id, cid);
     """
 
     def __init__(self, path, synchronous="FULL"):
         self.path = path
         self.db = None
+        self.writes = 0             # write calls so far: a request that made one is durable
         try:
+            if path != ":memory:":
+                make_private_file(path)    # SQLite gives its -wal file the same mode
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                       timeout=DB_LOCK_WAIT)
+            self.db.row_factory = sqlite3.Row
             if path != ":memory:":
                 self._lock_exclusively()
             self.db.execute("PRAGMA synchronous=%s"
                             % ("FULL" if synchronous == "FULL" else "NORMAL"))
             self.db.executescript(self.SCHEMA)
+            self._upgrade()
             row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
-        except sqlite3.DatabaseError as exc:     # locked, not a database, read-only, ...
+        except (sqlite3.DatabaseError, OSError) as exc:   # locked, not a database, read-only
             if self.db is not None:
                 self.db.close()
             raise self._open_error(exc) from None
         self.last_id = row[0] or 0
         self.in_transaction = False
+
+    def _upgrade(self):
+        """Bring a data folder of an older version up to SCHEMA_VERSION, in one transaction:
+        every nick of the old history becomes an unclaimed identity (the first device to
+        say hello with it claims it, with its history), every stored message gets its
+        sender's `uid`. Two old nicks that are now the same nick (NFKC) stay apart: the
+        second one's identity is lapsed, so nobody inherits its direct messages."""
+        version = int(self.get_setting("schema_version") or 1)
+        if version >= self.SCHEMA_VERSION:
+            self.db.executescript(self.INDEXES)
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        for table, column in self.IDENTITY_COLUMNS:
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(%s)" % table)}
+            if column not in columns:
+                self.db.execute("ALTER TABLE %s ADD COLUMN %s INTEGER" % (table, column))
+        old_keys = set()
+        for query in ("SELECT sender_key FROM messages", "SELECT recipient_key FROM messages",
+                      "SELECT sender_key FROM files", "SELECT recipient_key FROM files",
+                      "SELECT owner_key FROM uploads"):
+            old_keys.update(row[0] for row in self.db.execute(query) if row[0] is not None)
+        now = time.time()
+        uids = {}
+        for old in sorted(old_keys):
+            key = nick_key(old)
+            taken = self.db.execute("SELECT 1 FROM identities WHERE nick_key=? AND lapsed=0",
+                                    (key,)).fetchone()
+            cursor = self.db.execute(
+                "INSERT INTO identities (nick, nick_key, skeleton, key_hash, first_seen, "
+                "last_seen, lapsed) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                (old, key, nick_skeleton(old), now, now, 1 if taken else 0))
+            uids[old] = cursor.lastrowid
+        for old, uid in uids.items():
+            for table, key_column, id_column in (
+                    ("messages", "sender_key", "sender_id"),
+                    ("messages", "recipient_key", "recipient_id"),
+                    ("files", "sender_key", "sender_id"),
+                    ("files", "recipient_key", "recipient_id"),
+                    ("uploads", "owner_key", "owner_id")):
+                self.db.execute("UPDATE %s SET %s=? WHERE %s=? AND %s IS NULL"
+                                % (table, id_column, key_column, id_column), (uid, old))
+        rows = self.db.execute("SELECT id, body, sender_id FROM messages").fetchall()
+        for row in rows:
+            self.db.execute("UPDATE messages SET body=? WHERE id=?",
+                            (_body_with_uid(row["body"], row["sender_id"]), row["id"]))
+        self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                        ("schema_version", str(self.SCHEMA_VERSION)))
+        self.db.execute("COMMIT")
+        self.db.executescript(self.INDEXES)
+        if rows or uids:
+            log.info("history upgraded: %d messages, %d nicks waiting to be claimed",
+                     len(rows), len(uids))
 
     def _lock_exclusively(self):
         """Hold the database's write lock for as long as the server runs.
@@ -2840,6 +3124,7 @@ class MessageStore:
     # -- transactions ---------------------------------------------------------
 
     def begin(self):
+        self.writes += 1
         if not self.in_transaction:
             self.db.execute("BEGIN")
             self.in_transaction = True
@@ -2849,48 +3134,68 @@ class MessageStore:
             self.db.execute("COMMIT")
             self.in_transaction = False
 
+    def rollback(self):
+        """Undo the open transaction (after a failed write or commit); ids handed out in it
+        are handed out again."""
+        if self.in_transaction:
+            self.in_transaction = False
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:      # SQLite may have rolled back already (SQLITE_FULL)
+                pass
+        row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
+        self.last_id = row[0] or 0
+
     def close(self):
-        self.commit()
+        try:
+            self.commit()
+        except sqlite3.Error as exc:
+            log.warning("the last commit failed: %s", exc)
+            self.rollback()
         self.db.close()
 
     # -- messages -------------------------------------------------------------
 
-    def add_message(self, sender_key, recipient_key, cid, build_body):
+    def add_message(self, sender, recipient, cid, build_body):
         """Store a message under the next id; `build_body(id)` returns its JSON text.
-        Returns (id, body, is_new): a repeated (sender, cid) gives the original back."""
+        sender, recipient: (uid, nick key) of identities (recipient None: everyone).
+        Returns (id, body, is_new): a repeated (sender uid, cid) gives the original back."""
         self.begin()
         msg_id = self.last_id + 1
         body = build_body(msg_id)
         try:
-            self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            (msg_id, sender_key, recipient_key, cid, body))
+            self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body, "
+                            "sender_id, recipient_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (msg_id, sender[1], recipient[1] if recipient else None, cid, body,
+                             sender[0], recipient[0] if recipient else None))
         except sqlite3.IntegrityError:   # the unique (sender, cid) index: a resend
             existing = self.db.execute(
-                "SELECT id, body FROM messages WHERE sender_key=? AND cid=?",
-                (sender_key, cid)).fetchone()
-            return existing[0], existing[1], False
+                "SELECT id, body FROM messages WHERE sender_id=? AND cid=?",
+                (sender[0], cid)).fetchone()
+            if existing is None:         # not a resend after all: a real integrity failure
+                raise
+            return existing["id"], existing["body"], False
         self.last_id = msg_id
         return msg_id, body, True
 
-    def find_message(self, sender_key, cid):
-        """The stored JSON of a sender's message with this cid, or None."""
-        row = self.db.execute("SELECT body FROM messages WHERE sender_key=? AND cid=?",
-                              (sender_key, cid)).fetchone()
+    def find_message(self, sender_uid, cid):
+        """The stored JSON of an identity's message with this cid, or None."""
+        row = self.db.execute("SELECT body FROM messages WHERE sender_id=? AND cid=?",
+                              (sender_uid, cid)).fetchone()
         return row[0] if row else None
 
-    def history(self, reader_key, after=0, before=None, limit=HISTORY_PAGE_DEFAULT):
-        """Newest `limit` messages visible to `reader_key` with after < id < before, oldest
-        first, and whether older ones remain in that range."""
+    def history(self, reader_uid, after=0, before=None, limit=HISTORY_PAGE_DEFAULT):
+        """Newest `limit` messages visible to identity `reader_uid` with after < id < before,
+        oldest first, and whether older ones remain in that range."""
         if before is None:
             before = self.last_id + 1
         rows = self.db.execute(
             "SELECT id, body FROM messages WHERE id > ? AND id < ? AND "
-            "(recipient_key IS NULL OR recipient_key = ? OR sender_key = ?) "
+            "(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) "
             "ORDER BY id DESC LIMIT ?",
-            (after, before, reader_key, reader_key, limit + 1)).fetchall()
+            (after, before, reader_uid, reader_uid, limit + 1)).fetchall()
         has_more = len(rows) > limit
-        bodies = [body for _, body in rows[:limit]]
+        bodies = [row[1] for row in rows[:limit]]
         bodies.reverse()
         return bodies, has_more
 
@@ -2899,18 +3204,15 @@ class MessageStore:
     def add_file(self, meta):
         self.begin()
         self.db.execute(
-            "INSERT INTO files (id, name, size, sha256, mime, sender_key, recipient_key, created)"
-            " VALUES (:id, :name, :size, :sha256, :mime, :sender_key, :recipient_key, :created)",
-            meta)
+            "INSERT INTO files (id, name, size, sha256, mime, sender_key, recipient_key, created,"
+            " sender_id, recipient_id) VALUES (:id, :name, :size, :sha256, :mime, :sender_key, "
+            ":recipient_key, :created, :sender_id, :recipient_id)", meta)
 
     def get_file(self, file_id):
         row = self.db.execute(
-            "SELECT id, name, size, sha256, mime, sender_key, recipient_key FROM files "
-            "WHERE id=?", (file_id,)).fetchone()
-        if row is None:
-            return None
-        keys = ("id", "name", "size", "sha256", "mime", "sender_key", "recipient_key")
-        return dict(zip(keys, row))
+            "SELECT id, name, size, sha256, mime, sender_key, recipient_key, sender_id, "
+            "recipient_id FROM files WHERE id=?", (file_id,)).fetchone()
+        return dict(row) if row is not None else None
 
     def file_ids(self):
         return {row[0] for row in self.db.execute("SELECT id FROM files")}
@@ -2919,9 +3221,10 @@ class MessageStore:
         self.begin()
         self.db.execute(
             "INSERT OR REPLACE INTO uploads (id, owner_key, owner, name, size, sha256, mime, "
-            "recipient, cid, caption, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "recipient, cid, caption, updated, owner_id, recipient_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (up.id, up.owner_key, up.owner, up.name, up.size, up.sha256_expected, up.mime,
-             up.recipient, up.cid, up.caption, up.updated))
+             up.recipient, up.cid, up.caption, up.updated, up.owner_id, up.recipient_id))
 
     def delete_upload(self, upload_id):
         self.begin()
@@ -2930,7 +3233,40 @@ class MessageStore:
     def load_uploads(self):
         return self.db.execute(
             "SELECT id, owner_key, owner, name, size, sha256, mime, recipient, cid, caption, "
-            "updated FROM uploads").fetchall()
+            "updated, owner_id, recipient_id FROM uploads").fetchall()
+
+    # -- identities -----------------------------------------------------------
+
+    def claim_of(self, key):
+        """The identity holding the nick key now (a row), or None."""
+        return self.db.execute("SELECT * FROM identities WHERE nick_key=? AND lapsed=0",
+                               (key,)).fetchone()
+
+    def lookalikes(self, skeleton, key):
+        """Identities holding other nicks that look like this one."""
+        return self.db.execute("SELECT * FROM identities WHERE skeleton=? AND lapsed=0 AND "
+                               "nick_key != ?", (skeleton, key)).fetchall()
+
+    def create_identity(self, nick, key, skeleton, key_hash, now):
+        self.begin()
+        cursor = self.db.execute(
+            "INSERT INTO identities (nick, nick_key, skeleton, key_hash, first_seen, last_seen) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (nick, key, skeleton, key_hash, now, now))
+        return cursor.lastrowid
+
+    def claim(self, uid, key_hash, now):
+        """An unclaimed identity (from an upgraded history) is claimed by a device."""
+        self.begin()
+        self.db.execute("UPDATE identities SET key_hash=?, last_seen=? WHERE id=?",
+                        (key_hash, now, uid))
+
+    def lapse(self, uid):
+        self.begin()
+        self.db.execute("UPDATE identities SET lapsed=1 WHERE id=?", (uid,))
+
+    def seen(self, uid, nick, now):
+        self.begin()
+        self.db.execute("UPDATE identities SET last_seen=?, nick=? WHERE id=?", (now, nick, uid))
 
     # -- settings -------------------------------------------------------------
 
@@ -2948,11 +3284,15 @@ class MessageStore:
 
 
 class Upload:
-    """A file being received: streamed to `<data>/uploads/<id>.part`, never held in memory."""
+    """A file being received: streamed to `<data>/uploads/<id>.part`, never held in memory.
+
+    The partial file is open only while its owner is connected and sending (`fh`); the
+    upload reserves disk space only then, too (`reserving`)."""
 
     __slots__ = ("id", "owner_key", "owner", "name", "size", "sha256_expected", "mime",
-                 "recipient", "cid", "caption", "updated", "received", "hasher", "fh", "path",
-                 "pending", "error")
+                 "recipient", "cid", "caption", "updated", "received", "hashed", "hasher", "fh",
+                 "path", "pending", "error", "address", "uploader", "progress", "owner_id",
+                 "recipient_id")
 
     def __init__(self, upload_id, owner, name, size, sha256_expected, mime, recipient, cid,
                  caption, path):
@@ -2967,24 +3307,46 @@ class Upload:
         self.cid = cid
         self.caption = caption
         self.path = path
-        self.updated = time.time()
+        self.updated = time.time()     # wall clock of the announcement or the last byte
         self.received = 0
+        self.hashed = 0                # bytes the hasher has seen
         self.hasher = hashlib.sha256()
         self.fh = None
         self.pending = 0           # chunks handed to the DiskWriter and not written yet
         self.error = None          # the OSError that stopped writing, if any
+        self.address = None        # where it was started from (this run only)
+        self.uploader = None       # the connection sending it, while connected
+        self.progress = time.monotonic()   # when it was announced or last got a byte
+        self.owner_id = None       # the identity it belongs to (uid)
+        self.recipient_id = None   # the identity it is sent to privately, if any
+
+    @classmethod
+    def from_row(cls, row, path):
+        up = cls(row["id"], row["owner"], row["name"], row["size"], row["sha256"], row["mime"],
+                 row["recipient"], row["cid"], row["caption"], path)
+        up.updated = row["updated"]
+        up.owner_id, up.recipient_id = row["owner_id"], row["recipient_id"]
+        return up
+
+    def reserving(self, now):
+        """Whether the rest of the file is counted as disk space taken: only while someone is
+        sending it, so announcements nobody completes cannot fill the disk for others."""
+        return self.uploader is not None and not self.uploader.closed and \
+            now - self.progress < UPLOAD_IDLE_RESERVE
 
     def open_for_append(self):
-        """(Re)open the partial file; after a restart, rebuild the hash from what is on disk."""
+        """(Re)open the partial file. After a restart the hash is rebuilt from what is on
+        disk; after a mere reconnect the hasher already has every byte."""
         if self.fh is not None:
             return
         self.fh = open(self.path, "ab", buffering=0)
         self.received = self.fh.tell()
-        if self.received:
+        if self.received != self.hashed:
             self.hasher = hashlib.sha256()
             with open(self.path, "rb") as f:
                 for block in iter(lambda: f.read(HASH_READ), b""):
                     self.hasher.update(block)
+            self.hashed = self.received
 
     def write_all(self, data):
         """Append `data` to the partial file (on the DiskWriter's thread)."""
@@ -3084,27 +3446,32 @@ class DiskWriter:
 
 class FileStore:
     """Finished files live under `<data>/files/<id>`, partial ones under `<data>/uploads/`.
-    Client-supplied names are metadata only and never touch the file system."""
+    Client-supplied names are metadata only and never touch the file system.
 
-    def __init__(self, root, store):
+    What a turn did to the files is journaled until the turn's commit: if the commit fails,
+    undo_turn() removes files whose rows were rolled back and forgets uploads started in it."""
+
+    def __init__(self, root, store, fds=None):
         self.root = root
         self.store = store
+        self.fds = fds if fds is not None else FdBudget(None)
         self.files_dir = os.path.join(root, "files")
         self.uploads_dir = os.path.join(root, "uploads")
-        os.makedirs(self.files_dir, exist_ok=True)
-        os.makedirs(self.uploads_dir, exist_ok=True)
+        make_private_dir(self.files_dir)
+        make_private_dir(self.uploads_dir)
         self.uploads = {}
         self.disk = DiskWriter()
+        self.journal = []          # ("started", Upload) / ("finished", path) of this turn
+        self.free = 0              # free disk space, bytes: the last reading (free_bytes)
+        self.free_bytes()
 
     def recover(self, now=None):
         """After a crash: keep resumable partial uploads, delete orphans and expired ones,
         and delete stored files that no committed row lists (a rename that beat its commit)."""
         now = time.time() if now is None else now
         for row in self.store.load_uploads():
-            up = Upload(row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
-                        self.part_path(row[0]))
-            up.updated = row[10]
-            if now - up.updated > UPLOAD_GRACE or not os.path.exists(up.path):
+            up = Upload.from_row(row, self.part_path(row["id"]))
+            if self.expired(up, now) or not os.path.exists(up.path):
                 self.discard(up)
             else:
                 self.uploads[up.id] = up
@@ -3121,6 +3488,7 @@ class FileStore:
                 _remove_quietly(os.path.join(self.files_dir, name))
                 removed += 1
         self.store.commit()
+        self.journal.clear()
         if removed:
             log.info("removed %d orphaned file(s) left by an interrupted run", removed)
 
@@ -3131,53 +3499,153 @@ class FileStore:
         return os.path.join(self.files_dir, file_id)
 
     def free_bytes(self):
-        return shutil.disk_usage(self.root).free
+        """Read the free disk space now (uploads ask; the loop refreshes `free` for messages
+        every FREE_DISK_CACHE seconds, so a message costs no system call)."""
+        try:
+            self.free = shutil.disk_usage(self.root).free
+        except OSError:
+            self.free = 0
+        return self.free
 
-    def reserved_bytes(self):
-        return sum(up.size - up.received for up in self.uploads.values())
+    def reserved_bytes(self, but=None):
+        now = time.monotonic()
+        return sum(up.size - up.received for up in self.uploads.values()
+                   if up is not but and up.reserving(now))
 
-    def start(self, owner, name, size, sha256_expected, mime, recipient, cid, caption):
+    def start(self, owner, name, size, sha256_expected, mime, recipient, cid, caption,
+              conn=None, owner_id=None, recipient_id=None):
+        """Register an announced upload: its row, then its (empty) partial file. Nothing is
+        kept open until bytes arrive. `conn`: the connection announcing it."""
         upload_id = "u" + secrets.token_hex(12)
-        up = Upload(upload_id, owner, name, size, sha256_expected, mime, recipient, cid, caption,
-                    self.part_path(upload_id))
-        up.open_for_append()
-        self.uploads[upload_id] = up
+        up = Upload(upload_id, owner, name, size, sha256_expected, mime, recipient, cid,
+                    caption, self.part_path(upload_id))
+        if conn is not None:
+            up.address, up.uploader = conn.address, conn
+        up.owner_id, up.recipient_id = owner_id, recipient_id
         self.store.save_upload(up)
+        make_private_file(up.path)
+        self.uploads[upload_id] = up
+        self.journal.append(("started", up))
         return up
 
-    def append(self, up, data):
+    def resume(self, up, conn):
+        """The owner asks where to continue (upload_status): it is the uploader again, and
+        `received` is what the partial file holds (after a restart, read from the disk)."""
+        if up.fh is None:
+            self._open(up)
+        up.uploader = conn
+        up.progress = time.monotonic()
+
+    def append(self, up, data, conn=None):
         """Queue a chunk for the disk thread; it counts as received now."""
-        up.open_for_append()
+        if up.fh is None:
+            self._open(up)
         up.hasher.update(data)     # here: the disk thread is the slower one (see DiskWriter)
         self.disk.submit(up, data)
         up.received += len(data)
+        up.hashed = up.received
         up.updated = time.time()
+        up.progress = time.monotonic()
+        if conn is not None:
+            up.uploader = conn
+
+    def _open(self, up):
+        if not self.fds.take():
+            raise ChatError("server_busy", "The server has too many open files right now; "
+                            "send this chunk again in a moment.", up.id)
+        try:
+            up.open_for_append()
+        except OSError:
+            self.fds.release()
+            raise
+
+    def _close(self, up):
+        """Wait for the upload's queued chunks, then close its partial file."""
+        self.disk.settle(up)
+        if up.fh is not None:
+            up.close()
+            self.fds.release()
+
+    def settle(self, up):
+        self.disk.settle(up)
+
+    def detach(self, conn):
+        """The connection is gone: close the partial files it was sending (they stay on disk
+        for resume) and stop reserving space for them."""
+        for up in self.uploads.values():
+            if up.uploader is conn:
+                up.uploader = None
+                self._close(up)
 
     def discard(self, up):
-        self.disk.settle(up)
-        up.close()
+        self._close(up)
         _remove_quietly(up.path)
         self.uploads.pop(up.id, None)
         self.store.delete_upload(up.id)
 
-    def finish(self, up, sender_key, recipient_key):
-        """Move a complete upload into the store; returns the file's metadata."""
-        self.disk.settle(up)
-        up.close()
+    def finish(self, up, sender, recipient):
+        """Move a complete upload into the store; returns the file's metadata. sender,
+        recipient: (uid, nick key), recipient None for a public file."""
+        self._close(up)
         file_id = "f" + secrets.token_hex(12)
-        os.replace(up.path, self.file_path(file_id))
+        path = self.file_path(file_id)
+        os.replace(up.path, path)
         self.uploads.pop(up.id, None)
+        self.journal.append(("finished", path))
         self.store.delete_upload(up.id)
         meta = {"id": file_id, "name": up.name, "size": up.size,
-                "sha256": up.hasher.hexdigest(), "mime": up.mime, "sender_key": sender_key,
-                "recipient_key": recipient_key, "created": time.time()}
+                "sha256": up.hasher.hexdigest(), "mime": up.mime, "sender_key": sender[1],
+                "recipient_key": recipient[1] if recipient else None, "created": time.time(),
+                "sender_id": sender[0], "recipient_id": recipient[0] if recipient else None}
         self.store.add_file(meta)
         return meta
 
+    def turn_committed(self):
+        self.journal.clear()
+
+    def undo_turn(self):
+        """The turn's commit failed: its rows are gone, so are the files they described."""
+        journal, self.journal = self.journal, []
+        for kind, item in reversed(journal):
+            if kind == "finished":
+                _remove_quietly(item)
+            elif item.id in self.uploads:
+                self._close(item)
+                _remove_quietly(item.path)
+                self.uploads.pop(item.id, None)
+
+    @staticmethod
+    def expired(up, now):
+        grace = UPLOAD_GRACE if up.received or os.path.exists(up.path) and \
+            os.path.getsize(up.path) else UPLOAD_EMPTY_GRACE
+        return now - up.updated > grace
+
     def expire(self, now):
-        for up in [u for u in self.uploads.values() if now - u.updated > UPLOAD_GRACE]:
-            log.info("partial upload %s (%s) expired", up.id, up.name)
+        for up in [u for u in self.uploads.values()
+                   if u.uploader is None and self.expired(u, now)]:
+            log.info("partial upload %s (%s) expired", up.id, printable(up.name))
             self.discard(up)
+
+    def close(self):
+        """At exit: write what is queued, close every partial file."""
+        self.disk.close()
+        for up in self.uploads.values():
+            if up.fh is not None:
+                up.close()
+                self.fds.release()
+
+
+def _body_with_uid(body, uid):
+    """A stored msg JSON with its sender's `uid` after `from` (the upgrade to identities)."""
+    msg = json.loads(body)
+    if "uid" in msg or uid is None:
+        return body
+    rebuilt = {}
+    for key, value in msg.items():
+        rebuilt[key] = value
+        if key == "from":
+            rebuilt["uid"] = uid
+    return _json_encoder.encode(rebuilt)
 
 
 def _remove_quietly(path):
@@ -3190,24 +3658,143 @@ def _remove_quietly(path):
 # Chat domain #################################################################
 ###############################################################################
 
+_CALL = object()      # an Outbox entry that runs a function at its place in the delivery
+
 
 class Outbox:
     """What one loop turn will send, in order; delivered only after the turn's commit.
 
-    Entries are (targets, json_bytes): targets None means every joined client."""
+    Entries are (targets, raw JSON): targets None means every joined client, a tuple names
+    connections; (_CALL, fn) runs fn at that point of the delivery, so that a download starts
+    or stops in order with the messages around it. Bytes queued for a connection count in its
+    `out_pending` at once: the connection layer stops dispatching a client whose own answers
+    are over its output budget before they are even delivered.
+
+    A request that stored something makes its entries durable: if the turn's commit fails,
+    they are dropped and the request's `on_fail` is returned instead (Chat.storage_failed)."""
 
     def __init__(self):
         self.entries = []
+        self.durable = []          # (start, end, on_fail) ranges of this turn's entries
 
     def broadcast(self, raw):
         self.entries.append((None, raw))
 
     def send(self, targets, raw):
+        size = len(raw)
+        for conn in targets:
+            conn.out_pending += size
         self.entries.append((targets, raw))
+
+    def call(self, fn):
+        self.entries.append((_CALL, fn))
+
+    def mark(self):
+        return len(self.entries)
+
+    def make_durable(self, start, on_fail):
+        self.durable.append((start, len(self.entries), on_fail))
 
     def take(self):
         entries, self.entries = self.entries, []
+        self.durable = []
         return entries
+
+    def drop_durable(self):
+        """The commit failed: remove what depended on it; returns the on_fail of each request."""
+        if not self.durable:
+            return []
+        doomed = set()
+        for start, end, _ in self.durable:
+            doomed.update(range(start, end))
+        kept = []
+        for index, entry in enumerate(self.entries):
+            if index not in doomed:
+                kept.append(entry)
+            elif entry[0] is not None and entry[0] is not _CALL:
+                for conn in entry[0]:
+                    conn.out_pending -= len(entry[1])
+        failures = [on_fail for _, _, on_fail in self.durable]
+        self.entries, self.durable = kept, []
+        return failures
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One row of the command table (pyftpdlib's proto_cmds): the Chat method that answers a
+    message type, and the checks made, in one place, before it runs."""
+    method: str
+    needs_join: bool = True        # before welcome: not_joined
+    rate_limited: bool = True      # takes a token from the connection's bucket
+    payload: bool = False          # may carry a binary payload (framed `chunk` only)
+
+
+HANDLERS = {
+    "hello": Handler("on_hello", needs_join=False, rate_limited=False),
+    "ping": Handler("on_ping", needs_join=False),
+    "pong": Handler("on_pong", needs_join=False, rate_limited=False),
+    "msg": Handler("on_msg"),
+    "history": Handler("on_history"),
+    "typing": Handler("on_typing"),
+    "upload": Handler("on_upload"),
+    "chunk": Handler("on_chunk", rate_limited=False, payload=True),
+    "upload_status": Handler("on_upload_status", rate_limited=False),
+    "upload_cancel": Handler("on_upload_cancel", rate_limited=False),
+    "download": Handler("on_download"),
+    "download_cancel": Handler("on_download_cancel", rate_limited=False),
+}
+
+
+class AddressBook:
+    """What each client address holds: live connections and recent auth failures.
+
+    An address is listed while it has a connection; its failures are forgotten after
+    AUTH_FAILURE_MEMORY seconds without a new one, and at most ADDRESS_TABLE_MAX addresses
+    with failures are remembered (the oldest go first), so no table grows without bound."""
+
+    def __init__(self):
+        self.connections = {}                       # address -> live connections
+        self.failures = collections.OrderedDict()   # address -> [count, last failure]
+
+    def connected(self, address):
+        self.connections[address] = self.connections.get(address, 0) + 1
+
+    def disconnected(self, address):
+        left = self.connections.get(address, 0) - 1
+        if left > 0:
+            self.connections[address] = left
+        else:
+            self.connections.pop(address, None)
+
+    def count(self, address):
+        return self.connections.get(address, 0)
+
+    def auth_failed(self, address, now):
+        """Count a refused token; returns how long the answer is held back (seconds)."""
+        self.forget_old_failures(now)
+        entry = self.failures.pop(address, None) or [0, now]
+        entry[0] += 1
+        entry[1] = now
+        self.failures[address] = entry
+        while len(self.failures) > ADDRESS_TABLE_MAX:
+            self.failures.popitem(last=False)
+        return auth_failure_delay(entry[0])
+
+    def forget_old_failures(self, now):
+        failures = self.failures
+        while failures:
+            address, (_, last) = next(iter(failures.items()))
+            if now - last < AUTH_FAILURE_MEMORY:
+                break
+            del failures[address]
+
+
+def auth_failure_delay(count):
+    """No delay for the first AUTH_FREE_FAILURES failures, then 0.5 s doubling up to
+    AUTH_MAX_DELAY. The exponent is capped: a count in the millions must not overflow."""
+    if count <= AUTH_FREE_FAILURES:
+        return 0.0
+    return min(AUTH_MAX_DELAY, 0.5 * 2.0 ** min(count - AUTH_FREE_FAILURES - 1, 32))
 
 
 def _hello_fields(h):
@@ -3243,37 +3830,37 @@ def _opt_int(h, name, default, low, high, ref=None):
     return value
 
 
+_MIME_RE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
+
+
+def clean_mime(mime):
+    """An announced mime type, lower-case ASCII `type/subtype`; anything else is the default.
+    It ends up in a latin-1 response header, so no other character may pass."""
+    mime = mime.strip().lower() if isinstance(mime, str) else ""
+    if len(mime) <= 100 and _MIME_RE.fullmatch(mime):
+        return mime
+    return DEFAULT_MIME
+
+
 class Chat:
     """Sessions, nicks, messages, files: the protocol's meaning, with no sockets in it.
 
-    Connections are duck-typed: the domain reads and sets `nick`, `key`, `session`,
-    `bucket`, `peer`, and hands them to the Outbox. The event loop does the I/O."""
+    Connections are duck-typed (tests/test_chat.py drives it with a fake one): the domain
+    reads and sets `nick`, `key`, `session`, reads `bucket`, `address`, `label()`, and calls
+    `mark_joined()`, `close_when_done()`, `start_download()` and `cancel_download()`; what it
+    sends goes through the Outbox, which the event loop delivers after the turn's commit."""
 
-    def __init__(self, store, files, config):
+    def __init__(self, store, files, config, addresses=None):
         self.store = store
         self.files = files
         self.config = config
+        self.addresses = addresses if addresses is not None else AddressBook()
         self.outbox = Outbox()
         self.joined = {}            # nick key -> connection
         self.sessions = {}          # session secret -> connection (for HTTP file routes)
         self.token = None           # pairing token; None = open server
-        self.closing = []           # (connection, reason) to close after this turn
-        self.streams = []           # (connection, file meta, offset): downloads to start
-        self.handlers = {
-            # message type -> (method, needs_join, rate_limited, payload_allowed)
-            "hello": (self.on_hello, False, False, False),
-            "ping": (self.on_ping, False, False, False),
-            "pong": (self.on_pong, False, False, False),
-            "msg": (self.on_msg, True, True, False),
-            "history": (self.on_history, True, True, False),
-            "typing": (self.on_typing, True, True, False),
-            "upload": (self.on_upload, True, True, False),
-            "chunk": (self.on_chunk, True, False, True),
-            "upload_status": (self.on_upload_status, True, False, False),
-            "upload_cancel": (self.on_upload_cancel, True, False, False),
-            "download": (self.on_download, True, True, False),
-            "download_cancel": (self.on_download_cancel, True, False, False),
-        }
+        self.handlers = {kind: (getattr(self, row.method), row) for kind, row in HANDLERS.items()}
+        self.disk_floor = min(MESSAGE_DISK_FLOOR, config.min_free_disk)
 
     # -- entry point ----------------------------------------------------------
 
@@ -3283,31 +3870,80 @@ class Chat:
         ref = None
         try:
             header = decode_header(raw_header)
-            ref = header.get("cid") if isinstance(header.get("cid"), str) else None
-            entry = self.handlers.get(header["type"])
+            ref = header.get("cid") if type(header.get("cid")) is str else None
+            kind = header["type"]
+            entry = self.handlers.get(kind)
             if entry is None:
-                raise ChatError("unknown_type", "Unknown message type %r." % header["type"][:40])
-            method, needs_join, rate_limited, payload_allowed = entry
-            if needs_join and conn.nick is None:
+                raise ChatError("unknown_type", "Unknown message type %r." % kind[:40])
+            method, rules = entry
+            if rules.needs_join and conn.nick is None:
                 raise ChatError("not_joined", "Send 'hello' first.")
-            if payload and not payload_allowed:
-                raise bad_request("A '%s' frame carries no payload." % header["type"])
-            if rate_limited and not conn.bucket.take(time.monotonic() if now is None else now):
+            if payload and not rules.payload:
+                raise bad_request("A '%s' frame carries no payload." % kind)
+            if rules.rate_limited and not conn.bucket.take(time.monotonic() if now is None
+                                                           else now):
                 raise ChatError("rate_limited", "Too many messages; slow down.")
-            method(conn, header, payload)
+            # Chat.run, inlined: this is the hot path of every message
+            outbox, store = self.outbox, self.store
+            start, writes = len(outbox.entries), store.writes
+            try:
+                method(conn, header, payload)
+            except sqlite3.Error as exc:
+                outbox.make_durable(start, (conn, ref))
+                self.storage_failed(exc)
+                return
+            if store.writes != writes:
+                outbox.durable.append((start, len(outbox.entries), (conn, ref)))
         except ChatError as err:
             self.reject(conn, err, ref if err.ref is None else err.ref)
 
+    def run(self, on_fail, method, *args):
+        """Run one request. If it stored anything, what it queued waits for the turn's commit;
+        should a write or the commit fail, `on_fail` replaces it: a callable, or
+        (connection, ref) for a `disk_full` error frame."""
+        outbox, store = self.outbox, self.store
+        start, writes = len(outbox.entries), store.writes
+        try:
+            result = method(*args)
+        except sqlite3.Error as exc:
+            outbox.make_durable(start, on_fail)
+            self.storage_failed(exc)
+            return None
+        if store.writes != writes:
+            outbox.make_durable(start, on_fail)
+        return result
+
+    def storage_failed(self, exc):
+        """A write or the turn's commit failed (disk full, I/O error): undo the turn's writes,
+        tell every request that stored something (nothing of it is delivered), keep serving."""
+        self.store.rollback()
+        self.files.undo_turn()
+        STORAGE_LOG.warning("storage", "the history database could not be written (%s); this "
+                            "turn's messages were refused with disk_full", exc)
+        for on_fail in self.outbox.drop_durable():
+            if callable(on_fail):
+                on_fail()
+            else:
+                conn, ref = on_fail
+                self.reject(conn, ChatError("disk_full", "The server could not store this "
+                                            "(%s); nothing was sent." % _storage_reason(exc),
+                                            ref))
+
     def reject(self, conn, err, ref=None):
-        log.log(logging.WARNING if err.fatal else logging.INFO, "%s: %s (%s)",
-                conn.label(), err.code, err.message)
+        CLIENT_LOG.log(logging.WARNING if err.fatal else logging.INFO, err.code,
+                       "%s: %s (%s)", conn.label(), err.code, err.message)
         frame = {"type": "error", "code": err.code, "message": err.message}
+        ref = err.ref if ref is None else ref
         if ref is not None:
             frame["ref"] = ref
         frame["fatal"] = err.fatal
         self.outbox.send((conn,), dump_json(frame))
         if err.fatal:
-            self.closing.append((conn, err.code))
+            hold = 0.0
+            if err.code == "auth_failed":
+                # Repeated token failures from one address are answered slower and slower.
+                hold = self.addresses.auth_failed(conn.address, time.monotonic())
+            conn.close_when_done(err.code, hold=hold)
 
     # -- session --------------------------------------------------------------
 
@@ -3321,62 +3957,103 @@ class Chat:
             raise ChatError("auth_failed", "Missing or wrong pairing token: scan the server's "
                             "QR code again.")
         since, client = _hello_fields(h)
-        nick = validate_nick(h.get("nick"))
+        if not isinstance(h.get("nick"), str):
+            raise bad_request("'nick' is required and must be a string.")
+        nick = validate_nick(h["nick"])
+        device = _device_key(h.get("device"))
         key = nick_key(nick)
+        uid = self.identity_for(nick, key, device)
         holder = self.joined.get(key)
         if holder is not None:
-            if not _token_matches(h.get("session"), holder.session or ""):
-                raise ChatError("nick_taken", "The nick %r is already in use." % nick)
-            # The same user reconnecting (after a WiFi drop) before the server noticed that
-            # its old connection died: the old one is closed, without a leave/join.
-            log.info("%s takes over the session of %s", conn.label(), holder.label())
+            # The same device again, e.g. reconnecting after a WiFi drop before the server
+            # noticed that its old connection died, or a second tab: the old connection is
+            # told it was replaced and closed, without a leave/join.
+            log.info("%s takes over the nick of %s", conn.label(), holder.label())
             del self.joined[key]
             self.sessions.pop(holder.session, None)
-            self.closing.append((holder, "replaced"))
-        log.info("%s joined as %r (%s)", conn.label(), nick, client or "unknown client")
-        conn.nick, conn.key = nick, key
+            self.outbox.send((holder,), b'{"type":"bye","reason":"replaced"}')
+            holder.close_when_done("replaced")
+        log.info("%s joined as %r (%s)", conn.label(), nick, printable(client or "unknown client"))
+        conn.nick, conn.key, conn.uid = nick, key, uid
         conn.session = secrets.token_urlsafe(18)
+        conn.mark_joined()
         self.joined[key] = conn
         self.sessions[conn.session] = conn
-        self.outbox.send((conn,), self.welcome(conn, since))
+        self.outbox.send((conn,), self.welcome(conn, since, device))
         if holder is None and len(self.joined) <= PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "join", "nick": nick}))
 
-    def welcome(self, conn, since):
+    def identity_for(self, nick, key, device):
+        """The identity (uid) this device may use the nick as, claiming it if it is free;
+        ChatError nick_owned if the nick, or one it looks like, is another device's."""
+        store, now = self.store, time.time()
+        key_hash = hashlib.sha256(device.encode("ascii")).hexdigest()
+        claim = store.claim_of(key)
+        if claim is not None and self.lapsed(claim, now):
+            store.lapse(claim["id"])            # unused too long: the name is free again
+            claim = None
+        if claim is not None:
+            if claim["key_hash"] is None:       # from a history older than identities
+                store.claim(claim["id"], key_hash, now)
+            elif not secrets.compare_digest(claim["key_hash"], key_hash):
+                raise ChatError("nick_owned", "The nick %r belongs to another device; pick "
+                                "another one." % nick)
+            store.seen(claim["id"], nick, now)
+            return claim["id"]
+        for other in store.lookalikes(nick_skeleton(nick), key):
+            if other["key_hash"] != key_hash and not self.lapsed(other, now):
+                raise ChatError("nick_owned", "The nick %r looks like %r, which belongs to "
+                                "another device; pick another one." % (nick, other["nick"]))
+        return store.create_identity(nick, key, nick_skeleton(nick), key_hash, now)
+
+    def lapsed(self, claim, now):
+        """A claim lapses when no connection of its device used it for --nick-expiry."""
+        return claim["nick_key"] not in self.joined and \
+            now - claim["last_seen"] > self.config.nick_expiry * 86400.0
+
+    def welcome(self, conn, since, device):
         if since is None:
-            bodies, has_more = self.store.history(conn.key, limit=WELCOME_HISTORY_NEW)
+            bodies, has_more = self.store.history(conn.uid, limit=WELCOME_HISTORY_NEW)
         else:
-            bodies, has_more = self.store.history(conn.key, after=since,
+            bodies, has_more = self.store.history(conn.uid, after=since,
                                                   limit=WELCOME_HISTORY_RESUME)
         users = [c.nick for c in itertools.islice(self.joined.values(), WELCOME_USERS_MAX)]
+        cfg = self.config
         head = dump_json({
-            "type": "welcome", "nick": conn.nick, "server": "chatserver/" + __version__,
+            "type": "welcome", "nick": conn.nick, "uid": conn.uid, "device": device,
+            "server": "chatserver/" + __version__,
             "proto": PROTOCOL_VERSION, "session": conn.session, "users": users,
             "online": len(self.joined), "has_more": has_more, "last_id": self.store.last_id,
             "limits": {"text": MAX_TEXT_BYTES, "chunk": MAX_PAYLOAD_BYTES,
-                       "file": self.config.max_file_size}})
+                       "file": cfg.max_file_size, "ping_after": cfg.ping_after,
+                       "idle_timeout": cfg.idle_timeout}})
         # History goes last, spliced from the stored JSON without decoding it.
         return head[:-1] + b',"history":[' + ",".join(bodies).encode("utf-8") + b"]}"
 
     def leave(self, conn, reason):
-        """A joined connection is gone (closed by either side)."""
+        """A connection is gone (closed by either side); if it had joined, everyone hears."""
+        self.files.detach(conn)
         if conn.nick is None or self.joined.get(conn.key) is not conn:
             return
         del self.joined[conn.key]
         self.sessions.pop(conn.session, None)
+        self.store.seen(conn.uid, conn.nick, time.time())     # the claim is kept from now
         log.info("%s left (%s)", conn.label(), reason)
         if len(self.joined) < PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "leave", "nick": conn.nick,
                                              "reason": reason}))
 
     def on_ping(self, conn, h, payload):
-        reply = {"type": "pong"}
-        if "t" in h:
-            reply["t"] = h["t"]
-        self.outbox.send((conn,), dump_json(reply))
+        if "t" not in h:
+            self.outbox.send((conn,), b'{"type":"pong"}')
+            return
+        echo = dump_json(h["t"])
+        if len(echo) > PING_ECHO_MAX:
+            raise bad_request("'t' is at most %d bytes of JSON." % PING_ECHO_MAX)
+        self.outbox.send((conn,), b'{"type":"pong","t":' + echo + b"}")
 
     def on_pong(self, conn, h, payload):
-        pass  # any frame counts as life; the connection layer noted it
+        pass  # a frame counts as life; the connection layer noted it
 
     # -- messages -------------------------------------------------------------
 
@@ -3400,24 +4077,34 @@ class Chat:
             raise ChatError("text_too_long", "Messages are limited to %d bytes." % MAX_TEXT_BYTES,
                             cid)
         target = self.recipient(h, cid)
+        self.check_disk_floor(cid)
         self.post(conn, cid, target, {"text": text})
 
-    def post(self, conn, cid, target, fields, recipient_name=None):
+    def check_disk_floor(self, ref):
+        """Refuse to store anything once the disk is nearly full, before SQLite fails
+        (--min-free-disk lowers the floor: 0 lets SQLite itself find the disk full). The
+        free space is the loop's reading of the last second (FileStore.free)."""
+        if self.files.free < self.disk_floor:
+            raise ChatError("disk_full", "The server's disk is full; nothing was stored.", ref)
+
+    def post(self, conn, cid, target, fields, recipient_name=None, recipient_uid=None):
         """Store a message and queue it for everyone concerned (sender included: the ack)."""
         to = target.nick if target is not None else recipient_name
-        to_key = nick_key(to) if to is not None else None
+        recipient = (recipient_uid if target is None else target.uid, nick_key(to)) \
+            if to is not None else None
         now = time.time()
 
         def build_body(msg_id):
             # the JSON of {"type":"msg","id","ts","from",**fields,"cid"[,"to"]}, built as
             # text: this runs once per message, on the hot path
-            return '{"type":"msg","id":%d,"ts":"%s","from":%s%s,"cid":%s%s}' % (
-                msg_id, utc_timestamp(now), _json_str(conn.nick),
+            return '{"type":"msg","id":%d,"ts":"%s","from":%s,"uid":%d%s,"cid":%s%s}' % (
+                msg_id, utc_timestamp(now), _json_str(conn.nick), conn.uid,
                 "".join([',"%s":%s' % (k, _json_str(v) if type(v) is str else
                                        _json_encoder.encode(v)) for k, v in fields.items()]),
                 _json_str(cid), ',"to":' + _json_str(to) if to is not None else "")
 
-        msg_id, body, is_new = self.store.add_message(conn.key, to_key, cid, build_body)
+        msg_id, body, is_new = self.store.add_message((conn.uid, conn.key), recipient, cid,
+                                                      build_body)
         raw = body.encode("utf-8")
         if not is_new:
             self.outbox.send((conn,), raw)       # a resend: re-acknowledge, store nothing
@@ -3435,7 +4122,7 @@ class Chat:
         after = _opt_int(h, "after", 0, 0, MAX_MESSAGE_ID)
         limit = _opt_int(h, "limit", HISTORY_PAGE_DEFAULT, 1, HISTORY_PAGE_MAX)
         cid = _opt_str(h, "cid", MAX_CID_CHARS)
-        bodies, has_more = self.store.history(conn.key, after=after, before=before, limit=limit)
+        bodies, has_more = self.store.history(conn.uid, after=after, before=before, limit=limit)
         echo = b',"cid":' + dump_json(cid) if cid is not None else b""
         self.outbox.send((conn,), b'{"type":"history","has_more":' +
                          (b"true" if has_more else b"false") + echo + b',"messages":[' +
@@ -3454,7 +4141,8 @@ class Chat:
 
     def start_upload(self, conn, name, size, cid, sha256=None, mime=None, target=None,
                      caption=""):
-        """Validate an announced file and open its partial file (framed and HTTP uploads)."""
+        """Validate an announced file and register its partial file (framed and HTTP uploads).
+        Every limit is checked before anything is taken."""
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise bad_request("'size' must be a non-negative integer.", cid)
         if size > self.config.max_file_size:
@@ -3462,25 +4150,29 @@ class Chat:
                             % self.config.max_file_size, cid)
         if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise bad_request("'sha256' must be 64 hexadecimal characters.", cid)
-        mine = [u for u in self.files.uploads.values() if u.owner_key == conn.key]
-        if len(mine) >= self.config.max_uploads:
+        uploads = self.files.uploads.values()
+        if sum(1 for u in uploads if u.owner_id == conn.uid) >= self.config.max_uploads:
             raise ChatError("too_many_uploads", "At most %d uploads at a time."
                             % self.config.max_uploads, cid)
+        if sum(1 for u in uploads if u.address == conn.address) >= MAX_UPLOADS_PER_ADDRESS or \
+                len(self.files.uploads) >= MAX_PARTIAL_UPLOADS:
+            raise ChatError("too_many_uploads", "Too many unfinished uploads on the server "
+                            "from your address; finish or cancel one first.", cid)
         needed = size + self.files.reserved_bytes() + self.config.min_free_disk
         if self.files.free_bytes() < needed:
             raise ChatError("disk_full", "Not enough free disk space on the server for this "
                             "file.", cid)
-        mime = mime if mime and re.fullmatch(r"[\w.+-]+/[\w.+-]+", mime) else \
-            "application/octet-stream"
         up = self.files.start(conn.nick, sanitize_file_name(name), size,
-                              sha256.lower() if sha256 else None, mime,
-                              target.nick if target is not None else None, cid, caption or "")
+                              sha256.lower() if sha256 else None, clean_mime(mime),
+                              target.nick if target is not None else None, cid, caption or "",
+                              conn, owner_id=conn.uid,
+                              recipient_id=target.uid if target is not None else None)
         log.info("%s uploads %r (%d bytes) as %s", conn.label(), up.name, size, up.id)
         return up
 
     def on_upload(self, conn, h, payload):
         cid = _req_str(h, "cid", MAX_CID_CHARS)
-        stored = self.store.find_message(conn.key, cid)
+        stored = self.store.find_message(conn.uid, cid)
         if stored is not None:      # announced again after it completed: re-acknowledge
             self.outbox.send((conn,), stored.encode("utf-8"))
             return
@@ -3505,7 +4197,7 @@ class Chat:
     def own_upload(self, conn, h):
         upload_id = h.get("upload")
         up = self.files.uploads.get(upload_id) if isinstance(upload_id, str) else None
-        if up is None or up.owner_key != conn.key:
+        if up is None or up.owner_id != conn.uid:
             raise ChatError("unknown_upload", "No upload %r of yours is in progress."
                             % str(upload_id)[:40], upload_id if isinstance(upload_id, str)
                             else None)
@@ -3529,7 +4221,7 @@ class Chat:
             self.files.discard(up)
             raise ChatError("size_mismatch", "More bytes than the announced %d; the upload is "
                             "discarded." % up.size, up.id)
-        self.files.append(up, data)
+        self.files.append(up, data, conn)
         if up.received == up.size or last:
             return self.finish_upload(conn, up)
         return None
@@ -3545,8 +4237,7 @@ class Chat:
 
     def finish_upload(self, conn, up):
         """Verify and publish a complete upload; returns the file message (JSON bytes)."""
-        up.open_for_append()
-        self.files.disk.settle(up)
+        self.files.settle(up)
         if up.error is not None:
             raise self.write_failed(up)
         digest = up.hasher.hexdigest()
@@ -3558,7 +4249,7 @@ class Chat:
             self.files.discard(up)
             raise ChatError("checksum_mismatch", "The SHA-256 of the received file differs "
                             "from the announced one; the upload is discarded.", up.id)
-        stored = self.store.find_message(conn.key, up.cid)
+        stored = self.store.find_message(conn.uid, up.cid)
         if stored is not None:
             # this cid was shared before (a browser retrying a POST whose 201 it lost):
             # acknowledge the original, keep no second copy of the bytes
@@ -3566,20 +4257,29 @@ class Chat:
             raw = stored.encode("utf-8")
             self.outbox.send((conn,), raw)
             return raw
+        self.check_disk_floor(up.id)
         target = self.joined.get(nick_key(up.recipient)) if up.recipient else None
-        meta = self.files.finish(up, conn.key, nick_key(up.recipient) if up.recipient else None)
+        if target is not None and target.uid != up.recipient_id:
+            target = None                       # the nick has another owner now
+        meta = self.files.finish(up, (conn.uid, conn.key),
+                                 (up.recipient_id, nick_key(up.recipient))
+                                 if up.recipient else None)
         log.info("%s shared %r (%d bytes) as %s", conn.label(), meta["name"], meta["size"],
                  meta["id"])
         file_info = {k: meta[k] for k in ("id", "name", "size", "sha256", "mime")}
         return self.post(conn, up.cid, target, {"text": up.caption, "file": file_info},
-                         recipient_name=up.recipient)
+                         recipient_name=up.recipient, recipient_uid=up.recipient_id)
 
     def on_upload_status(self, conn, h, payload):
         up = self.own_upload(conn, h)
         if up.error is not None:
             raise self.write_failed(up)
-        up.open_for_append()
-        up.updated = time.time()
+        self.files.resume(up, conn)
+        needed = up.size - up.received + self.files.reserved_bytes(but=up) + \
+            self.config.min_free_disk
+        if self.files.free_bytes() < needed:
+            raise ChatError("disk_full", "Not enough free disk space on the server to finish "
+                            "this file; it is kept, try again later.", up.id)
         self.send_upload_ready(conn, up)
 
     def on_upload_cancel(self, conn, h, payload):
@@ -3587,49 +4287,118 @@ class Chat:
         log.info("%s cancelled upload %s", conn.label(), up.id)
         self.files.discard(up)
 
-    def readable_file(self, conn_key, file_id):
-        """File metadata if `conn_key` may read it, else ChatError."""
+    def readable_file(self, uid, file_id):
+        """File metadata if identity `uid` may read it, else ChatError."""
         meta = self.store.get_file(file_id) if isinstance(file_id, str) else None
         if meta is None:
             raise ChatError("unknown_file", "No file %r." % str(file_id)[:40],
                             file_id if isinstance(file_id, str) else None)
-        if meta["recipient_key"] is not None and conn_key not in (meta["sender_key"],
-                                                                  meta["recipient_key"]):
+        if meta["recipient_key"] is not None and uid not in (meta["sender_id"],
+                                                             meta["recipient_id"]):
             raise ChatError("forbidden", "This file was shared privately between two other "
                             "users.", file_id)
         return meta
 
     def on_download(self, conn, h, payload):
-        meta = self.readable_file(conn.key, h.get("file"))
+        meta = self.readable_file(conn.uid, h.get("file"))
         offset = _opt_int(h, "offset", 0, 0, meta["size"], meta["id"])
-        self.streams.append((conn, meta, offset))
+        self.outbox.call(lambda: self.start_download(conn, meta, offset))
+
+    def start_download(self, conn, meta, offset):
+        """At its place in the delivery: open the file and send `download_start`."""
+        try:
+            conn.start_download(self.files.file_path(meta["id"]), meta, offset)
+        except ChatError as err:
+            self.reject(conn, err, meta["id"])
+        except OSError:
+            self.reject(conn, ChatError("unknown_file", "The file is missing on the server.",
+                                        meta["id"]))
 
     def on_download_cancel(self, conn, h, payload):
         file_id = h.get("file")
         if not isinstance(file_id, str):
             raise bad_request("'file' is required.")
-        conn.cancel_download(file_id)
+        self.outbox.call(lambda: conn.cancel_download(file_id))
+
+
+_DEVICE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{22,128}")
+
+
+def _device_key(value):
+    """The client's device key, or a new one for a client that has none (it is told in
+    welcome.device and keeps it): at least 128 bits, URL-safe base64."""
+    if value is None:
+        return secrets.token_urlsafe(16)
+    if not isinstance(value, str) or not _DEVICE_KEY_RE.fullmatch(value):
+        raise bad_request("'device' must be 22 to 128 URL-safe base64 characters.")
+    return value
 
 
 def _token_matches(given, expected):
     return isinstance(given, str) and secrets.compare_digest(given.encode("utf-8", "replace"),
                                                              expected.encode("utf-8"))
 
+
+def _storage_reason(exc):
+    text = str(exc)
+    return text if len(text) < 80 else text[:77] + "..."
+
 ###############################################################################
 # Connections #################################################################
 ###############################################################################
+#
+# A Connection owns one socket: its output queue and the writes that drain it, its budgets,
+# and one close request with a named reason. Protocol handlers (FramedSession, and
+# HttpConnection with the WebSocket session it may carry) talk to their connection:
+#   push(bytes) / send_json(raw)    queue output (the output caps are checked on append)
+#   close_when_done(reason[, hold]) answer, then close (hold: keep the answer back a while)
+#   abort(reason)                   close after this dispatch pass, dropping queued output
+#   may_dispatch() / pause_input()  the output budget: a client over it is not read further
+#   mark_joined()                   the client said hello: its budgets grow
+#   loop.call_later(delay, fn)      timers
+# and never touch the Server's fields (tests/test_architecture.py checks this).
 
-# Socket errors are classified once here, so the loop never sees raw OSErrors.
-_RETRY_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
+# Socket errors are classified here, once: a retry, or the peer is gone (PeerGone).
+_RETRY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+_FD_EXHAUSTED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def is_retry(exc):
+    """The call would block or was interrupted: try again at the next readiness event."""
+    return isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno in _RETRY_ERRNOS
+
+
+def is_fd_exhaustion(exc):
+    """Out of file descriptors (or kernel buffers): the process, not the peer, is the problem."""
+    return isinstance(exc, OSError) and exc.errno in _FD_EXHAUSTED_ERRNOS
+
+
+class PeerGone(Exception):
+    """The socket cannot be used any more: `reason` is "quit" (orderly EOF) or "error"."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# A connection's states, in the order it goes through them.
+OPEN = 0          # reading and dispatching
+CLOSING = 1       # a close was requested: queued output (and a goodbye) goes out, input is dropped
+LINGERING = 2     # our side is shut (FIN sent); input is read and dropped for LINGER_SECONDS
+CLOSED = 3
+
+# Why a connection is not read (bits of Connection.paused).
+PAUSED_BY_DISK = 1      # its upload chunks wait for the disk thread (DiskWriter.congested)
+PAUSED_BY_OUTPUT = 2    # its own output is queued beyond its budget: TCP slows the sender
 
 
 class FileSegment:
-    """`count` bytes of an open file at `offset`, queued for output (sendfile when possible)."""
+    """`count` bytes of a download's file at `offset`, queued for output (sendfile if possible)."""
 
-    __slots__ = ("fh", "offset", "count")
+    __slots__ = ("download", "offset", "count")
 
-    def __init__(self, fh, offset, count):
-        self.fh = fh
+    def __init__(self, download, offset, count):
+        self.download = download
         self.offset = offset
         self.count = count
 
@@ -3638,104 +4407,541 @@ class FileSegment:
 
 
 class Download:
-    """A file being sent from `offset` up to `end`: framed (file_chunk frames) or raw (HTTP)."""
+    """A file being sent from `offset` up to `end`: framed (file_chunk frames) or raw (HTTP).
 
-    __slots__ = ("meta", "fh", "offset", "end", "framed")
+    The file closes once the download is over (finished or cancelled) and none of its
+    segments is queued any more: `queued` counts them, so cancelling costs O(1) whatever the
+    length of the output queue."""
 
-    def __init__(self, meta, fh, offset, end=None, framed=True):
+    __slots__ = ("meta", "fh", "offset", "end", "framed", "queued", "over", "fds")
+
+    def __init__(self, meta, fh, offset, end=None, framed=True, fds=None):
         self.meta = meta
         self.fh = fh
         self.offset = offset
         self.end = meta["size"] if end is None else end
         self.framed = framed
+        self.queued = 0
+        self.over = False
+        self.fds = fds
+
+    def stop(self):
+        self.over = True
+        self.close_if_done()
+
+    def close_if_done(self):
+        if self.over and not self.queued and self.fh is not None:
+            self.fh.close()
+            self.fh = None
+            if self.fds is not None:
+                self.fds.release()
 
 
 class Connection:
-    """One client socket: input decoder, output queue, liveness, protocol state."""
+    """One client socket: output queue and writes, budgets, close request, liveness."""
 
-    __slots__ = ("sock", "fd", "peer", "proto", "decoder", "out", "out_bytes", "nick", "key",
-                 "session", "bucket", "last_rx", "soft_since", "closed", "close_after_flush",
-                 "downloads", "http", "registered_write", "auth_blocked",
-                 "last_tx", "lingering", "read_paused", "events")
+    __slots__ = ("loop", "sock", "fd", "peer", "address", "proto", "handler", "out",
+                 "out_bytes", "out_pending", "out_budget", "read_size", "nick", "key",
+                 "session", "uid", "bucket", "connected", "last_rx", "last_tx", "soft_since", "state",
+                 "close_reason", "hold_until", "goodbye_sent", "paused", "events",
+                 "registered_write", "downloads", "http_download", "hello_due")
 
-    def __init__(self, sock, peer, bucket):
+    def __init__(self, loop, sock, peer, bucket):
+        self.loop = loop                  # the event loop (call_later, config, fds)
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
-        self.proto = "sniff"          # -> "framed" | "http" | "ws" | "reject"
-        self.decoder = None
+        self.address = str(peer[0]) if peer else "?"
+        self.proto = "sniff"              # -> "framed" | "http" | "ws" | "reject"
+        self.handler = None               # FramedSession | HttpConnection, once sniffed
         self.out = collections.deque()
-        self.out_bytes = 0
+        self.out_bytes = 0                # bytes in `out`
+        self.out_pending = 0              # bytes the Outbox holds for this turn's delivery
+        self.out_budget = PREJOIN_OUT_BUDGET
+        self.read_size = PREJOIN_READ
         self.nick = None
         self.key = None
         self.session = None
+        self.uid = None                   # the identity it joined as
         self.bucket = bucket
-        self.last_rx = self.last_tx = time.monotonic()
+        self.connected = self.last_rx = self.last_tx = time.monotonic()
         self.soft_since = None
-        self.closed = False
-        self.close_after_flush = False
-        self.downloads = {}
-        self.http = None
-        self.registered_write = False
-        self.auth_blocked = False
-        self.lingering = False
-        self.read_paused = False      # its uploads wait for the disk (DiskWriter.congested)
+        self.state = OPEN
+        self.close_reason = None
+        self.hold_until = 0.0
+        self.goodbye_sent = False
+        self.paused = 0
         self.events = selectors.EVENT_READ   # what the selector watches for it (0: nothing)
+        self.registered_write = False
+        self.downloads = {}               # file id (or "http") -> Download
+        self.http_download = None         # called when a raw HTTP download has been queued
+        self.hello_due = None             # when the client must have joined (hello_deadline)
+
+    @property
+    def closed(self):
+        return self.state == CLOSED
 
     def label(self):
         who = "%s:%s" % (self.peer[0], self.peer[1]) if self.peer else "?"
         return "%s (%s)" % (self.nick, who) if self.nick else who
 
-    def frame(self, raw_json):
-        """Encode one JSON message for this connection's transport. On a plain HTTP
-        connection the only such message is the file `msg` answering POST /files."""
-        if self.proto == "ws":
-            return ws_encode_frame(WS_OP_TEXT, raw_json)
-        if self.proto == "http":
-            return http_simple_response(201, raw_json, "application/json", SECURITY_HEADERS,
-                                        keep_alive=not self.close_after_flush)
-        return frame_json(raw_json)
+    # -- the API of protocol handlers -------------------------------------------
+
+    def push(self, data):
+        """Queue bytes (or a FileSegment). The output caps are checked here, on append; a
+        connection over the hard cap is closed after the dispatch pass (abort)."""
+        if not data or self.state >= LINGERING or self.goodbye_sent:
+            return
+        self.out.append(data)
+        self.out_bytes += len(data)
+        self.loop.wants_flush(self)
+        cfg = self.loop.config
+        if self.out_bytes > cfg.out_soft and self.soft_since is None:
+            self.soft_since = time.monotonic()
+            self.loop.call_later(cfg.out_soft_seconds, self._check_soft)
+        if self.out_bytes > cfg.out_hard:
+            self.abort("slow")
+
+    def send_json(self, raw):
+        """One JSON message in this connection's transport (frame, WebSocket text, HTTP 201)."""
+        self.push(self.handler.frame(raw) if self.handler is not None else frame_json(raw))
+
+    def close_when_done(self, reason, hold=0.0):
+        """The one way to ask for a close: input stops being dispatched now, queued output
+        (and the transport's goodbye, e.g. a WebSocket close frame) goes out, then the
+        connection lingers and closes. `hold` keeps all output back that many seconds."""
+        if self.state >= LINGERING:
+            return
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.state = CLOSING
+        self.stop_downloads()
+        if hold > 0:
+            self.hold_until = max(self.hold_until, time.monotonic() + hold)
+            self.loop.call_later(hold, lambda now: self.loop.wants_flush(self))
+        self.loop.wants_flush(self)
+
+    def abort(self, reason):
+        """Close right after the dispatch pass, dropping what is queued (a slow consumer)."""
+        if self.state == CLOSED:
+            return
+        self.close_reason = reason
+        self.loop.abort_after_pass(self)
+
+    def may_dispatch(self):
+        """Whether another frame of input may be acted on now: the connection is open and
+        its own output (queued, or waiting in this turn's Outbox) is within its budget."""
+        return self.state == OPEN and self.out_bytes + self.out_pending <= self.out_budget
+
+    def pause_input(self):
+        """Stop reading: called by a handler that stopped dispatching at the output budget.
+        Reading resumes, and buffered input is dispatched, once the queue has drained."""
+        if self.state == OPEN and not self.paused & PAUSED_BY_OUTPUT:
+            self.paused |= PAUSED_BY_OUTPUT
+            self.update_interest()
+            self.loop.wants_flush(self)      # the flush pass resumes it once drained
+
+    def mark_joined(self):
+        """The client said hello: the budgets of a joined client apply from now on."""
+        self.out_budget = OUT_READ_LIMIT
+        self.read_size = RECV_SIZE
+        if self.handler is not None:
+            self.handler.joined()
+        self.loop.joined(self)
+
+    def frame_received(self, now=None):
+        """A complete frame arrived: that is life (a stray byte is not)."""
+        self.last_rx = time.monotonic() if now is None else now
+
+    # -- downloads ----------------------------------------------------------------
+
+    def start_download(self, path, meta, offset, end=None, framed=True):
+        """Open a stored file and stream it from `offset`: `download_start` and file_chunk
+        frames (framed/WebSocket), or the raw bytes of an HTTP response body."""
+        key = meta["id"] if framed else "http"
+        self.cancel_download(key)
+        if len(self.downloads) >= MAX_DOWNLOADS_PER_CONN:
+            raise ChatError("too_many_downloads", "At most %d downloads at a time on one "
+                            "connection." % MAX_DOWNLOADS_PER_CONN, meta["id"])
+        fds = self.loop.fds
+        if not fds.take():
+            raise ChatError("server_busy", "The server has too many open files right now; "
+                            "try again in a moment.", meta["id"])
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            fds.release()
+            raise
+        self.downloads[key] = Download(meta, fh, offset, end, framed, fds)
+        if framed:
+            self.send_json(dump_json({
+                "type": "download_start", "file": meta["id"], "name": meta["name"],
+                "size": meta["size"], "sha256": meta["sha256"], "mime": meta["mime"],
+                "offset": offset}))
+        self.loop.wants_flush(self)
 
     def cancel_download(self, file_id):
         """Stop reading the file. Chunks already queued still go out; the file closes after
-        the last of them (see Server._write_segment)."""
+        the last of them."""
         dl = self.downloads.pop(file_id, None)
-        if dl is not None and not any(isinstance(item, FileSegment) and item.fh is dl.fh
-                                      for item in self.out):
-            dl.fh.close()
+        if dl is not None:
+            dl.stop()
+
+    def stop_downloads(self):
+        for key in list(self.downloads):
+            self.cancel_download(key)
+
+    def _pump_downloads(self):
+        """Read the next chunks from disk only while this connection's queue is short, so chat
+        messages queued meanwhile go out between chunks."""
+        while self.downloads and self.out_bytes < DOWNLOAD_LOW_WATER:
+            key, dl = next(iter(self.downloads.items()))
+            count = min(DOWNLOAD_CHUNK, dl.end - dl.offset)
+            if count > 0:
+                if dl.framed:
+                    head = dump_json({"type": "file_chunk", "file": key, "offset": dl.offset})
+                    self.push(FRAME_PREFIX.pack(len(head), count) + head)
+                dl.queued += 1
+                self.push(FileSegment(dl, dl.offset, count))
+                dl.offset += count
+            if dl.offset >= dl.end:
+                del self.downloads[key]
+                dl.stop()
+                if dl.framed:
+                    self.send_json(dump_json({"type": "download_end", "file": key,
+                                              "size": dl.meta["size"]}))
+                elif self.http_download is not None:
+                    self.http_download()
+
+    # -- reading (called by the loop) ---------------------------------------------
+
+    def read(self):
+        """Read once and hand the bytes to the handler (or to `sniff` for the first ones).
+        Returns False when the socket had nothing after all; raises PeerGone."""
+        handler = self.handler
+        view = handler.receive_buffer() if handler is not None and self.state == OPEN else None
+        try:
+            got = self.sock.recv(self.read_size) if view is None else self.sock.recv_into(view)
+        except OSError as exc:
+            if is_retry(exc):
+                return False
+            raise PeerGone("error") from None
+        finally:
+            if view is not None:
+                view.release()
+        if not got:
+            raise PeerGone("quit")
+        if self.state != OPEN:
+            return True           # closing or lingering: the answer is out, input is dropped
+        if view is not None:
+            handler.received(got)
+        elif handler is None:
+            self.loop.sniff(self, got)
+        else:
+            handler.feed(got)
+        return True
+
+    def update_interest(self):
+        """Tell the selector what to watch: reads unless paused, writes while output waits."""
+        if self.state == CLOSED:
+            return
+        events = (0 if self.paused else selectors.EVENT_READ) | \
+            (selectors.EVENT_WRITE if self.registered_write else 0)
+        if events != self.events:
+            self.loop.watch(self, events)
+            self.events = events
+
+    # -- writing (called by the loop) ---------------------------------------------
+
+    def flush(self, now):
+        """Write what is queued, within this turn's WRITE_BUDGET. Raises PeerGone."""
+        if self.state == CLOSED or self.state == LINGERING:
+            return
+        if self.hold_until:
+            if now < self.hold_until:
+                return
+            self.hold_until = 0.0
+        if self.state == CLOSING and not self.goodbye_sent:
+            goodbye = self.handler.goodbye(self.close_reason) if self.handler else b""
+            self.push(goodbye)
+            self.goodbye_sent = True
+        if not self._send_single(now):
+            self._write_within_budget(now)
+        if self.state == CLOSED:
+            return
+        if self.out_bytes <= self.loop.config.out_soft:
+            self.soft_since = None
+        if self.paused & PAUSED_BY_OUTPUT and self.out_bytes <= self.out_budget // 4:
+            self.paused &= ~PAUSED_BY_OUTPUT
+            self.update_interest()
+            self.loop.resume_soon(self)
+        if self.state == CLOSING and not self.out:
+            self.linger()
+
+    def _send_single(self, now):
+        """The common case after a broadcast: one buffer queued, nothing else going on. One
+        send() and done; anything else (or a partial send) takes the general path."""
+        out = self.out
+        if len(out) != 1 or self.registered_write or self.downloads or self.state != OPEN:
+            return False
+        data = out[0]
+        if type(data) is not bytes:
+            return False
+        try:
+            sent = self.sock.send(data)
+        except OSError as exc:
+            if is_retry(exc):
+                return False
+            raise PeerGone("error") from None
+        self.last_tx = now
+        if sent != len(data):
+            out[0] = memoryview(data)[sent:]
+            self.out_bytes -= sent
+            return False
+        out.clear()
+        self.out_bytes = 0
+        return True
+
+    def _write_within_budget(self, now):
+        budget = WRITE_BUDGET
+        while budget > 0:
+            if self.downloads and self.out_bytes < DOWNLOAD_LOW_WATER:
+                self._pump_downloads()
+            if not self.out:
+                break
+            sent = self._write_some()
+            if sent == 0:
+                break
+            self.last_tx = now
+            budget -= sent
+        want_write = bool(self.out) or bool(self.downloads)
+        if want_write and budget <= 0:
+            self.loop.wants_flush(self)     # fairness: more next turn, after the others
+        if want_write != self.registered_write:
+            self.registered_write = want_write
+            self.update_interest()
+
+    def _write_some(self):
+        """Write the head of the queue; returns the bytes sent (0: the socket is full)."""
+        try:
+            if isinstance(self.out[0], FileSegment):
+                sent = self._write_segment(self.out[0])
+            else:
+                sent = self._write_buffers()
+        except OSError as exc:
+            if is_retry(exc):
+                return 0
+            raise PeerGone("error") from None
+        self.out_bytes -= sent
+        return sent
+
+    def _write_buffers(self):
+        out = self.out
+        bufs = []
+        for item in out:
+            if isinstance(item, FileSegment) or len(bufs) >= MAX_IOV:
+                break
+            bufs.append(item)
+        if len(bufs) == 1 or not hasattr(self.sock, "sendmsg"):
+            sent = self.sock.send(bufs[0] if len(bufs) == 1 else b"".join(bufs))
+        else:
+            sent = self.sock.sendmsg(bufs)
+        remaining = sent
+        while remaining:
+            head = out[0]
+            if len(head) <= remaining:
+                remaining -= len(head)
+                out.popleft()
+            else:
+                out[0] = memoryview(head)[remaining:]
+                remaining = 0
+        return sent
+
+    def _write_segment(self, seg):
+        dl = seg.download
+        if hasattr(os, "sendfile"):
+            sent = os.sendfile(self.fd, dl.fh.fileno(), seg.offset, seg.count)
+        else:
+            # Windows has no os.sendfile: read the part at its offset and send that
+            dl.fh.seek(seg.offset)
+            sent = self.sock.send(dl.fh.read(min(seg.count, DOWNLOAD_CHUNK)))
+        if sent == 0 and seg.count:
+            raise PeerGone("error")
+        seg.offset += sent
+        seg.count -= sent
+        if seg.count == 0:
+            self.out.popleft()
+            dl.queued -= 1
+            dl.close_if_done()
+        return sent
+
+    def _check_soft(self, now):
+        if self.state != CLOSED and self.soft_since is not None and \
+                now - self.soft_since >= self.loop.config.out_soft_seconds - 0.01:
+            self.abort("slow")
+
+    # -- closing ------------------------------------------------------------------
+
+    def linger(self):
+        """Close gracefully: our side of the stream ends (FIN) and the socket is kept a moment,
+        reading and dropping input. Closing with unread input would make the kernel send a
+        reset, which can destroy the answer just sent (RFC 9112 9.6)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.loop.drop(self, self.close_reason or "error")
+            return
+        self.state = LINGERING
+        self.paused = 0
+        self.registered_write = False
+        self.update_interest()
+        self.loop.lingering(self)
 
     def release(self):
-        for dl in self.downloads.values():
-            dl.fh.close()
-        self.downloads.clear()
+        """The socket is closed: give back every file it held."""
+        self.state = CLOSED
+        self.stop_downloads()
+        for item in self.out:
+            if isinstance(item, FileSegment):
+                item.download.queued -= 1
+                item.download.close_if_done()
         self.out.clear()
         self.out_bytes = 0
+        if self.handler is not None:
+            self.handler.closed()
+
+
+class FramedSession:
+    """The framed protocol on one connection: frames in, to the Chat; JSON frames out."""
+
+    def __init__(self, conn, chat):
+        self.conn = conn
+        self.chat = chat
+        # before hello: a small header and no payload, so nothing large is ever allocated
+        self.decoder = FrameDecoder(max_header=PREJOIN_MAX_HEADER, max_payload=0)
+
+    def joined(self):
+        self.decoder.max_header = MAX_HEADER_BYTES
+        self.decoder.max_payload = MAX_PAYLOAD_BYTES
+
+    def receive_buffer(self):
+        return self.decoder.receive_buffer()
+
+    def received(self, n):
+        self.decoder.received(n)
+        self.conn.frame_received()       # payload progress of a large chunk is life too
+        self.dispatch()
+
+    def feed(self, data):
+        self.decoder.append(data)
+        self.dispatch()
+
+    def resume(self):
+        """Reading resumed after a pause: act on what is already buffered."""
+        self.dispatch()
+
+    def dispatch(self):
+        """Act on complete frames while the connection may: a fatal error or an output queue
+        over budget stops it; the rest waits in the decoder, and reading pauses."""
+        conn, chat = self.conn, self.chat
+        frames = self.decoder.frames()
+        handled = False
+        try:
+            while conn.may_dispatch():
+                frame = next(frames, None)
+                if frame is None:
+                    return
+                handled = True
+                chat.handle(conn, frame[0], frame[1])
+        except FrameError as err:
+            chat.reject(conn, err)
+            return
+        finally:
+            frames.close()
+            if handled and conn.nick is not None:
+                conn.frame_received()     # complete frames are life (once per read)
+        conn.pause_input()
+
+    def frame(self, raw_json):
+        return frame_json(raw_json)
+
+    def goodbye(self, reason):
+        return b""
+
+    def closed(self):
+        pass
 
 ###############################################################################
 # HTTP routes and WebSocket sessions ##########################################
 ###############################################################################
 
-# Chat error codes as HTTP statuses, for the file routes (docs/PROTOCOL.md section 5).
-HTTP_STATUS_FOR_CODE = {
-    "bad_request": 400, "unknown_user": 404, "unknown_file": 404, "forbidden": 403,
-    "auth_failed": 401, "file_too_large": 413, "disk_full": 507, "too_many_uploads": 429,
-    "rate_limited": 429, "checksum_mismatch": 422, "size_mismatch": 400, "bad_offset": 400,
-    "unknown_upload": 404,
-}
 SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
             "script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; "
             "frame-ancestors 'none'")
 # Uploaded files are served as attachments in a sandbox: a shared .html or .svg never runs
-# on the chat's origin. Images may be shown inline (thumbnails), except scriptable SVG.
+# on the chat's origin. Raster images may be shown inline (thumbnails): an allowlist, so a
+# type that can carry script (SVG, in any spelling) is never among them.
 FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
-WS_CLOSE_FOR_CODE = {"auth_failed": WS_CLOSE_POLICY, "server_full": WS_CLOSE_POLICY,
-                     "proto_unsupported": WS_CLOSE_POLICY, "timeout": WS_CLOSE_GOING_AWAY,
-                     "shutting_down": WS_CLOSE_GOING_AWAY}
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+# A built Flutter web app: CanvasKit is WebAssembly (compiling it needs 'wasm-unsafe-eval');
+# no other script source, no other origin to talk to.
+WEB_APP_CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+               "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+               "font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'")
+WEB_APP_TYPES = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8", ".json": "application/json",
+    ".css": "text/css; charset=utf-8", ".wasm": "application/wasm", ".png": "image/png",
+    ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".ico": "image/x-icon",
+    ".ttf": "font/ttf", ".otf": "font/otf", ".woff2": "font/woff2", ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8", ".bin": "application/octet-stream",
+    ".frag": "application/octet-stream",
+}
+
+
+def web_app_file(root, relative):
+    """The file under `root` that /app/<relative> names, or None. No traversal: no `..`, no
+    absolute part, no backslash or NUL, and symbolic links may not lead out of the folder."""
+    parts = [p for p in relative.split("/") if p]
+    if any(p in (".", "..") or "\\" in p or "\0" in p or ":" in p for p in parts):
+        return None
+    base = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(base, *parts)) if parts else base
+    if os.path.commonpath([base, path]) != base:
+        return None
+    if os.path.isdir(path):
+        path = os.path.join(path, "index.html")
+    elif not os.path.exists(path) and parts and "." not in parts[-1]:
+        path = os.path.join(base, "index.html")      # a route of the app, not a file
+    return path if os.path.isfile(path) else None
+
+
+def web_app_type(path):
+    return WEB_APP_TYPES.get(os.path.splitext(path)[1].lower(), DEFAULT_MIME)
+
+
+SESSION_COOKIE = "lanchat_session"
+SESSION_BODY_MAX = 256
+
+
+def request_session(req):
+    """The session a request presents: `Authorization: Bearer <s>`, else the cookie."""
+    auth = req.header("authorization") or ""
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    for part in (req.header("cookie") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE:
+            return value.strip()
+    return ""
 
 
 def chat_error_as_http(err):
-    return HttpError(HTTP_STATUS_FOR_CODE.get(err.code, 400), err.message, code=err.code)
+    return HttpError(error_kind(err.code).http_status, err.message, code=err.code)
 
 
 def content_disposition(name, inline=False):
@@ -3748,27 +4954,45 @@ def content_disposition(name, inline=False):
 
 class HttpConnection:
     """One HTTP/1.1 connection: routes requests; after `GET /ws` it carries a WebSocket whose
-    text messages go to the same Chat as framed ones."""
+    text messages go to the same Chat as framed ones.
 
-    def __init__(self, server, conn):
-        self.server = server
+    It talks to its Connection (push, close_when_done, ...), to the Chat, and to `site`, the
+    few things the server shows about itself (health(), pairing_urls())."""
+
+    def __init__(self, conn, chat, site):
         self.conn = conn
+        self.chat = chat
+        self.site = site
         self.parser = HttpParser()
         self.ws = None
+        self.ws_events = None       # the WebSocket events being dispatched (a generator)
         self.request = None
         self.upload = None          # (session connection, Upload) of a POST /files
+        self.session_body = None    # the body of a POST /session being read
         self.busy = False           # a file is being sent: later requests wait their turn
         self.held = bytearray()     # bytes that arrived while busy
-        self.pending = []           # events parsed behind a download, handled after it
+        self.pending = []           # events parsed but not handled yet (busy, or paced)
         self.head_since = None      # when the current request head started (slowloris)
         self.keep_alive_after = True
 
+    @property
+    def idle(self):
+        """Between requests, nothing in flight: the connection can be closed to make room."""
+        return self.ws is None and self.request is None and not self.busy and \
+            not self.pending and not self.parser.buffered
+
     # -- input ----------------------------------------------------------------
+
+    def receive_buffer(self):
+        return None
 
     def feed(self, data):
         if self.ws is not None:
             self.feed_ws(data)
             return
+        # bytes of a request are life for the idle check; a head that never ends is cut
+        # off by its own deadline (start_head_timer), a slow body by the idle check
+        self.conn.frame_received()
         if self.busy:
             self.held += data
             if len(self.held) > HTTP_MAX_HEADER_BYTES + HTTP_MAX_REQUEST_LINE:
@@ -3777,12 +5001,15 @@ class HttpConnection:
         try:
             events = self.parser.feed(data)
         except HttpError as err:
-            self.dispatch(err.events)
+            self.dispatch(self.pending + err.events)
             self.fail(err)
+            return
+        if self.pending:              # paced: answer in order, after what is waiting
+            self.pending += events
             return
         self.dispatch(events)
         while self.ws is None and self.parser.paused and not self.busy and \
-                not self.conn.close_after_flush:
+                self.conn.state == OPEN and not self.pending:
             # an upgrade we do not do (e.g. curl's "Upgrade: h2c"): it was answered in
             # HTTP/1.1, so what follows is HTTP again
             try:
@@ -3798,20 +5025,26 @@ class HttpConnection:
             self.start_head_timer()
 
     def dispatch(self, events):
+        conn = self.conn
         for index, event in enumerate(events):
-            if self.conn.close_after_flush or self.conn.closed:
+            if conn.state != OPEN:
                 return
-            if self.busy:
+            if self.busy or not conn.may_dispatch():
                 # RFC 9112 9.3.2: a server "MUST send the corresponding responses in the
-                # same order that the requests were received"
+                # same order that the requests were received"; a client over its output
+                # budget waits, unread, until it has read its answers
                 self.pending = events[index:]
+                if not self.busy:
+                    conn.pause_input()
                 return
             try:
                 if isinstance(event, RequestHead):
                     self.head_since = None
+                    conn.frame_received()
                     self.request = event.request
                     self.on_head(event.request)
                 elif isinstance(event, BodyChunk):
+                    conn.frame_received()
                     self.on_body(event.data)
                 elif isinstance(event, RequestEnd):
                     self.on_end(self.request)
@@ -3828,21 +5061,45 @@ class HttpConnection:
                     self.feed_ws(rest)
                 return
 
+    def resume(self):
+        """Reading resumed after a pause: answer what was parsed meanwhile."""
+        if self.ws is not None:
+            self.dispatch_ws()
+            return
+        pending, self.pending = self.pending, []
+        self.dispatch(pending)
+
     def start_head_timer(self):
         """A request head must arrive whole within http_timeout (slowloris)."""
         stamp = self.head_since = time.monotonic()
 
         def check(now):
-            if self.head_since == stamp and not self.conn.closed and self.ws is None:
+            if self.head_since == stamp and self.conn.state == OPEN and self.ws is None:
                 log.info("%s: request head too slow, closed", self.conn.label())
                 self.fail(HttpError(408, "The request took too long to arrive."))
-                self.server.end_turn()
-        self.server.timers.add(stamp + self.server.config.http_timeout, check)
+        self.conn.loop.call_later(self.conn.loop.config.http_timeout, check)
+
+    def joined(self):
+        """The WebSocket's client said hello: full-size messages from now on."""
+        if self.ws is not None:
+            self.ws.max_frame = WS_MAX_FRAME
+            self.ws.max_message = WS_MAX_MESSAGE
 
     # -- output ---------------------------------------------------------------
 
-    def send(self, data):
-        self.server._queue(self.conn, data)
+    def frame(self, raw_json):
+        """A JSON message on this transport: a WebSocket text frame; on plain HTTP the only
+        one is the file `msg` that answers POST /files (201)."""
+        if self.ws is not None:
+            return ws_encode_frame(WS_OP_TEXT, raw_json)
+        return http_simple_response(201, raw_json, "application/json", SECURITY_HEADERS,
+                                    keep_alive=self.conn.state == OPEN)
+
+    def goodbye(self, reason):
+        """The close frame that goes with a fatal chat error on a WebSocket (b"" otherwise)."""
+        if self.ws is None or self.ws.close_sent:
+            return b""
+        return self.ws.close(error_kind(reason).ws_close, reason.replace("_", " "))
 
     def respond(self, status, body, content_type, headers=(), keep_alive=None):
         if keep_alive is None:
@@ -3852,9 +5109,9 @@ class HttpConnection:
                                     SECURITY_HEADERS + list(headers), keep_alive)
         if head_only:
             data = data[:len(data) - len(body)]
-        self.send(data)
+        self.conn.push(data)
         if not keep_alive:
-            self.conn.close_after_flush = "quit"
+            self.conn.close_when_done("quit")
 
     def respond_json(self, status, obj, keep_alive=None):
         self.respond(status, dump_json(obj), "application/json",
@@ -3865,42 +5122,71 @@ class HttpConnection:
         trusted (a body may follow that we did not read)."""
         if self.upload is not None:
             self.abandon_upload()
-        log.info("%s: HTTP %d %s", self.conn.label(), err.status, err.reason)
-        self.send(http_error_response(err, keep_alive=False))
-        self.conn.close_after_flush = "quit"
+        HTTP_LOG.info("http_error", "%s: HTTP %d %s", self.conn.label(), err.status, err.reason)
+        self.conn.push(http_error_response(err, keep_alive=False))
+        self.conn.close_when_done("quit")
 
     # -- routes ---------------------------------------------------------------
 
     def on_head(self, req):
         path, method = req.path, req.method
+        host = req.header("host")
+        if not self.site.host_allowed(host):
+            # DNS rebinding: a page on a foreign name that resolves to this server must not
+            # reach the chat (RFC 9110 15.5.20, 421: "not able to produce a response")
+            raise HttpError(421, "This server does not answer to the name %r; open it by its "
+                            "address (or start it with --allow-host)." % printable(host, 80),
+                            code="misdirected")
         if path == "/ws":
             self.open_websocket(req)
         elif path == "/files" or path == "/files/":
             if method not in ("POST", "PUT"):
                 raise HttpError(405, "Upload with POST.", [("Allow", "POST, PUT")])
-            self.start_upload(req)
+            self.chat.run(self.upload_failed, self.start_upload, req)
+        elif path == "/session":
+            if method != "POST":
+                raise HttpError(405, "Post the session to get its cookie.", [("Allow", "POST")])
+            if req.chunked or (req.content_length or 0) > SESSION_BODY_MAX:
+                raise HttpError(413, "A session is at most %d bytes." % SESSION_BODY_MAX)
+            self.session_body = bytearray()
         elif method not in ("GET", "HEAD"):
             raise HttpError(405, "Only GET and HEAD are served here.", [("Allow", "GET, HEAD")])
         elif req.content_length:
             raise HttpError(400, "A GET request carries no body.")
 
     def on_body(self, data):
+        if self.session_body is not None:
+            self.session_body += data
+            return
         if self.upload is None:
             raise HttpError(400, "Unexpected request body.")
+        self.chat.run(self.upload_failed, self.receive_body, data)
+
+    def receive_body(self, data):
         session, up = self.upload
-        result = self.server.chat.receive_chunk(session, up, up.received, data)
+        result = self.chat.receive_chunk(session, up, up.received, data)
         if result is not None:
             self.upload = None
+            self.conn.read_size = HTTP_READ
             # the 201 answer is the file message itself, sent after the commit (Outbox)
-            self.server.chat.outbox.send((self.conn,), result)
+            self.chat.outbox.send((self.conn,), result)
+
+    def upload_failed(self):
+        """The turn's commit failed after this upload stored its file message."""
+        self.fail(HttpError(507, "The server could not store the file: its disk is full or "
+                            "failing.", code="disk_full"))
 
     def on_end(self, req):
+        if self.session_body is not None:
+            self.set_session_cookie(bytes(self.session_body))
+            self.session_body = None
+            return
         if req.method in ("POST", "PUT"):
             if self.upload is not None:      # fewer bytes than Content-Length cannot happen;
                 self.abandon_upload()        # this is a zero-length or aborted body
                 raise HttpError(400, "The upload ended early.")
             if not req.keep_alive:
-                self.conn.close_after_flush = "quit"
+                self.conn.close_when_done("quit")
             return
         route = self.route_get(req.path)
         if route is None:
@@ -3911,18 +5197,28 @@ class HttpConnection:
         if path == "/":
             return self.get_page
         if path == "/healthz":
-            return lambda req: self.respond_json(200, self.server.health())
+            return self.get_health
         if path in ("/pair", "/qr.svg", "/qr.png"):
             return self.get_pairing
         if path.startswith("/files/"):
             return self.get_file
         if path == "/favicon.ico":
             return lambda req: self.respond(204, b"", "image/x-icon")
+        if self.conn.loop.config.web_app and (path == "/app" or path.startswith("/app/")):
+            return self.get_web_app
         return None
 
     def get_page(self, req):
         self.respond(200, WEB_CLIENT_HTML, "text/html; charset=utf-8",
                      [("Cache-Control", "no-cache"), ("Content-Security-Policy", PAGE_CSP)])
+
+    def get_health(self, req):
+        """Liveness for anyone; the counts only for the PC itself (they help nobody else, and
+        would tell a brute-force run how it is doing)."""
+        if is_loopback_peer(self.conn.peer):
+            self.respond_json(200, self.site.health())
+        else:
+            self.respond_json(200, {"status": "ok"})
 
     def get_pairing(self, req):
         """The pairing page and QR images reveal the token: only for the PC itself."""
@@ -3934,7 +5230,7 @@ class HttpConnection:
             # for the browser, which would let that site's script read the token.
             raise HttpError(403, "Open the pairing page as http://127.0.0.1:<port>/pair.",
                             code="forbidden")
-        url = self.server.pairing_urls()[0]
+        url = self.site.pairing_urls()[0]
         qr = qr_encode(url, ec="M")
         if req.path == "/qr.svg":
             self.respond(200, qr_render_svg(qr).encode("utf-8"), "image/svg+xml",
@@ -3946,12 +5242,65 @@ class HttpConnection:
                          [("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP)])
 
     def session_of(self, req):
-        session = req.query.get("session", "")
-        conn = self.server.chat.sessions.get(session) if session else None
+        """The live connection whose session the request presents: in an Authorization
+        header or the lanchat_session cookie, never in the URL (a link carries no secret)."""
+        if "session" in req.query:
+            raise HttpError(400, "The session goes in an Authorization header or the %s "
+                            "cookie, never in a link." % SESSION_COOKIE, code="bad_request")
+        return self.live_session(request_session(req))
+
+    def live_session(self, session):
+        conn = self.chat.sessions.get(session) if session else None
         if conn is None or conn.closed:
             raise HttpError(401, "Unknown or expired session: reconnect the chat first.",
                             code="auth_failed")
         return conn
+
+    def set_session_cookie(self, body):
+        """POST /session: the page hands over its session and gets it back as an HttpOnly
+        cookie, so that <img> and download links need no secret in them."""
+        session = body.decode("ascii", "replace").strip()
+        self.live_session(session)
+        self.respond(204, b"", "text/plain", [
+            ("Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/" % (SESSION_COOKIE,
+                                                                          session)),
+            ("Cache-Control", "no-store")])
+
+    # -- the Flutter web app (--web-app) --------------------------------------
+
+    def get_web_app(self, req):
+        """A static file of the built web app under /app/, on the chat's own origin (so its
+        WebSocket passes the Origin check). A path without an extension that names no file
+        is one of the app's routes: index.html answers it."""
+        if req.path == "/app":
+            self.respond(301, b"", "text/plain", [("Location", "/app/")])
+            return
+        path = web_app_file(self.conn.loop.config.web_app, req.path[len("/app/"):])
+        if path is None:
+            raise HttpError(404, "No such file in the web app.", code="not_found")
+        stat_result = os.stat(path)
+        etag = '"%x-%x"' % (stat_result.st_size, stat_result.st_mtime_ns)
+        headers = SECURITY_HEADERS + [("Cache-Control", "no-cache"), ("ETag", etag),
+                                      ("Content-Security-Policy", WEB_APP_CSP)]
+        if req.header("if-none-match") == etag:
+            self.conn.push(http_response_head(304, headers, None))
+            if not req.keep_alive:
+                self.conn.close_when_done("quit")
+            return
+        size = stat_result.st_size
+        headers += [("Content-Type", web_app_type(path)),
+                    ("Connection", "keep-alive" if req.keep_alive else "close")]
+        if req.method == "HEAD" or size == 0:
+            self.conn.push(http_response_head(200, headers, size))
+            if not req.keep_alive:
+                self.conn.close_when_done("quit")
+            return
+        meta = {"id": "app", "name": os.path.basename(path), "size": size}
+        self.conn.start_download(path, meta, 0, size, framed=False)
+        self.conn.push(http_response_head(200, headers, size))
+        self.conn.http_download = self.download_done
+        self.busy = True
+        self.keep_alive_after = req.keep_alive
 
     # -- downloads ------------------------------------------------------------
 
@@ -3959,13 +5308,12 @@ class HttpConnection:
         parts = req.raw_path.split("/")          # /files/<id>[/<name>]
         file_id = urllib.parse.unquote(parts[2]) if len(parts) > 2 else ""
         session = self.session_of(req)
-        meta = self.server.chat.readable_file(session.key, file_id)
+        meta = self.chat.readable_file(session.uid, file_id)
         size = meta["size"]
         byte_range = parse_range_header(req.header("range"), size)
         start, end = (0, size) if byte_range is None else (byte_range[0], byte_range[1] + 1)
         mime = meta["mime"]
-        inline = req.query.get("inline") == "1" and mime.startswith("image/") and \
-            "svg" not in mime
+        inline = req.query.get("inline") == "1" and mime.lower() in INLINE_IMAGE_TYPES
         headers = SECURITY_HEADERS + [
             ("Content-Type", mime if inline else "application/octet-stream"),
             ("Content-Disposition", content_disposition(meta["name"], inline)),
@@ -3977,30 +5325,34 @@ class HttpConnection:
         if byte_range is not None:
             status = 206
             headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end - 1, size)))
-        self.send(http_response_head(status, headers, end - start))
         if req.method == "HEAD" or end == start:
+            self.conn.push(http_response_head(status, headers, end - start))
             if not req.keep_alive:
-                self.conn.close_after_flush = "quit"
+                self.conn.close_when_done("quit")
             return
+        # opened before the head goes out, so a missing file or a full descriptor table is
+        # still a clean error response
         try:
-            fh = open(self.server.files.file_path(meta["id"]), "rb")
+            self.conn.start_download(self.chat.files.file_path(meta["id"]), meta, start, end,
+                                     framed=False)
         except OSError:
-            self.conn.close_after_flush = "error"
-            return
-        self.conn.downloads["http"] = Download(meta, fh, start, end, framed=False)
+            raise HttpError(404, "The file is missing on the server.",
+                            code="unknown_file") from None
+        self.conn.push(http_response_head(status, headers, end - start))
+        self.conn.http_download = self.download_done
         self.busy = True
-        self.server.dirty.add(self.conn)
         self.keep_alive_after = req.keep_alive
 
     def download_done(self):
-        """The file went out: take the next request, if the client sent one meanwhile."""
+        """The file is queued whole: take the next request, if the client sent one meanwhile."""
         self.busy = False
+        self.conn.http_download = None
         if not self.keep_alive_after:
-            self.conn.close_after_flush = "quit"
+            self.conn.close_when_done("quit")
             return
         pending, self.pending = self.pending, []
         self.dispatch(pending)
-        if self.busy:
+        if self.busy or self.pending:
             return
         held, self.held = bytes(self.held), bytearray()
         if held:
@@ -4013,7 +5365,7 @@ class HttpConnection:
         if req.chunked or req.content_length is None:
             raise HttpError(411, "Send the file with a Content-Length.")
         session = self.session_of(req)
-        chat = self.server.chat
+        chat = self.chat
         q = req.query
         cid = q.get("cid") or "http-" + secrets.token_hex(6)
         if len(cid) > MAX_CID_CHARS:
@@ -4025,107 +5377,182 @@ class HttpConnection:
         if not session.bucket.take(time.monotonic()):
             raise ChatError("rate_limited", "Too many messages; slow down.")
         target = chat.recipient(q, cid)
-        mime = (req.header("content-type") or "").split(";")[0].strip()
+        mime = (req.header("content-type") or "").split(";")[0]
         up = chat.start_upload(session, name, req.content_length, cid, q.get("sha256"), mime,
                                target, (q.get("text") or "")[:MAX_TEXT_BYTES])
         if up.size == 0:
             result = chat.finish_upload(session, up)
-            self.server.chat.outbox.send((self.conn,), result)
+            chat.outbox.send((self.conn,), result)
             return
         self.upload = (session, up)
+        self.conn.read_size = RECV_SIZE       # the body: large reads, straight to the disk
         if req.expect_continue:
-            self.send(HTTP_100_CONTINUE)
+            self.conn.push(HTTP_100_CONTINUE)
 
     def abandon_upload(self):
         """A browser cannot resume an HTTP upload: free its space and slot at once."""
         session, up = self.upload
         self.upload = None
-        if up.id in self.server.files.uploads:
+        self.conn.read_size = HTTP_READ
+        if up.id in self.chat.files.uploads:
             log.info("%s: HTTP upload %s abandoned", self.conn.label(), up.id)
-            self.server.files.discard(up)
+            self.chat.files.discard(up)
 
     # -- WebSocket ------------------------------------------------------------
 
     def open_websocket(self, req):
-        self.send(ws_handshake_response(req))
-        self.ws = WsConnection()
+        self.conn.push(ws_handshake_response(req))
+        # before hello, messages are small (a hello is well under PREJOIN_MAX_HEADER)
+        self.ws = WsConnection(max_frame=PREJOIN_MAX_HEADER, max_message=PREJOIN_MAX_HEADER)
+        self.ws_events = self.ws.events()
         self.conn.proto = "ws"
+        self.conn.loop.hello_deadline(self.conn)
         log.debug("%s: WebSocket open", self.conn.label())
 
     def feed_ws(self, data):
-        ws = self.ws
+        self.ws.receive_data(data)
+        self.dispatch_ws()
+
+    def dispatch_ws(self):
+        """Hand WebSocket messages to the Chat while the connection may; what is left stays
+        unparsed in the codec's buffer (reading pauses) until the client has read its answers."""
+        conn, ws = self.conn, self.ws
         try:
-            events = ws.feed(data)
+            while conn.may_dispatch():
+                event = next(self.ws_events, None)
+                if event is None:
+                    self.ws_events = ws.events()
+                    break
+                if conn.nick is not None:
+                    conn.frame_received()
+                if isinstance(event, WsText):
+                    self.chat.handle(conn, event.data.encode("utf-8"))
+                elif isinstance(event, WsBinary):
+                    self.chat.reject(conn, bad_request("Binary WebSocket messages are not "
+                                                       "used; send files with POST /files."))
+            else:
+                conn.pause_input()
         except WsProtocolError as err:
-            self.handle_ws_events(err.events)
-            log.info("%s: WebSocket protocol error %d: %s", self.conn.label(), err.close_code,
+            log.info("%s: WebSocket protocol error %d: %s", conn.label(), err.close_code,
                      err.message)
-            self.send(ws.data_to_send() + ws.close(err.close_code, err.reason))
-            self.conn.close_after_flush = "error"
+            conn.push(ws.data_to_send() + ws.close(err.close_code, err.reason))
+            conn.close_when_done("error")
             return
-        self.handle_ws_events(events)
         out = ws.data_to_send()
         if out:
-            self.send(out)
-        if ws.closed or ws.close_received:
-            self.conn.close_after_flush = "quit"
+            conn.push(out)
+        if ws.close_received:
+            conn.close_when_done("quit")
 
-    def handle_ws_events(self, events):
-        chat = self.server.chat
-        for event in events:
-            if self.conn.close_after_flush:
-                return
-            if isinstance(event, WsText):
-                chat.handle(self.conn, event.data.encode("utf-8"))
-            elif isinstance(event, WsBinary):
-                chat.reject(self.conn, bad_request("Binary WebSocket messages are not used; "
-                                                   "send files with POST /files."))
-
-    def close_frame_for(self, code):
-        """The close frame that goes with a fatal chat error on a WebSocket."""
-        if self.ws is None or self.ws.close_sent:
-            return b""
-        return self.ws.close(WS_CLOSE_FOR_CODE.get(code, WS_CLOSE_POLICY),
-                             code.replace("_", " "))
-
-    def close(self):
+    def closed(self):
         if self.upload is not None:
             self.abandon_upload()
 
+###############################################################################
+# Settings ####################################################################
+###############################################################################
+#
+# Every setting is one row: it feeds argparse (the flag), the environment variable
+# (CHAT_ + the flag's name), Config and the README's configuration table
+# (tests/test_architecture.py compares the README with these rows).
 
-###############################################################################
-# Event loop and server #######################################################
-###############################################################################
+@dataclass(frozen=True)
+class Setting:
+    name: str              # the Config attribute
+    flag: str
+    kind: object           # str, int, float, bool (a switch), or a tuple of choices
+    default: object
+    help: str
+    shown: str             # the default as the README shows it
+
+    @property
+    def env(self):
+        return "CHAT_" + self.flag[2:].upper().replace("-", "_")
+
+
+SETTINGS = (
+    Setting("host", "--host", str, DEFAULT_HOST, "address to listen on; 0.0.0.0 = every IPv4 "
+            "interface", "`0.0.0.0`"),
+    Setting("port", "--port", int, DEFAULT_PORT, "TCP port for all protocols", "`5555`"),
+    Setting("data_dir", "--data-dir", str, None, "folder for history, files and the pairing "
+            "token (default: %s)" % default_data_dir().replace("%", "%%"),
+            "`%LOCALAPPDATA%\\ChatServer` (Windows), `$XDG_DATA_HOME/chatserver` or "
+            "`~/.local/share/chatserver`"),
+    Setting("memory", "--memory", bool, False, "keep nothing on disk: history and files vanish "
+            "at exit", "off"),
+    Setting("max_clients", "--max-clients", int, DEFAULT_MAX_CLIENTS, "connections served at "
+            "once; on Windows capped at %d because select() there handles at most 512 "
+            "sockets, and everywhere lowered to what the open-file limit allows"
+            % WINDOWS_SELECT_MAX_CLIENTS, "`1000`"),
+    Setting("max_per_address", "--max-per-address", int, DEFAULT_MAX_PER_ADDRESS,
+            "connections from one IP address at once, 0 = no limit", "`64`"),
+    Setting("rate_limit", "--rate-limit", float, DEFAULT_RATE_LIMIT, "messages per second per "
+            "connection, 0 = unlimited", "`20`"),
+    Setting("rate_burst", "--rate-burst", int, DEFAULT_RATE_BURST, "messages a connection may "
+            "send in a burst", "`50`"),
+    Setting("max_file_size", "--max-file-size", int, DEFAULT_MAX_FILE_SIZE, "largest file "
+            "accepted, bytes", "4 GiB"),
+    Setting("min_free_disk", "--min-free-disk", int, DEFAULT_MIN_FREE_DISK, "free disk space "
+            "always kept, bytes; uploads that would eat it are refused with disk_full",
+            "256 MiB"),
+    Setting("max_uploads", "--max-uploads", int, DEFAULT_MAX_UPLOADS, "concurrent uploads per "
+            "user", "`4`"),
+    Setting("out_hard", "--out-hard-limit", int, OUT_HARD_LIMIT, "queued output, bytes, that "
+            "closes a slow client at once", "16 MiB"),
+    Setting("out_soft", "--out-soft-limit", int, OUT_SOFT_LIMIT, "queued output, bytes, "
+            "tolerated for --out-soft-seconds", "4 MiB"),
+    Setting("out_soft_seconds", "--out-soft-seconds", float, OUT_SOFT_SECONDS, "grace period "
+            "over the soft output limit, seconds", "30 s"),
+    Setting("ping_after", "--ping-after", float, PING_AFTER, "seconds of silence before the "
+            "server pings a client", "30 s"),
+    Setting("idle_timeout", "--idle-timeout", float, IDLE_TIMEOUT, "seconds of silence before a "
+            "client is dropped", "90 s"),
+    Setting("hello_timeout", "--hello-timeout", float, HELLO_TIMEOUT, "seconds a new "
+            "connection has to say hello (or, in HTTP, to send its request); nothing it sends "
+            "extends it", "10 s"),
+    Setting("http_timeout", "--http-timeout", float, HTTP_TIMEOUT, "seconds an HTTP request "
+            "head may take to arrive, and an HTTP connection may stay silent", "20 s"),
+    Setting("sync", "--sync", ("full", "normal"), "full", "SQLite synchronous mode: full "
+            "survives power loss, normal survives a crash of the server process", "`full`"),
+    Setting("open", "--open", bool, False, "no pairing token: anyone on the network may join",
+            "off"),
+    Setting("new_token", "--new-token", bool, False, "rotate the pairing token; phones must "
+            "scan the new QR code", "off"),
+    Setting("advertise_host", "--advertise-host", str, None, "address put in the pairing URL "
+            "and QR code instead of the detected LAN address", "detected"),
+    Setting("nick_expiry", "--nick-expiry", float, DEFAULT_NICK_EXPIRY_DAYS, "days after which "
+            "the claim of a nick that nobody used lapses, so another device may take it",
+            "30 days"),
+    Setting("allow_host", "--allow-host", str, "", "more names the server answers to, comma "
+            "separated (e.g. chat.local); its addresses and loopback names always work",
+            "none"),
+    Setting("show_link", "--show-link", bool, False, "print the pairing link and QR code of the "
+            "data folder and exit (for --quiet, a service or a PC without a screen)", "off"),
+    Setting("web_app", "--web-app", str, None, "folder of a built Flutter web app, served "
+            "under /app/ (flutter build web --base-href /app/)", "none"),
+    Setting("no_browser", "--no-browser", bool, False, "do not open the pairing page in a "
+            "browser at start (Windows exe)", "off"),
+    Setting("log_level", "--log-level", ("debug", "info", "warning", "error"), "info",
+            "console log detail", "`info`"),
+    Setting("quiet", "--quiet", bool, False, "log warnings and errors only, and no start-up "
+            "banner", "off"),
+)
 
 
 class Config:
-    """Every tunable in one place; the CLI fills it."""
+    """Every setting in one place, defaults from SETTINGS; the CLI fills it."""
 
     def __init__(self, **kw):
-        self.host = DEFAULT_HOST
-        self.port = DEFAULT_PORT
-        self.data_dir = None
-        self.memory = False
-        self.max_clients = DEFAULT_MAX_CLIENTS
-        self.rate_limit = DEFAULT_RATE_LIMIT
-        self.rate_burst = DEFAULT_RATE_BURST
-        self.out_hard = OUT_HARD_LIMIT
-        self.out_soft = OUT_SOFT_LIMIT
-        self.out_soft_seconds = OUT_SOFT_SECONDS
-        self.ping_after = PING_AFTER
-        self.idle_timeout = IDLE_TIMEOUT
-        self.http_timeout = HTTP_TIMEOUT
-        self.max_file_size = DEFAULT_MAX_FILE_SIZE
-        self.min_free_disk = DEFAULT_MIN_FREE_DISK
-        self.max_uploads = DEFAULT_MAX_UPLOADS
-        self.open = False
-        self.new_token = False
-        self.advertise_host = None
-        self.sync = "full"
+        for setting in SETTINGS:
+            setattr(self, setting.name, setting.default)
         for name, value in kw.items():
             if not hasattr(self, name):
                 raise TypeError("unknown setting %r" % name)
             setattr(self, name, value)
+
+###############################################################################
+# Event loop and server #######################################################
+###############################################################################
 
 
 class Timers:
@@ -4151,16 +5578,64 @@ class Timers:
             try:
                 callback(now)
             except Exception:   # one failing timer must not stop the loop or the others
-                log.exception("timer callback failed")
+                LOOP_LOG.exception("timer", "timer callback failed")
 
 
 def _leave_reason(close_reason):
     """The `leave.reason` of docs/PROTOCOL.md for why a connection closed."""
+    if close_reason == "shutting_down":
+        return "shutdown"
     return close_reason if close_reason in ("quit", "timeout", "slow", "shutdown") else "error"
 
 
+def _host_name(host):
+    """The host part of a Host header or a name, lower-case, without port or brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+def _is_loopback_name(name):
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return name == "localhost" or name.endswith(".localhost")
+
+
+def raise_fd_limit(wanted):
+    """Raise the soft limit on open files towards `wanted` (never above the hard limit);
+    returns the soft limit in force, or None where there is none to read (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if sys.platform == "darwin":
+        target = min(target, MACOS_OPEN_MAX)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
 class Server:
-    """Accepts, reads, dispatches to the Chat, commits, delivers, flushes — one thread."""
+    """Accepts, reads, dispatches to the Chat, commits, delivers, flushes — one thread.
+
+    Its public methods are the loop's API for connections and handlers: call_later,
+    wants_flush, watch, abort_after_pass, joined, sniff, resume_soon, lingering, drop,
+    hello_deadline; and for pages: health, pairing_urls."""
 
     def __init__(self, config):
         self.config = config
@@ -4168,25 +5643,53 @@ class Server:
         self.timers = Timers()
         self.conns = set()
         self.rejecting = set()
+        self.unjoined = collections.OrderedDict()   # not joined yet (HTTP too), oldest first
         self.dirty = set()
-        self.to_close = []
+        self.aborted = []
+        self.resumable = set()
+        self.paused_by_disk = set()
         self.running = False
         self.stop_signal = None
         self.started = time.time()
-        self.auth_failures = {}
         self.listeners = []
+        self.accepting = True
+        self.notices = []             # said in the banner (and logged): limits lowered, ...
+        self._hosts = None            # the names the server answers to (host_allowed)
+        self._hosts_read = 0.0
         self._tmpdir = None
+        if config.web_app and not os.path.isfile(os.path.join(config.web_app, "index.html")):
+            raise OSError("--web-app %s is not a built web app (no index.html in it)"
+                          % config.web_app)
+        self._plan_descriptors()
         self._open_storage()
-        self.chat = Chat(self.store, self.files, config)
+        self.addresses = AddressBook()
+        self.chat = Chat(self.store, self.files, config, self.addresses)
         self.chat.token = None if config.open else self._pairing_token()
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self.files.disk.on_drained = self.wake
-        self.paused = set()           # connections not read while the disk catches up
 
     # -- setup ----------------------------------------------------------------
+
+    def _plan_descriptors(self):
+        """Raise the open-file limit to what max_clients needs, or lower max_clients to what
+        the limit allows; every socket and file is then counted against it (FdBudget)."""
+        cfg = self.config
+        clients = cfg.max_clients
+        if IS_WINDOWS:
+            clients = min(clients, WINDOWS_SELECT_MAX_CLIENTS)
+        limit = raise_fd_limit(clients * FDS_PER_CLIENT + FD_RESERVE)
+        if limit is not None:
+            fits = max(1, (limit - FD_RESERVE) // FDS_PER_CLIENT)
+            if clients > fits:
+                self.notices.append("max-clients lowered from %d to %d: this system allows %d "
+                                    "open files (raise it with `ulimit -n`)."
+                                    % (clients, fits, limit))
+                clients = fits
+        self.max_clients = clients
+        self.fds = FdBudget(None if limit is None else max(1, limit - FD_RESERVE))
 
     def _open_storage(self):
         cfg = self.config
@@ -4195,12 +5698,16 @@ class Server:
             root, db_path = self._tmpdir.name, ":memory:"
         else:
             root = cfg.data_dir or default_data_dir()
-            os.makedirs(root, exist_ok=True)
+            make_private_dir(root)
             db_path = os.path.join(root, "chat.sqlite3")
         self.data_root = root
         self.store = MessageStore(db_path, synchronous=cfg.sync.upper())
-        self.files = FileStore(root, self.store)
-        self.files.recover()
+        try:
+            self.files = FileStore(root, self.store, self.fds)
+            self.files.recover()
+        except BaseException:
+            self.store.close()
+            raise
 
     def _pairing_token(self):
         token = self.store.get_setting("pairing_token")
@@ -4215,22 +5722,129 @@ class Server:
         cfg = self.config
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        if not IS_WINDOWS:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((cfg.host, cfg.port))
-        sock.listen(512)
+        try:
+            if not IS_WINDOWS:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((cfg.host, cfg.port))
+            sock.listen(512)
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, "listen")
         self.listeners.append(sock)
-        self.timers.add(time.monotonic() + UPLOAD_SWEEP_EVERY, self._sweep_uploads)
+        self.timers.add(time.monotonic() + UPLOAD_SWEEP_EVERY, self._sweep)
+        self.timers.add(time.monotonic() + FREE_DISK_CACHE, self._read_free_disk)
         self.bound = sock.getsockname()[:2]
+        for notice in self.notices:
+            log.warning("%s", notice)
+        self._write_pairing_link()
         return self.bound
 
-    @property
-    def max_clients(self):
-        if IS_WINDOWS:
-            return min(self.config.max_clients, WINDOWS_SELECT_MAX_CLIENTS)
-        return self.config.max_clients
+    def _write_pairing_link(self):
+        """Keep the pairing link in the data folder (private to the user) for --show-link
+        while the server runs: the database is locked then."""
+        if self.config.memory:
+            return
+        path = os.path.join(self.data_root, PAIRING_LINK_FILE)
+        try:
+            make_private_file(path)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(self.pairing_urls()) + "\n")
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc)
+
+    # -- the loop's API for connections and handlers ------------------------------
+
+    def call_later(self, delay, callback):
+        """Run callback(now) after `delay` seconds (a timer in the heap)."""
+        self.timers.add(time.monotonic() + delay, callback)
+
+    def wants_flush(self, conn):
+        self.dirty.add(conn)
+
+    def watch(self, conn, events):
+        """Make the selector watch `events` of the connection's socket (0: nothing)."""
+        if not conn.events:
+            self.selector.register(conn.sock, events, conn)
+        elif not events:
+            self.selector.unregister(conn.sock)
+        else:
+            self.selector.modify(conn.sock, events, conn)
+
+    def abort_after_pass(self, conn):
+        self.aborted.append(conn)
+
+    def resume_soon(self, conn):
+        """The connection drained its output: dispatch its buffered input next turn."""
+        self.resumable.add(conn)
+
+    def joined(self, conn):
+        """The client said hello: it is no longer a pre-join connection; liveness starts."""
+        self.unjoined.pop(conn, None)
+        self._schedule_liveness(conn, time.monotonic() + self.config.ping_after)
+
+    def hello_deadline(self, conn):
+        """From now, the client has --hello-timeout seconds to get a welcome (not extendable)."""
+        due = conn.hello_due = time.monotonic() + self.config.hello_timeout
+
+        def check(now):
+            if conn.state == OPEN and conn.nick is None and conn.hello_due == due:
+                self._hello_too_late(conn)
+        self.timers.add(due, check)
+
+    def sniff(self, conn, data):
+        """First byte 0x00: framed protocol; an ASCII letter: HTTP (docs/PROTOCOL.md)."""
+        first = data[:1]
+        if first == b"\0":
+            conn.proto = "framed"
+            conn.handler = FramedSession(conn, self.chat)
+        elif first.isalpha():
+            conn.proto = "http"
+            conn.handler = HttpConnection(conn, self.chat, self)
+            conn.read_size = HTTP_READ
+            conn.hello_due = None
+            self._schedule_liveness(conn, time.monotonic() + self.config.http_timeout)
+        else:
+            self.chat.reject(conn, FrameError("bad_frame", "Unknown protocol: a framed client "
+                                              "starts with 0x00, HTTP with a letter."))
+            return
+        conn.handler.feed(data)
+
+    def lingering(self, conn):
+        """The connection's answer is out and its side shut: the user leaves now, the socket
+        goes after LINGER_SECONDS (at once when the server is stopping)."""
+        if not self.running:
+            self.drop(conn, conn.close_reason or "quit")
+            return
+        self.chat.leave(conn, _leave_reason(conn.close_reason))
+        self.timers.add(time.monotonic() + LINGER_SECONDS,
+                        lambda now: self.drop(conn, conn.close_reason or "quit"))
+
+    def drop(self, conn, reason):
+        """Close a connection now; tell the chat the user left."""
+        if conn.closed:
+            return
+        if conn in self.conns:
+            self.conns.discard(conn)
+            self.addresses.disconnected(conn.address)
+        self.rejecting.discard(conn)
+        self.dirty.discard(conn)
+        self.unjoined.pop(conn, None)
+        self.paused_by_disk.discard(conn)
+        self.resumable.discard(conn)
+        if conn.events:
+            try:
+                self.selector.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self.fds.release()
+        conn.release()
+        self.chat.leave(conn, _leave_reason(reason))
 
     # -- the loop -------------------------------------------------------------
 
@@ -4248,14 +5862,18 @@ class Server:
     def serve_forever(self):
         self.running = True
         while self.running:
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception:   # the last net: nothing a client sends may stop the loop
+                LOOP_LOG.exception("turn", "the loop caught an unexpected error")
         if self.stop_signal is not None:
             log.info("stopping (signal %d)", self.stop_signal)
         self.shutdown()
 
     def run_once(self):
         now = time.monotonic()
-        for key, mask in self.selector.select(self.timers.timeout(now)):
+        timeout = 0.0 if self.resumable else self.timers.timeout(now)
+        for key, mask in self.selector.select(timeout):
             tag = key.data
             if tag == "listen":
                 self._accept(key.fileobj)
@@ -4269,27 +5887,44 @@ class Server:
                         self.dirty.add(tag)
                 except Exception:     # a bug must cost one connection, never the server
                     self._internal_error(tag)
+        self._resume_paced()
         self.timers.run_due(time.monotonic())
         self.end_turn()
 
     def _internal_error(self, conn):
-        log.exception("internal error while serving %s; its connection is closed",
-                      conn.label() if isinstance(conn, Connection) else conn)
+        LOOP_LOG.exception("internal", "internal error while serving %s; its connection is "
+                           "closed", conn.label() if isinstance(conn, Connection) else conn)
         if isinstance(conn, Connection):
             try:
-                self._drop(conn, "error")
+                if conn.proto == "ws" and conn.state == OPEN and \
+                        not (conn.out and isinstance(conn.out[0], memoryview)):
+                    try:      # RFC 6455 7.4.1: 1011, "an unexpected condition", best effort
+                        conn.sock.send(conn.handler.ws.close(WS_CLOSE_INTERNAL_ERROR,
+                                                             "server error"))
+                    except OSError:
+                        pass
+                self.drop(conn, "error")
             except Exception:
-                log.exception("could not close %s cleanly", conn.label())
+                LOOP_LOG.exception("internal_close", "could not close %s cleanly",
+                                   conn.label())
 
     def end_turn(self):
-        """Commit what this turn stored, deliver it, close who must go, write before sleeping."""
-        self.store.commit()
-        self._deliver(self.chat.outbox.take())
-        self._start_streams()
-        self._close_marked()
-        if self.paused and not self.files.disk.queued > DISK_QUEUE_LOW:
-            self._resume_reading()
-        self._flush_dirty()
+        """Commit what this turn stored, deliver it, close who must go, write before sleeping.
+        Each step is contained: a failure of one is logged and the others still run."""
+        for step in (self._commit, self._deliver, self._close_aborted,
+                     self._resume_after_disk, self._flush_dirty):
+            try:
+                step()
+            except Exception:
+                LOOP_LOG.exception(step.__name__, "the loop step %s failed", step.__name__)
+
+    def _commit(self):
+        try:
+            self.store.commit()
+        except sqlite3.Error as exc:
+            self.chat.storage_failed(exc)
+        else:
+            self.files.turn_committed()
 
     def _drain_wake(self):
         try:
@@ -4298,39 +5933,107 @@ class Server:
         except OSError:
             pass
 
+    def _resume_paced(self):
+        resumable, self.resumable = self.resumable, set()
+        for conn in resumable:
+            if conn.state == OPEN and conn.handler is not None:
+                try:
+                    conn.handler.resume()
+                except Exception:
+                    self._internal_error(conn)
+
     # -- accept ---------------------------------------------------------------
 
     def _accept(self, listener):
-        for _ in range(64):
+        for _ in range(ACCEPT_BATCH):
+            if not self.fds.take():
+                self._pause_accepting("all %d file descriptors are in use" % self.fds.limit)
+                return
             try:
                 sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
+            except OSError as exc:
+                self.fds.release()
+                if is_fd_exhaustion(exc):
+                    self._pause_accepting(str(exc))
+                elif not is_retry(exc) and not isinstance(exc, ConnectionAbortedError):
+                    LOOP_LOG.warning("accept", "accept failed: %s", exc)
                 return
-            except OSError as exc:   # e.g. EMFILE: out of descriptors; try again next turn
-                log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
             try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._admit(sock, peer)
+            except Exception:
+                LOOP_LOG.exception("admit", "could not set up the connection of %s", peer)
+                sock.close()
+                self.fds.release()
+
+    def _admit(self, sock, peer):
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        conn = Connection(self, sock, peer, TokenBucket(self.config.rate_limit,
+                                                        self.config.rate_burst))
+        refusal = self._refusal(conn)
+        if refusal is not None:
+            self._refuse(conn, refusal)
+            return
+        self.conns.add(conn)
+        self.addresses.connected(conn.address)
+        self.unjoined[conn] = None
+        self.selector.register(sock, selectors.EVENT_READ, conn)
+        self.hello_deadline(conn)
+        # a socket that never sends a byte speaks no protocol yet: the shorter of both limits
+        self.timers.add(conn.connected + min(self.config.hello_timeout,
+                                             self.config.http_timeout),
+                        lambda now: self._first_byte_too_late(conn))
+
+    def _refusal(self, conn):
+        """Why a new connection cannot be served (None: it can)."""
+        cap = self.config.max_per_address
+        if cap and self.addresses.count(conn.address) >= cap:
+            return "Too many connections from your address (%d); close some and try again." \
+                % cap
+        if len(self.conns) >= self.max_clients:
+            victim = self._evictable(time.monotonic())
+            if victim is None:
+                return "The server is full (%d clients); try again later." % self.max_clients
+            self._evict(victim)
+        return None
+
+    def _evictable(self, now):
+        """The oldest connection that has not joined and is doing nothing (a pre-join socket,
+        an idle HTTP keep-alive), if it is at least EVICT_MIN_AGE old: when the server is
+        full, it makes room, so sockets that never say hello cannot lock users out."""
+        for conn in self.unjoined:
+            if now - conn.connected < EVICT_MIN_AGE:
+                return None
+            if conn.state == OPEN and (conn.proto != "http" or conn.handler.idle):
+                return conn
+        return None
+
+    def _evict(self, conn):
+        LOOP_LOG.info("evict", "server full: closed %s, which had not joined, to make room",
+                      conn.label())
+        if conn.proto in ("framed", "ws"):
+            raw = dump_json({"type": "error", "code": "server_full", "message": "The server is "
+                             "full; connections that have not joined are closed to make "
+                             "room.", "fatal": True})
+            data = conn.handler.frame(raw) + conn.handler.goodbye("server_full")
+            try:
+                conn.sock.send(data)
             except OSError:
                 pass
-            conn = Connection(sock, peer, TokenBucket(self.config.rate_limit,
-                                                      self.config.rate_burst))
-            if len(self.conns) >= self.max_clients:
-                self._reject_full(conn)
-                continue
-            self.conns.add(conn)
-            self.selector.register(sock, selectors.EVENT_READ, conn)
-            self._schedule_liveness(conn, conn.last_rx + min(self.config.ping_after,
-                                                               self.config.http_timeout))
+        self.drop(conn, "full")
 
-    def _reject_full(self, conn):
-        """Over capacity: wait briefly for the first byte to answer in the client's protocol."""
+    def _refuse(self, conn, message):
+        """Refused: wait briefly for the first byte to answer in the client's protocol."""
         if len(self.rejecting) >= REJECT_POOL:
-            log.warning("server full (%d clients); dropped %s", self.max_clients, conn.label())
+            LOOP_LOG.warning("full", "%s; dropped %s", message, conn.label())
             conn.sock.close()
+            self.fds.release()
             return
         conn.proto = "reject"
+        conn.close_reason = message
         self.rejecting.add(conn)
         self.selector.register(conn.sock, selectors.EVENT_READ, conn)
         self.timers.add(time.monotonic() + REJECT_WAIT, lambda now: self._answer_full(conn))
@@ -4338,218 +6041,134 @@ class Server:
     def _answer_full(self, conn, first=b"\0"):
         if conn.closed:
             return
-        log.warning("server full (%d clients): refused %s", self.max_clients, conn.label())
-        message = "The server is full (%d clients); try again later." % self.max_clients
+        LOOP_LOG.warning("full", "refused %s: %s", conn.label(), conn.close_reason)
         if first[:1].isalpha():
-            data = http_error_response(HttpError(503, message, code="server_full"))
+            data = http_error_response(HttpError(503, conn.close_reason, code="server_full"))
         else:
-            data = encode_frame({"type": "error", "code": "server_full", "message": message,
-                                 "fatal": True})
+            data = encode_frame({"type": "error", "code": "server_full",
+                                 "message": conn.close_reason, "fatal": True})
         try:
             conn.sock.send(data)
         except OSError:
             pass
-        self._drop(conn, "full")
+        self.drop(conn, "full")
+
+    def _pause_accepting(self, reason):
+        """At the descriptor limit: stop watching the listener (a ready listener that cannot
+        accept would spin the loop), and look again after ACCEPT_RETRY."""
+        if self.accepting:
+            self.accepting = False
+            for sock in self.listeners:
+                self.selector.unregister(sock)
+        LOOP_LOG.warning("fd_limit", "not accepting new connections for now: %s", reason)
+        self.timers.add(time.monotonic() + ACCEPT_RETRY, self._resume_accepting)
+
+    def _resume_accepting(self, now):
+        if self.accepting or not self.listeners:
+            return
+        if self.fds.room <= 0:
+            self.timers.add(now + ACCEPT_RETRY, self._resume_accepting)
+            return
+        self.accepting = True
+        for sock in self.listeners:
+            self.selector.register(sock, selectors.EVENT_READ, "listen")
 
     # -- read path ------------------------------------------------------------
 
     def _read(self, conn):
         if conn.closed:
             return
+        if conn.proto == "reject":
+            try:
+                first = conn.sock.recv(64)
+            except OSError as exc:
+                if not is_retry(exc):
+                    self.drop(conn, "full")
+                return
+            self._answer_full(conn, first or b"\0")
+            return
         submitted = self.files.disk.submitted
-        view = None
-        if conn.proto == "framed" and not conn.lingering and not conn.auth_blocked:
-            view = conn.decoder.receive_buffer()  # the rest of a large payload: in place
         try:
-            got = conn.sock.recv(RECV_SIZE) if view is None else conn.sock.recv_into(view)
-        except OSError as exc:
-            if not (exc.errno in _RETRY_ERRNOS or isinstance(exc, BlockingIOError)):
-                self._drop(conn, "error")
+            conn.read()
+        except PeerGone as gone:
+            self.drop(conn, gone.reason)
             return
-        finally:
-            if view is not None:
-                view.release()
-        if not got:
-            self._drop(conn, "quit")
-            return
-        if view is None:
-            self._handle_input(conn, got)
-        else:
-            conn.last_rx = time.monotonic()
-            conn.decoder.received(got)
-            self._dispatch_frames(conn)
         self._pause_if_disk_congested(conn, submitted)
 
     def _pause_if_disk_congested(self, conn, submitted_before):
         """Stop reading a connection whose upload data the disk thread is behind on; the
         client's sends then block in TCP until the queue drains (back-pressure)."""
         if self.files.disk.submitted != submitted_before and self.files.disk.congested \
-                and not conn.closed and not conn.lingering:
-            conn.read_paused = True
-            self.paused.add(conn)
-            self._update_interest(conn)
+                and conn.state == OPEN:
+            conn.paused |= PAUSED_BY_DISK
+            self.paused_by_disk.add(conn)
+            conn.update_interest()
 
-    def _resume_reading(self):
-        paused, self.paused = self.paused, set()
+    def _resume_after_disk(self):
+        if not self.paused_by_disk or self.files.disk.queued > DISK_QUEUE_LOW:
+            return
+        paused, self.paused_by_disk = self.paused_by_disk, set()
         for conn in paused:
-            if not conn.closed and conn.read_paused:
-                conn.read_paused = False
-                self._update_interest(conn)
-
-    def _update_interest(self, conn):
-        """Register what the selector should watch: reads unless paused, writes while output
-        is pending. A socket watched for nothing is unregistered."""
-        events = (0 if conn.read_paused else selectors.EVENT_READ) | \
-            (selectors.EVENT_WRITE if conn.registered_write else 0)
-        if events == conn.events or conn.closed:
-            return
-        if not conn.events:
-            self.selector.register(conn.sock, events, conn)
-        elif not events:
-            self.selector.unregister(conn.sock)
-        else:
-            self.selector.modify(conn.sock, events, conn)
-        conn.events = events
-
-    def _handle_input(self, conn, data):
-        if conn.lingering:
-            return      # the answer is out; what the peer still sends is dropped
-        if conn.proto == "reject":
-            self._answer_full(conn, data)
-            return
-        conn.last_rx = time.monotonic()
-        if conn.auth_blocked:
-            return      # waiting out an auth-failure delay; the connection is closing
-        if conn.proto == "sniff":
-            self._sniff(conn, data)
-            return
-        self._feed(conn, data)
-
-    def _sniff(self, conn, data):
-        """First byte 0x00: framed protocol; an ASCII letter: HTTP (docs/PROTOCOL.md)."""
-        first = data[:1]
-        if first == b"\0":
-            conn.proto = "framed"
-            conn.decoder = FrameDecoder()
-        elif first.isalpha():
-            conn.proto = "http"
-            conn.http = HttpConnection(self, conn)
-        else:
-            self.chat.reject(conn, FrameError("bad_frame", "Unknown protocol: a framed client "
-                                              "starts with 0x00, HTTP with a letter."))
-            return
-        self._feed(conn, data)
-
-    def _feed(self, conn, data):
-        if conn.proto == "framed":
-            self._feed_framed(conn, data)
-        else:
-            conn.http.feed(data)
-
-    def _feed_framed(self, conn, data):
-        conn.decoder.append(data)
-        self._dispatch_frames(conn)
-
-    def _dispatch_frames(self, conn):
-        try:
-            for raw_header, payload in conn.decoder.frames():
-                if conn.close_after_flush:
-                    break
-                self.chat.handle(conn, raw_header, payload)
-        except FrameError as err:
-            self.chat.reject(conn, err)
+            if not conn.closed:
+                conn.paused &= ~PAUSED_BY_DISK
+                conn.update_interest()
 
     # -- delivery -------------------------------------------------------------
 
-    def _deliver(self, entries):
+    def _deliver(self):
         """Queue this turn's messages. Consecutive broadcasts are joined into one blob per
         transport and that same bytes object is appended to every recipient."""
-        run = []
-        for targets, raw in entries:
-            if targets is None:
-                run.append(raw)
-                continue
+        outbox = self.chat.outbox
+        while outbox.entries:
+            run = []
+            for targets, raw in outbox.take():
+                if targets is None:
+                    run.append(raw)
+                    continue
+                if run:
+                    self._broadcast(run)
+                    run = []
+                if targets is _CALL:
+                    self._guarded_call(raw)
+                    continue
+                size = len(raw)
+                for conn in targets:
+                    conn.out_pending -= size
+                    try:
+                        conn.send_json(raw)
+                    except Exception:
+                        self._internal_error(conn)
             if run:
                 self._broadcast(run)
-                run = []
-            for conn in targets:
-                if not conn.closed and not conn.lingering:
-                    self._queue(conn, conn.frame(raw))
-        if run:
-            self._broadcast(run)
+
+    def _guarded_call(self, fn):
+        try:
+            fn()
+        except Exception:
+            LOOP_LOG.exception("call", "a queued action failed")
 
     def _broadcast(self, raws):
         framed = ws = None
         for conn in self.chat.joined.values():
+            if conn.state != OPEN:
+                continue
             if conn.proto == "ws":
                 if ws is None:
                     ws = b"".join([ws_encode_frame(WS_OP_TEXT, r) for r in raws])
-                self._queue(conn, ws)
+                conn.push(ws)
             else:
                 if framed is None:
                     framed = b"".join([frame_json(r) for r in raws])
-                self._queue(conn, framed)
+                conn.push(framed)
 
-    def _queue(self, conn, data):
-        """Append output; enforce the output caps (closing happens after the dispatch pass)."""
-        conn.out.append(data)
-        conn.out_bytes += len(data)
-        self.dirty.add(conn)
-        if conn.out_bytes > self.config.out_soft and conn.soft_since is None:
-            conn.soft_since = time.monotonic()
-            if conn.out_bytes <= self.config.out_hard:
-                self.timers.add(conn.soft_since + self.config.out_soft_seconds,
-                                lambda now, c=conn: self._check_soft(c))
-        if conn.out_bytes > self.config.out_hard and not conn.closed:
-            self.to_close.append((conn, "slow"))
-
-    def _check_soft(self, conn):
-        if conn.closed or conn.soft_since is None:
-            return
-        if time.monotonic() - conn.soft_since >= self.config.out_soft_seconds - 0.01:
-            self.to_close.append((conn, "slow"))
-
-    # -- downloads ------------------------------------------------------------
-
-    def _start_streams(self):
-        for conn, meta, offset in self.chat.streams:
-            if conn.closed:
-                continue
-            try:
-                fh = open(self.files.file_path(meta["id"]), "rb")
-            except OSError:
-                self.chat.reject(conn, ChatError("unknown_file", "The file is missing on the "
-                                                 "server.", meta["id"]))
-                continue
-            conn.cancel_download(meta["id"])
-            conn.downloads[meta["id"]] = Download(meta, fh, offset)
-            self._queue(conn, conn.frame(dump_json({
-                "type": "download_start", "file": meta["id"], "name": meta["name"],
-                "size": meta["size"], "sha256": meta["sha256"], "mime": meta["mime"],
-                "offset": offset})))
-        self.chat.streams.clear()
-        self._deliver(self.chat.outbox.take())
-
-    def _pump_downloads(self, conn):
-        """Read the next chunks from disk only while this connection's queue is short, so chat
-        messages queued meanwhile go out between chunks."""
-        while conn.downloads and conn.out_bytes < DOWNLOAD_LOW_WATER:
-            key, dl = next(iter(conn.downloads.items()))
-            count = min(DOWNLOAD_CHUNK, dl.end - dl.offset)
-            if count > 0:
-                if dl.framed:
-                    head = dump_json({"type": "file_chunk", "file": key, "offset": dl.offset})
-                    self._queue(conn, FRAME_PREFIX.pack(len(head), count) + head)
-                self._queue(conn, FileSegment(dl.fh, dl.offset, count))
-                dl.offset += count
-            if dl.offset >= dl.end:
-                # the handle closes once its last segment is written (see _write_segment)
-                del conn.downloads[key]
-                if dl.framed:
-                    self._queue(conn, conn.frame(dump_json({
-                        "type": "download_end", "file": key, "size": dl.meta["size"]})))
-                elif conn.http is not None:
-                    conn.http.download_done()
+    def _close_aborted(self):
+        aborted, self.aborted = self.aborted, []
+        for conn in aborted:
+            if not conn.closed:
+                if conn.close_reason == "slow":
+                    LOOP_LOG.warning("slow", "%s closed: output queue over the limit (%d bytes "
+                                     "queued)", conn.label(), conn.out_bytes)
+                self.drop(conn, conn.close_reason)
 
     # -- write path -----------------------------------------------------------
 
@@ -4557,259 +6176,86 @@ class Server:
         dirty, self.dirty = self.dirty, set()
         now = time.monotonic()
         for conn in dirty:
-            if not conn.closed:
-                try:
-                    if not self._send_single(conn, now):
-                        self._flush(conn)
-                except Exception:
-                    self._internal_error(conn)
+            if conn.closed:
+                continue
+            try:
+                conn.flush(now)
+            except PeerGone as gone:
+                self.drop(conn, gone.reason)
+            except Exception:
+                self._internal_error(conn)
 
-    def _send_single(self, conn, now):
-        """The common case after a broadcast: one buffer queued, nothing else going on. One
-        send() and done; anything else (or a partial send) takes the general path."""
-        out = conn.out
-        if len(out) != 1 or conn.registered_write or conn.downloads or conn.lingering or \
-                conn.close_after_flush:
-            return False
-        data = out[0]
-        if type(data) is not bytes:
-            return False
-        try:
-            sent = conn.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            self._drop(conn, "error")
-            return True
-        conn.last_tx = now
-        if sent != len(data):
-            out[0] = memoryview(data)[sent:]
-            conn.out_bytes -= sent
-            return False
-        out.clear()
-        conn.out_bytes = 0
-        conn.soft_since = None
-        return True
-
-    def _flush(self, conn):
-        if conn.lingering:
-            return
-        budget = WRITE_BUDGET
-        while budget > 0 and not conn.closed:
-            if conn.downloads and conn.out_bytes < DOWNLOAD_LOW_WATER:
-                self._pump_downloads(conn)
-            if not conn.out:
-                break
-            sent = self._write_some(conn)
-            if sent is None:
-                return
-            if sent == 0:
-                break
-            budget -= sent
-        if conn.closed:
-            return
-        if conn.out_bytes <= self.config.out_soft:
-            conn.soft_since = None
-        if not conn.out and conn.close_after_flush:
-            self._linger(conn, conn.close_after_flush)
-            return
-        want_write = bool(conn.out) or bool(conn.downloads)
-        if want_write and budget <= 0:
-            self.dirty.add(conn)     # fairness: more next turn, after the others
-        if want_write != conn.registered_write:
-            conn.registered_write = want_write
-            self._update_interest(conn)
-
-    def _write_some(self, conn):
-        """Write the head of the queue; returns bytes sent, or None if the peer is gone."""
-        out = conn.out
-        try:
-            if isinstance(out[0], FileSegment):
-                sent = self._write_segment(conn, out[0])
-            else:
-                sent = self._write_buffers(conn)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            self._drop(conn, "error")
-            return None
-        conn.out_bytes -= sent
-        if sent:
-            conn.last_tx = time.monotonic()
-        return sent
-
-    def _write_buffers(self, conn):
-        out = conn.out
-        bufs = []
-        for item in out:
-            if isinstance(item, FileSegment) or len(bufs) >= MAX_IOV:
-                break
-            bufs.append(item)
-        if len(bufs) == 1 or not hasattr(conn.sock, "sendmsg"):
-            sent = conn.sock.send(bufs[0] if len(bufs) == 1 else b"".join(bufs))
-        else:
-            sent = conn.sock.sendmsg(bufs)
-        remaining = sent
-        while remaining:
-            head = out[0]
-            if len(head) <= remaining:
-                remaining -= len(head)
-                out.popleft()
-            else:
-                out[0] = memoryview(head)[remaining:]
-                remaining = 0
-        return sent
-
-    def _write_segment(self, conn, seg):
-        if hasattr(os, "sendfile"):
-            sent = os.sendfile(conn.fd, seg.fh.fileno(), seg.offset, seg.count)
-        else:
-            seg.fh.seek(seg.offset)
-            sent = conn.sock.send(seg.fh.read(min(seg.count, DOWNLOAD_CHUNK)))
-        if sent == 0 and seg.count:
-            raise ConnectionResetError("peer closed during sendfile")
-        seg.offset += sent
-        seg.count -= sent
-        if seg.count == 0:
-            conn.out.popleft()
-            if not any(dl.fh is seg.fh for dl in conn.downloads.values()) and \
-                    not any(isinstance(i, FileSegment) and i.fh is seg.fh for i in conn.out):
-                seg.fh.close()
-        return sent
-
-    # -- liveness and closing -------------------------------------------------
+    # -- liveness -------------------------------------------------------------
 
     def _schedule_liveness(self, conn, due):
         self.timers.add(due, lambda now, c=conn: self._liveness(c))
 
-    def _liveness(self, conn):
-        """Ping a silent connection after ping_after; close it after idle_timeout."""
-        if conn.closed:
+    def _first_byte_too_late(self, conn):
+        if conn.proto == "sniff" and conn.state == OPEN:
+            self.drop(conn, "timeout")    # not a byte: nothing to answer in
+
+    def _hello_too_late(self, conn):
+        if conn.proto == "sniff":
+            self.drop(conn, "timeout")
             return
-        silent = time.monotonic() - conn.last_rx
+        self.chat.reject(conn, ChatError("timeout", "No 'hello' within %g seconds."
+                                         % self.config.hello_timeout))
+
+    def _liveness(self, conn):
+        """Joined: ping after ping_after of silence, close after idle_timeout. HTTP: close
+        after http_timeout of silence (no pings in HTTP)."""
+        if conn.state != OPEN:
+            return
+        now = time.monotonic()
         cfg = self.config
+        if conn.proto == "http":
+            silent = now - max(conn.last_rx, conn.last_tx)
+            if silent >= cfg.http_timeout:
+                log.info("%s: HTTP connection idle for %d s, closed", conn.label(), silent)
+                self.drop(conn, "timeout")
+            else:
+                self._schedule_liveness(conn, now + cfg.http_timeout - silent)
+            return
+        if conn.nick is None:
+            return                        # a WebSocket before hello: hello_deadline decides
+        # a client whose reading is paused (its output is over budget) cannot answer
+        # pings; it is alive while what we send it keeps draining
+        last = max(conn.last_rx, conn.last_tx) if conn.paused else conn.last_rx
+        silent = now - last
         if silent >= cfg.idle_timeout:
             self.chat.reject(conn, ChatError("timeout", "No data for %d seconds."
                                              % cfg.idle_timeout))
             return
-        if conn.proto in ("sniff", "http"):
-            # no pings in HTTP: a silent connection (idle keep-alive, stalled upload, or a
-            # client that stopped reading its download) goes after http_timeout
-            silent = time.monotonic() - max(conn.last_rx, conn.last_tx)
-            if silent >= cfg.http_timeout:
-                log.info("%s: HTTP connection idle for %d s, closed", conn.label(), silent)
-                self._drop(conn, "timeout")
-            else:
-                self._schedule_liveness(conn, time.monotonic() + cfg.http_timeout - silent)
-            return
         if silent >= cfg.ping_after:
             self.chat.outbox.send((conn,), b'{"type":"ping"}')
-            self._schedule_liveness(conn, conn.last_rx + cfg.idle_timeout)
+            self._schedule_liveness(conn, last + cfg.idle_timeout)
         else:
-            self._schedule_liveness(conn, conn.last_rx + cfg.ping_after)
+            self._schedule_liveness(conn, last + cfg.ping_after)
 
-    def _close_marked(self):
-        for conn, reason in self.chat.closing:
-            if conn.closed:
-                continue
-            if conn.proto == "ws":
-                self._queue(conn, conn.http.close_frame_for(reason))
-            if reason == "auth_failed":
-                self._delay_auth_close(conn)
-            else:
-                conn.close_after_flush = reason
-                self.dirty.add(conn)
-        self.chat.closing.clear()
-        marked, self.to_close = self.to_close, []
-        for conn, reason in marked:
-            if not conn.closed:
-                log.warning("%s closed: output queue over the limit (%d bytes queued)",
-                            conn.label(), conn.out_bytes)
-                conn.out.clear()
-                conn.out_bytes = 0
-                self._drop(conn, reason)
+    def _read_free_disk(self, now):
+        self.timers.add(now + FREE_DISK_CACHE, self._read_free_disk)
+        self.files.free_bytes()
 
-    def _delay_auth_close(self, conn):
-        """Repeated token failures from one address are answered slower and slower."""
-        host = conn.peer[0] if conn.peer else "?"
-        count = self.auth_failures.get(host, 0) + 1
-        self.auth_failures[host] = count
-        delay = 0.0 if count <= AUTH_FREE_FAILURES else \
-            min(AUTH_MAX_DELAY, 0.5 * 2 ** (count - AUTH_FREE_FAILURES - 1))
-        if delay <= 0:
-            conn.close_after_flush = "auth_failed"
-            self.dirty.add(conn)
-            return
-        pending = list(conn.out)
-        conn.out.clear()
-        conn.out_bytes = 0
-        conn.auth_blocked = True
-
-        def release(now):
-            if conn.closed:
-                return
-            for item in pending:
-                self._queue(conn, item)
-            conn.close_after_flush = "auth_failed"
-        self.timers.add(time.monotonic() + delay, release)
-
-    def _linger(self, conn, reason):
-        """Close gracefully: the user leaves now, our side of the stream ends (FIN), and the
-        socket is kept a moment, reading and dropping input. Closing with unread input would
-        make the kernel send a reset, which can destroy the error answer just sent
-        (RFC 9112 9.6)."""
-        if not self.running or conn.lingering:
-            self._drop(conn, reason)
-            return
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._drop(conn, reason)
-            return
-        conn.lingering = True
-        self.chat.leave(conn, _leave_reason(reason))
-        conn.registered_write = conn.read_paused = False
-        self._update_interest(conn)
-        self.timers.add(time.monotonic() + LINGER_SECONDS, lambda now: self._drop(conn, reason))
-
-    def _drop(self, conn, reason):
-        """Close a connection now; tell the chat the user left."""
-        if conn.closed:
-            return
-        conn.closed = True
-        self.rejecting.discard(conn)
-        self.conns.discard(conn)
-        self.dirty.discard(conn)
-        try:
-            self.selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
-        if conn.http is not None:
-            conn.http.close()
-        conn.release()
-        self.chat.leave(conn, _leave_reason(reason))
-
-    def _sweep_uploads(self, now):
+    def _sweep(self, now):
+        """Every UPLOAD_SWEEP_EVERY: expire partial uploads and forgotten auth failures."""
+        self.timers.add(now + UPLOAD_SWEEP_EVERY, self._sweep)
+        self.addresses.forget_old_failures(now)
         self.files.expire(time.time())
-        self.timers.add(now + UPLOAD_SWEEP_EVERY, self._sweep_uploads)
 
     # -- shutdown -------------------------------------------------------------
 
     def shutdown(self):
         """Send `bye` to everyone, flush for a moment, close the database."""
+        self.running = False
         bye = b'{"type":"bye","reason":"shutdown"}'
         for conn in list(self.conns):
-            if conn.proto in ("framed", "ws") and not conn.closed:
-                self._queue(conn, conn.frame(bye))
-                if conn.proto == "ws":
-                    self._queue(conn, conn.http.close_frame_for("shutting_down"))
-                conn.downloads.clear()
-                conn.close_after_flush = "shutdown"
-        self.store.commit()
+            if conn.proto in ("framed", "ws") and conn.state == OPEN:
+                conn.send_json(bye)
+                conn.close_when_done("shutting_down")
+        try:
+            self.store.commit()
+        except sqlite3.Error as exc:
+            log.warning("the last commit failed: %s", exc)
         deadline = time.monotonic() + SHUTDOWN_GRACE
         while any(c.out for c in self.conns) and time.monotonic() < deadline:
             self._flush_dirty()
@@ -4817,11 +6263,13 @@ class Server:
                 if isinstance(key.data, Connection) and not key.data.closed:
                     self.dirty.add(key.data)
         for conn in list(self.conns) + list(self.rejecting):
-            self._drop(conn, "shutdown")
+            self.drop(conn, "shutdown")
         for sock in self.listeners:
-            self.selector.unregister(sock)
+            if self.accepting:
+                self.selector.unregister(sock)
             sock.close()
-        self.files.disk.close()
+        self.listeners = []
+        self.files.close()
         self.store.close()
         self.selector.close()
         self._wake_r.close()
@@ -4829,6 +6277,40 @@ class Server:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
         log.info("server stopped")
+
+    # -- the names the server answers to ------------------------------------
+
+    def host_allowed(self, host):
+        """Whether an HTTP Host names this server: its listening or LAN addresses,
+        --advertise-host, loopback names, the computer's name, --allow-host. No Host (an
+        HTTP/1.0 client, never a browser) is allowed."""
+        if not host:
+            return True
+        name = _host_name(host)
+        if name in self._known_hosts() or _is_loopback_name(name):
+            return True
+        now = time.monotonic()
+        if now - self._hosts_read >= HOST_REFRESH_EVERY:      # the addresses may be new
+            self._hosts = None
+            return name in self._known_hosts()
+        return False
+
+    def _known_hosts(self):
+        if self._hosts is None:
+            cfg = self.config
+            names = {"localhost", "127.0.0.1", "::1"}
+            names.update(ip for _, ip in list_ipv4_interfaces())
+            host = getattr(self, "bound", (cfg.host,))[0]
+            if host not in _WILDCARD_HOSTS:
+                names.add(str(host).lower())
+            if cfg.advertise_host:
+                names.add(_host_name(cfg.advertise_host))
+            names.update(_host_name(n) for n in cfg.allow_host.split(",") if n.strip())
+            computer = socket.gethostname().lower()
+            names.update((computer, computer + ".local", computer + ".lan"))
+            self._hosts = names
+            self._hosts_read = time.monotonic()
+        return self._hosts
 
     # -- status ---------------------------------------------------------------
 
@@ -4841,13 +6323,176 @@ class Server:
                 "connections": len(self.conns), "uptime": round(time.time() - self.started, 1)}
 
 ###############################################################################
-# Embedded web client #########################################################
+# CLI and main() ##############################################################
 ###############################################################################
 
-# The zero-install client served at GET /: mobile-first, no external resources (LANs are
-# often offline), every piece of user data rendered as text. Edited as HTML, kept here so
-# chatserver.py stays one file.
-WEB_CLIENT_HTML = br"""<!doctype html>
+def _env_value(setting):
+    """The setting's environment variable, parsed like its flag; None when unset."""
+    raw = os.environ.get(setting.env)
+    if raw is None or raw == "":
+        return None
+    if setting.kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(setting.kind, tuple):
+        return raw.strip().lower()
+    return setting.kind(raw)
+
+
+def build_arg_parser():
+    """The command line, from SETTINGS; each flag's default comes from its environment
+    variable when that is set."""
+    p = argparse.ArgumentParser(
+        prog="chatserver",
+        description="LAN chat and file-sharing server (framed TCP, HTTP and WebSocket on one "
+                    "port). Every option can also be set by the environment variable shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for setting in SETTINGS:
+        env = _env_value(setting)
+        default = setting.default if env is None else env
+        help_text = "%s (%s)" % (setting.help, setting.env.replace("%", "%%"))
+        if setting.kind is bool:
+            p.add_argument(setting.flag, dest=setting.name, action="store_true",
+                           default=default, help=help_text)
+        elif isinstance(setting.kind, tuple):
+            p.add_argument(setting.flag, dest=setting.name, choices=setting.kind,
+                           default=default, help=help_text)
+        else:
+            p.add_argument(setting.flag, dest=setting.name, type=setting.kind,
+                           default=default, help=help_text)
+    p.add_argument("--version", action="version", version="chatserver " + __version__)
+    return p
+
+
+def config_from_args(args):
+    return Config(**{setting.name: getattr(args, setting.name) for setting in SETTINGS})
+
+
+def install_signal_handlers(server):
+    """Ctrl+C and SIGTERM stop the loop cleanly (bye, flush, close the database). The handler
+    only sets a flag: it may interrupt a write to the console, where logging would fail."""
+    def on_signal(signum, frame):
+        server.stop_signal = signum
+        server.stop()
+    signal.signal(signal.SIGINT, on_signal)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, on_signal)
+
+
+def print_banner(server, bound):
+    """Where the server listens, where its data is, and how phones join (URL + QR code)."""
+    host, port = bound[0], bound[1]
+    print("\nLAN Chat server %s listening on %s:%d\ndata: %s" % (
+        __version__, host, port,
+        "(memory only)" if server.config.memory else server.data_root), flush=True)
+    for notice in server.notices:
+        print("note: " + notice, flush=True)
+    text = pairing_banner(server.pairing_urls(), server.chat.token, port,
+                          qr_console_can_encode(sys.stdout), IS_WINDOWS, listens_on_lan(host))
+    try:
+        print(text, flush=True)
+    except UnicodeEncodeError:      # a console that lied about its encoding
+        print(pairing_banner(server.pairing_urls(), server.chat.token, port, False,
+                             IS_WINDOWS, listens_on_lan(host)), flush=True)
+
+
+def keep_window_open():
+    """Wait for Enter when the double-clicked Windows .exe cannot start: its console window
+    closes with the process, and the reason (port or data folder in use) would flash by
+    unread. Scripts, services and other systems exit at once."""
+    if not (getattr(sys, "frozen", False) and IS_WINDOWS and sys.stdin is not None):
+        return
+    try:
+        if sys.stdin.isatty():
+            input("Press Enter to close this window.")
+    except (EOFError, KeyboardInterrupt, OSError, ValueError):
+        pass
+
+
+def cannot_start(exc):
+    log.error("cannot start: %s", exc)
+    keep_window_open()
+    return 2
+
+
+def show_link(config, stream=None):
+    """--show-link: print the pairing link and QR code of a data folder, and exit. With no
+    server running, from the database (a new folder gets its token now); with one running,
+    from the link it keeps in the folder."""
+    stream = stream or sys.stdout
+    root = config.data_dir or default_data_dir()
+    try:
+        if not config.memory:
+            make_private_dir(root)
+        store = MessageStore(os.path.join(root, "chat.sqlite3")) if not config.memory else None
+    except DataDirInUse:
+        try:
+            with open(os.path.join(root, PAIRING_LINK_FILE), encoding="utf-8") as f:
+                urls = [line.strip() for line in f if line.strip()]
+        except OSError as exc:
+            return cannot_start(OSError("a server runs on %s but its link is not readable (%s)"
+                                        % (root, exc)))
+    except OSError as exc:
+        return cannot_start(exc)
+    else:
+        if store is None:
+            return cannot_start(OSError("--memory keeps no pairing link to show"))
+        try:
+            token = None
+            if not config.open:
+                token = store.get_setting("pairing_token")
+                if token is None or config.new_token:
+                    token = secrets.token_urlsafe(16)
+                    store.set_setting("pairing_token", token)
+            urls = pairing_urls(config.host, config.port, token, config.advertise_host)
+        finally:
+            store.close()
+    print("Pairing link for %s:" % root, file=stream)
+    for url in urls:
+        print("  " + url, file=stream)
+    print(_console_qr(urls[0], qr_console_can_encode(stream)), file=stream, flush=True)
+    return 0
+
+
+def main(argv=None):
+    args = build_arg_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # a cp1252 Windows console or a redirected stream must not choke on a nick like 'Zoë 🎉'
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    level = logging.WARNING if args.quiet else getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
+                        datefmt="%H:%M:%S")
+    if args.show_link:
+        return show_link(config_from_args(args))
+    try:
+        server = Server(config_from_args(args))
+    except OSError as exc:          # the data folder: not writable, or in use
+        return cannot_start(exc)
+    try:
+        bound = server.listen()
+    except OSError as exc:          # the port: in use, or not an address of this PC
+        server.shutdown()
+        return cannot_start(exc)
+    install_signal_handlers(server)
+    if not args.quiet:
+        print_banner(server, bound)
+    if should_open_browser(args.no_browser):
+        open_pair_page(bound[1])
+    server.serve_forever()
+    return 0
+
+
+# BEGIN GENERATED client_web/ (edit client_web/, then run python3 build/embed_web.py)
+###############################################################################
+# Web pages, generated from client_web/ #######################################
+###############################################################################
+
+# client_web/chat.html: the zero-install chat client served at GET /, with chat.css and
+# chat.js inlined: mobile-first, no external resources, every piece of user data rendered
+# as text; its liveness timers follow welcome.limits (ping_after, idle_timeout).
+WEB_CLIENT_HTML = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -4856,123 +6501,712 @@ WEB_CLIENT_HTML = br"""<!doctype html>
 <title>LAN Chat</title>
 <link rel="icon" href="data:,">
 <style>
-:root{--bg:#f2f4f7;--panel:#fff;--text:#14171c;--muted:#5b6472;--line:#e1e5eb;--accent:#1f5fd6;--on-accent:#fff;--bubble:#fff;--me:#1f5fd6;--on-me:#fff;--me-muted:#dbe6ff;--dm:#6d28d9;--dm-bg:#f1ebfe;--bad:#b42318;--ok:#15803d;--warn:#b45309;--shadow:0 1px 2px rgba(16,24,40,.08);--focus:#1f5fd6}
-@media (prefers-color-scheme:dark){:root{--bg:#0e1116;--panel:#161a21;--text:#e7eaf0;--muted:#a0a8b6;--line:#272d38;--accent:#7aa2ff;--on-accent:#0b1020;--bubble:#1e232c;--me:#2c5ad6;--on-me:#fff;--me-muted:#e6ecff;--dm:#c4a5ff;--dm-bg:#271f3d;--bad:#ff8a80;--ok:#5ee08f;--warn:#fbbf24;--shadow:none;--focus:#9bbcff}}
-*{box-sizing:border-box}
-html,body{height:100%;overflow:hidden}
-body{margin:0;display:flex;flex-direction:column;height:100vh;height:100dvh;background:var(--bg);color:var(--text);font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;-webkit-text-size-adjust:100%}
-button,input,textarea{font:inherit;color:inherit}
-button{cursor:pointer}
-:focus-visible{outline:2px solid var(--focus);outline-offset:2px}
-.vh{position:absolute!important;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);clip-path:inset(50%);white-space:nowrap}
-[hidden]{display:none!important}
-.ico{width:22px;height:22px;fill:none;stroke:currentColor;stroke-width:2;stroke-linecap:round;stroke-linejoin:round}
-header{display:flex;align-items:center;gap:10px;padding:8px 12px;padding-top:max(8px,env(safe-area-inset-top));background:var(--panel);border-bottom:1px solid var(--line);min-height:58px}
-.brand{flex:1;min-width:0}
-.brand h1{margin:0;font-size:18px;font-weight:650;letter-spacing:-.01em}
-.sub{display:flex;align-items:center;gap:6px;font-size:13px;color:var(--muted);white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.dot{width:8px;height:8px;border-radius:50%;background:var(--warn);flex:none}
-.on .dot{background:var(--ok)}
-.off .dot{background:var(--bad)}
-.iconbtn{display:inline-flex;align-items:center;justify-content:center;gap:6px;min-width:44px;height:44px;padding:0 10px;border:0;border-radius:12px;background:transparent;color:var(--text)}
-.iconbtn:hover{background:var(--bg)}
-.count{font-size:14px;font-weight:600;color:var(--muted)}
-#banner{padding:8px 14px;font-size:14px;text-align:center;background:#fff4d6;color:#5c3d00;border-bottom:1px solid #f0d68a}
-@media (prefers-color-scheme:dark){#banner{background:#3a2c08;color:#ffe3a3;border-color:#5c4712}}
-#banner.bad{background:#fde4e2;color:#7a1710;border-color:#f5b5ae}
-@media (prefers-color-scheme:dark){#banner.bad{background:#3d1512;color:#ffc9c3;border-color:#6b2520}}
-.app{flex:1;display:flex;min-height:0;position:relative}
-main{flex:1;display:flex;flex-direction:column;min-width:0}
-#scroller{flex:1;display:flex;flex-direction:column;overflow-y:auto;overscroll-behavior:contain;padding:10px 12px 6px;-webkit-overflow-scrolling:touch}
-.top{display:flex;justify-content:center;padding:4px 0 10px;margin-top:auto;width:100%}
-#log{width:100%}
-.pill{border:1px solid var(--line);background:var(--panel);color:var(--text);border-radius:999px;padding:0 16px;min-height:40px;font-size:14px;box-shadow:var(--shadow)}
-.pill:disabled{opacity:.6;cursor:default}
-.edge{font-size:13px;color:var(--muted)}
-#empty{margin:auto;padding:40px 16px;text-align:center;color:var(--muted)}
-#log{display:flex;flex-direction:column;gap:2px}
-#log,.top,.row,.cw{max-width:900px;margin-left:auto;margin-right:auto}
-.m{display:flex;flex-direction:column;align-items:flex-start;max-width:min(80%,620px);margin-top:8px}
-.m.g{margin-top:1px}
-.m.me{align-self:flex-end;align-items:flex-end}
-.who{font-size:13px;font-weight:600;color:var(--muted);margin:0 12px 2px;display:flex;gap:6px;align-items:center}
-.g .who{display:none}
-.me .who{display:none}
-.me.dm .who{display:flex}
-.tag{font-size:11px;font-weight:700;text-transform:uppercase;letter-spacing:.04em;color:var(--dm);background:var(--dm-bg);border-radius:6px;padding:1px 6px}
-.b{background:var(--bubble);border-radius:18px;border-top-left-radius:6px;padding:7px 12px 6px;box-shadow:var(--shadow);border:1px solid var(--line);min-width:64px;max-width:100%}
-.g .b{border-top-left-radius:18px}
-.me .b{background:var(--me);color:var(--on-me);border-color:transparent;border-radius:18px;border-top-right-radius:6px}
-.me.g .b{border-top-right-radius:18px}
-.dm .b{border:2px dashed var(--dm)}
-.me.dm .b{border:2px dashed var(--me-muted)}
-.t{white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word}
-.meta{display:flex;justify-content:flex-end;gap:6px;font-size:11px;color:var(--muted);margin-top:2px}
-.b{position:relative}
-.inl .t::after{content:"";display:inline-block;width:var(--mw,60px)}
-.inl .meta{position:absolute;right:12px;bottom:5px;margin:0}
-.pending .inl .meta,.failed .inl .meta{position:static}
-.pending .inl .t::after,.failed .inl .t::after{display:none}
-.me .meta{color:var(--me-muted)}
-.pending .b{opacity:.72}
-.failed .b{border:2px solid var(--bad)}
-.failed .st{color:var(--bad);font-weight:700}
-.me.failed .b{background:var(--bubble);color:var(--text)}
-.me.failed .meta{color:var(--muted)}
-.f{display:flex;flex-direction:column;gap:6px;margin:2px 0}
-.f img{display:block;max-width:min(240px,60vw);max-height:240px;border-radius:12px;background:var(--line);object-fit:cover}
-.dl{display:flex;align-items:center;gap:10px;min-height:44px;padding:6px 10px;border-radius:12px;background:var(--bg);color:var(--text);text-decoration:none;max-width:300px}
-.me .dl{background:rgba(255,255,255,.16);color:var(--on-me)}
-.dl .ico{flex:none}
-.fn{font-weight:600;overflow-wrap:anywhere}
-.fs{display:block;font-size:12px;opacity:.8}
-.note{align-self:center;font-size:12px;color:var(--muted);margin:8px 0 2px;text-align:center}
-#typing{min-height:20px;padding:0 16px;font-size:13px;color:var(--muted);font-style:italic}
-#uploads{display:flex;flex-direction:column;gap:6px;padding:0 12px}
-#uploads:not(:empty){padding-bottom:8px}
-.pct{flex:none!important;width:3.2em;text-align:right;font-variant-numeric:tabular-nums;color:var(--muted)}
-.up{display:flex;align-items:center;gap:10px;background:var(--panel);border:1px solid var(--line);border-radius:12px;padding:6px 6px 6px 12px;font-size:13px}
-.up span{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.up progress{width:38%;height:8px;accent-color:var(--accent)}
-#composer{background:var(--panel);border-top:1px solid var(--line);padding:8px 10px;padding-bottom:max(8px,env(safe-area-inset-bottom))}
-.chip{display:inline-flex;align-items:center;gap:4px;margin:0 0 8px 4px;padding:2px 2px 2px 12px;border-radius:999px;background:var(--dm-bg);color:var(--dm);font-size:14px;font-weight:600}
-.chip button{width:36px;height:36px;border:0;border-radius:50%;background:transparent;color:inherit;font-size:20px;line-height:1}
-.row{display:flex;align-items:flex-end;gap:6px}
-#text{flex:1;min-height:44px;max-height:140px;resize:none;padding:10px 14px;border-radius:22px;border:1px solid var(--line);background:var(--bg);outline:none}
-#text:focus{border-color:var(--accent)}
-#send{background:var(--accent);color:var(--on-accent);border-radius:50%;width:44px;padding:0}
-#send:hover{filter:brightness(1.08)}
-#users{display:flex;flex-direction:column;background:var(--panel);border-left:1px solid var(--line);width:270px;flex:none}
-.uh{display:flex;align-items:center;justify-content:space-between;padding:12px 8px 6px 16px}
-.uh h2{margin:0;font-size:15px}
-#ulist{list-style:none;margin:0;padding:4px 8px;overflow-y:auto;flex:1}
-.u{display:flex;align-items:center;gap:10px;width:100%;min-height:48px;padding:4px 8px;border:0;border-radius:12px;background:transparent;text-align:left;font-size:15px}
-button.u:hover,.u.sel{background:var(--bg)}
-.av{display:inline-flex;align-items:center;justify-content:center;width:32px;height:32px;border-radius:50%;color:#fff;font-weight:700;font-size:14px;flex:none}
-.you{color:var(--muted);font-size:13px}
-.uf{padding:8px 12px 12px;border-top:1px solid var(--line)}
-#backdrop{position:fixed;inset:0;background:rgba(0,0,0,.4);z-index:19}
-@media (max-width:799px){
- #users{position:fixed;top:0;right:0;bottom:0;width:min(84vw,320px);z-index:20;transform:translateX(100%);visibility:hidden;transition:transform .2s ease,visibility 0s .2s;box-shadow:-8px 0 24px rgba(0,0,0,.18);padding-top:env(safe-area-inset-top)}
- body.uopen #users{transform:none;visibility:visible;transition:transform .2s ease}
+:root {
+  --bg: #f2f4f7;
+  --panel: #fff;
+  --text: #14171c;
+  --muted: #5b6472;
+  --line: #e1e5eb;
+  --accent: #1f5fd6;
+  --on-accent: #fff;
+  --bubble: #fff;
+  --me: #1f5fd6;
+  --on-me: #fff;
+  --me-muted: #dbe6ff;
+  --dm: #6d28d9;
+  --dm-bg: #f1ebfe;
+  --bad: #b42318;
+  --ok: #15803d;
+  --warn: #b45309;
+  --shadow: 0 1px 2px rgba(16,24,40,.08);
+  --focus: #1f5fd6;
 }
-@media (min-width:800px){#usersBtn,#closeUsers,#backdrop{display:none!important}#scroller{padding:16px 24px 8px}}
-#toast{position:fixed;left:50%;bottom:96px;transform:translateX(-50%);max-width:min(92vw,480px);padding:10px 16px;border-radius:12px;background:#1f2430;color:#fff;font-size:14px;box-shadow:0 8px 24px rgba(0,0,0,.25);z-index:40;text-align:center}
-#toast:empty{display:none}
-#drop{position:fixed;inset:10px;border:3px dashed var(--accent);border-radius:20px;background:color-mix(in srgb,var(--panel) 85%,transparent);display:flex;align-items:center;justify-content:center;font-size:20px;font-weight:600;z-index:30;pointer-events:none}
-dialog{border:0;border-radius:20px;padding:24px;width:min(92vw,380px);background:var(--panel);color:var(--text);box-shadow:0 20px 50px rgba(0,0,0,.3)}
-dialog::backdrop{background:rgba(10,14,20,.55)}
-dialog h2{margin:0 0 4px;font-size:20px}
-dialog p{margin:0 0 16px;color:var(--muted);font-size:14px}
-dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
-#nickInput{width:100%;min-height:48px;padding:10px 14px;border-radius:12px;border:1px solid var(--line);background:var(--bg)}
-#nickErr{color:var(--bad);min-height:20px;margin:8px 0 8px;font-size:14px}
-.primary{width:100%;min-height:48px;border:0;border-radius:12px;background:var(--accent);color:var(--on-accent);font-weight:650;font-size:16px}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0e1116;
+    --panel: #161a21;
+    --text: #e7eaf0;
+    --muted: #a0a8b6;
+    --line: #272d38;
+    --accent: #7aa2ff;
+    --on-accent: #0b1020;
+    --bubble: #1e232c;
+    --me: #2c5ad6;
+    --on-me: #fff;
+    --me-muted: #e6ecff;
+    --dm: #c4a5ff;
+    --dm-bg: #271f3d;
+    --bad: #ff8a80;
+    --ok: #5ee08f;
+    --warn: #fbbf24;
+    --shadow: none;
+    --focus: #9bbcff;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+html, body {
+  height: 100%;
+  overflow: hidden;
+}
+body {
+  margin: 0;
+  display: flex;
+  flex-direction: column;
+  height: 100vh;
+  height: 100dvh;
+  background: var(--bg);
+  color: var(--text);
+  font: 16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
+  -webkit-text-size-adjust: 100%;
+}
+button, input, textarea {
+  font: inherit;
+  color: inherit;
+}
+button {
+  cursor: pointer;
+}
+:focus-visible {
+  outline: 2px solid var(--focus);
+  outline-offset: 2px;
+}
+.vh {
+  position: absolute !important;
+  width: 1px;
+  height: 1px;
+  overflow: hidden;
+  clip: rect(0 0 0 0);
+  clip-path: inset(50%);
+  white-space: nowrap;
+}
+[hidden] {
+  display: none !important;
+}
+.ico {
+  width: 22px;
+  height: 22px;
+  fill: none;
+  stroke: currentColor;
+  stroke-width: 2;
+  stroke-linecap: round;
+  stroke-linejoin: round;
+}
+header {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  padding: 8px 12px;
+  padding-top: max(8px,env(safe-area-inset-top));
+  background: var(--panel);
+  border-bottom: 1px solid var(--line);
+  min-height: 58px;
+}
+.brand {
+  flex: 1;
+  min-width: 0;
+}
+.brand h1 {
+  margin: 0;
+  font-size: 18px;
+  font-weight: 650;
+  letter-spacing: -.01em;
+}
+.sub {
+  display: flex;
+  align-items: center;
+  gap: 6px;
+  font-size: 13px;
+  color: var(--muted);
+  white-space: nowrap;
+  overflow: hidden;
+  text-overflow: ellipsis;
+}
+.dot {
+  width: 8px;
+  height: 8px;
+  border-radius: 50%;
+  background: var(--warn);
+  flex: none;
+}
+.on .dot {
+  background: var(--ok);
+}
+.off .dot {
+  background: var(--bad);
+}
+.iconbtn {
+  display: inline-flex;
+  align-items: center;
+  justify-content: center;
+  gap: 6px;
+  min-width: 44px;
+  height: 44px;
+  padding: 0 10px;
+  border: 0;
+  border-radius: 12px;
+  background: transparent;
+  color: var(--text);
+}
+.iconbtn:hover {
+  background: var(--bg);
+}
+.count {
+  font-size: 14px;
+  font-weight: 600;
+  color: var(--muted);
+}
+#banner {
+  padding: 8px 14px;
+  font-size: 14px;
+  text-align: center;
+  background: #fff4d6;
+  color: #5c3d00;
+  border-bottom: 1px solid #f0d68a;
+}
+@media (prefers-color-scheme: dark) {
+  #banner {
+    background: #3a2c08;
+    color: #ffe3a3;
+    border-color: #5c4712;
+  }
+}
+#banner.bad {
+  background: #fde4e2;
+  color: #7a1710;
+  border-color: #f5b5ae;
+}
+@media (prefers-color-scheme: dark) {
+  #banner.bad {
+    background: #3d1512;
+    color: #ffc9c3;
+    border-color: #6b2520;
+  }
+}
+.app {
+  flex: 1;
+  display: flex;
+  min-height: 0;
+  position: relative;
+}
+main {
+  flex: 1;
+  display: flex;
+  flex-direction: column;
+  min-width: 0;
+}
+#scroller {
+  flex: 1;
+  display: flex;
+  flex-direction: column;
+  overflow-y: auto;
+  overscroll-behavior: contain;
+  padding: 10px 12px 6px;
+  -webkit-overflow-scrolling: touch;
+}
+.top {
+  display: flex;
+  justify-content: center;
+  padding: 4px 0 10px;
+  margin-top: auto;
+  width: 100%;
+}
+#log {
+  width: 100%;
+}
+.pill {
+  border: 1px solid var(--line);
+  background: var(--panel);
+  color: var(--text);
+  border-radius: 999px;
+  padding: 0 16px;
+  min-height: 40px;
+  font-size: 14px;
+  box-shadow: var(--shadow);
+}
+.pill:disabled {
+  opacity: .6;
+  cursor: default;
+}
+.edge {
+  font-size: 13px;
+  color: var(--muted);
+}
+#empty {
+  margin: auto;
+  padding: 40px 16px;
+  text-align: center;
+  color: var(--muted);
+}
+#log {
+  display: flex;
+  flex-direction: column;
+  gap: 2px;
+}
+#log, .top, .row, .cw {
+  max-width: 900px;
+  margin-left: auto;
+  margin-right: auto;
+}
+.m {
+  display: flex;
+  flex-direction: column;
+  align-items: flex-start;
+  max-width: min(80%,620px);
+  margin-top: 8px;
+}
+.m.g {
+  margin-top: 1px;
+}
+.m.me {
+  align-self: flex-end;
+  align-items: flex-end;
+}
+.who {
+  font-size: 13px;
+  font-weight: 600;
+  color: var(--muted);
+  margin: 0 12px 2px;
+  display: flex;
+  gap: 6px;
+  align-items: center;
+}
+.g .who {
+  display: none;
+}
+.me .who {
+  display: none;
+}
+.me.dm .who {
+  display: flex;
+}
+.tag {
+  font-size: 11px;
+  font-weight: 700;
+  text-transform: uppercase;
+  letter-spacing: .04em;
+  color: var(--dm);
+  background: var(--dm-bg);
+  border-radius: 6px;
+  padding: 1px 6px;
+}
+.b {
+  background: var(--bubble);
+  border-radius: 18px;
+  border-top-left-radius: 6px;
+  padding: 7px 12px 6px;
+  box-shadow: var(--shadow);
+  border: 1px solid var(--line);
+  min-width: 64px;
+  max-width: 100%;
+}
+.g .b {
+  border-top-left-radius: 18px;
+}
+.me .b {
+  background: var(--me);
+  color: var(--on-me);
+  border-color: transparent;
+  border-radius: 18px;
+  border-top-right-radius: 6px;
+}
+.me.g .b {
+  border-top-right-radius: 18px;
+}
+.dm .b {
+  border: 2px dashed var(--dm);
+}
+.me.dm .b {
+  border: 2px dashed var(--me-muted);
+}
+.t {
+  white-space: pre-wrap;
+  overflow-wrap: anywhere;
+  word-break: break-word;
+}
+.meta {
+  display: flex;
+  justify-content: flex-end;
+  gap: 6px;
+  font-size: 11px;
+  color: var(--muted);
+  margin-top: 2px;
+}
+.b {
+  position: relative;
+}
+.inl .t::after {
+  content: "";
+  display: inline-block;
+  width: var(--mw,60px);
+}
+.inl .meta {
+  position: absolute;
+  right: 12px;
+  bottom: 5px;
+  margin: 0;
+}
+.pending .inl .meta, .failed .inl .meta {
+  position: static;
+}
+.pending .inl .t::after, .failed .inl .t::after {
+  display: none;
+}
+.me .meta {
+  color: var(--me-muted);
+}
+.pending .b {
+  opacity: .72;
+}
+.failed .b {
+  border: 2px solid var(--bad);
+}
+.failed .st {
+  color: var(--bad);
+  font-weight: 700;
+}
+.me.failed .b {
+  background: var(--bubble);
+  color: var(--text);
+}
+.me.failed .meta {
+  color: var(--muted);
+}
+.f {
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  margin: 2px 0;
+}
+.f img {
+  display: block;
+  max-width: min(240px,60vw);
+  max-height: 240px;
+  border-radius: 12px;
+  background: var(--line);
+  object-fit: cover;
+}
+.dl {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  min-height: 44px;
+  padding: 6px 10px;
+  border-radius: 12px;
+  background: var(--bg);
+  color: var(--text);
+  text-decoration: none;
+  max-width: 300px;
+}
+.me .dl {
+  background: rgba(255,255,255,.16);
+  color: var(--on-me);
+}
+.dl .ico {
+  flex: none;
+}
+.fn {
+  font-weight: 600;
+  overflow-wrap: anywhere;
+}
+.fs {
+  display: block;
+  font-size: 12px;
+  opacity: .8;
+}
+.note {
+  align-self: center;
+  font-size: 12px;
+  color: var(--muted);
+  margin: 8px 0 2px;
+  text-align: center;
+}
+#typing {
+  min-height: 20px;
+  padding: 0 16px;
+  font-size: 13px;
+  color: var(--muted);
+  font-style: italic;
+}
+#uploads {
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+  padding: 0 12px;
+}
+#uploads:not(:empty) {
+  padding-bottom: 8px;
+}
+.pct {
+  flex: none !important;
+  width: 3.2em;
+  text-align: right;
+  font-variant-numeric: tabular-nums;
+  color: var(--muted);
+}
+.up {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 12px;
+  padding: 6px 6px 6px 12px;
+  font-size: 13px;
+}
+.up span {
+  flex: 1;
+  min-width: 0;
+  overflow: hidden;
+  text-overflow: ellipsis;
+  white-space: nowrap;
+}
+.up progress {
+  width: 38%;
+  height: 8px;
+  accent-color: var(--accent);
+}
+#composer {
+  background: var(--panel);
+  border-top: 1px solid var(--line);
+  padding: 8px 10px;
+  padding-bottom: max(8px,env(safe-area-inset-bottom));
+}
+.chip {
+  display: inline-flex;
+  align-items: center;
+  gap: 4px;
+  margin: 0 0 8px 4px;
+  padding: 2px 2px 2px 12px;
+  border-radius: 999px;
+  background: var(--dm-bg);
+  color: var(--dm);
+  font-size: 14px;
+  font-weight: 600;
+}
+.chip button {
+  width: 36px;
+  height: 36px;
+  border: 0;
+  border-radius: 50%;
+  background: transparent;
+  color: inherit;
+  font-size: 20px;
+  line-height: 1;
+}
+.row {
+  display: flex;
+  align-items: flex-end;
+  gap: 6px;
+}
+#text {
+  flex: 1;
+  min-height: 44px;
+  max-height: 140px;
+  resize: none;
+  padding: 10px 14px;
+  border-radius: 22px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+  outline: none;
+}
+#text:focus {
+  border-color: var(--accent);
+}
+#send {
+  background: var(--accent);
+  color: var(--on-accent);
+  border-radius: 50%;
+  width: 44px;
+  padding: 0;
+}
+#send:hover {
+  filter: brightness(1.08);
+}
+#users {
+  display: flex;
+  flex-direction: column;
+  background: var(--panel);
+  border-left: 1px solid var(--line);
+  width: 270px;
+  flex: none;
+}
+.uh {
+  display: flex;
+  align-items: center;
+  justify-content: space-between;
+  padding: 12px 8px 6px 16px;
+}
+.uh h2 {
+  margin: 0;
+  font-size: 15px;
+}
+#ulist {
+  list-style: none;
+  margin: 0;
+  padding: 4px 8px;
+  overflow-y: auto;
+  flex: 1;
+}
+.u {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  width: 100%;
+  min-height: 48px;
+  padding: 4px 8px;
+  border: 0;
+  border-radius: 12px;
+  background: transparent;
+  text-align: left;
+  font-size: 15px;
+}
+button.u:hover, .u.sel {
+  background: var(--bg);
+}
+.av {
+  display: inline-flex;
+  align-items: center;
+  justify-content: center;
+  width: 32px;
+  height: 32px;
+  border-radius: 50%;
+  color: #fff;
+  font-weight: 700;
+  font-size: 14px;
+  flex: none;
+}
+.you {
+  color: var(--muted);
+  font-size: 13px;
+}
+.uf {
+  padding: 8px 12px 12px;
+  border-top: 1px solid var(--line);
+}
+#backdrop {
+  position: fixed;
+  inset: 0;
+  background: rgba(0,0,0,.4);
+  z-index: 19;
+}
+@media (max-width: 799px) {
+  #users {
+    position: fixed;
+    top: 0;
+    right: 0;
+    bottom: 0;
+    width: min(84vw,320px);
+    z-index: 20;
+    transform: translateX(100%);
+    visibility: hidden;
+    transition: transform .2s ease,visibility 0s .2s;
+    box-shadow: -8px 0 24px rgba(0,0,0,.18);
+    padding-top: env(safe-area-inset-top);
+  }
+  body.uopen #users {
+    transform: none;
+    visibility: visible;
+    transition: transform .2s ease;
+  }
+}
+@media (min-width: 800px) {
+  #usersBtn, #closeUsers, #backdrop {
+    display: none !important;
+  }
+  #scroller {
+    padding: 16px 24px 8px;
+  }
+}
+#toast {
+  position: fixed;
+  left: 50%;
+  bottom: 96px;
+  transform: translateX(-50%);
+  max-width: min(92vw,480px);
+  padding: 10px 16px;
+  border-radius: 12px;
+  background: #1f2430;
+  color: #fff;
+  font-size: 14px;
+  box-shadow: 0 8px 24px rgba(0,0,0,.25);
+  z-index: 40;
+  text-align: center;
+}
+#toast:empty {
+  display: none;
+}
+#drop {
+  position: fixed;
+  inset: 10px;
+  border: 3px dashed var(--accent);
+  border-radius: 20px;
+  background: color-mix(in srgb,var(--panel) 85%,transparent);
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  font-size: 20px;
+  font-weight: 600;
+  z-index: 30;
+  pointer-events: none;
+}
+dialog {
+  border: 0;
+  border-radius: 20px;
+  padding: 24px;
+  width: min(92vw,380px);
+  background: var(--panel);
+  color: var(--text);
+  box-shadow: 0 20px 50px rgba(0,0,0,.3);
+}
+dialog::backdrop {
+  background: rgba(10,14,20,.55);
+}
+dialog h2 {
+  margin: 0 0 4px;
+  font-size: 20px;
+}
+dialog p {
+  margin: 0 0 16px;
+  color: var(--muted);
+  font-size: 14px;
+}
+dialog label {
+  display: block;
+  font-weight: 600;
+  font-size: 14px;
+  margin-bottom: 6px;
+}
+#nickInput {
+  width: 100%;
+  min-height: 48px;
+  padding: 10px 14px;
+  border-radius: 12px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+}
+#nickErr {
+  color: var(--bad);
+  min-height: 20px;
+  margin: 8px 0 8px;
+  font-size: 14px;
+}
+.primary {
+  width: 100%;
+  min-height: 48px;
+  border: 0;
+  border-radius: 12px;
+  background: var(--accent);
+  color: var(--on-accent);
+  font-weight: 650;
+  font-size: 16px;
+}
 </style>
 </head>
 <body>
 <header>
- <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting&hellip;</span></div></div>
+ <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting…</span></div></div>
  <button class="iconbtn" id="usersBtn" type="button" aria-label="Users" aria-controls="users" aria-expanded="false"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="9" cy="8" r="3.5"/><path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5"/><path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18 14.8c2 .8 3.2 2.5 3.5 5.2"/></svg><span class="count" id="ucount" aria-hidden="true">0</span></button>
 </header>
 <div id="banner" role="status" hidden></div>
@@ -4986,7 +7220,7 @@ dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
   <div id="typing" aria-live="polite"></div>
   <div id="uploads"></div>
   <form id="composer" autocomplete="off">
-   <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">&times;</button></span></div>
+   <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">×</button></span></div>
    <div class="row">
     <button class="iconbtn" type="button" id="attach" aria-label="Attach file"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.9-8.9a3.7 3.7 0 0 1 5.2 5.2l-8.9 8.9a1.8 1.8 0 0 1-2.6-2.6l8.2-8.2"/></svg></button>
     <input type="file" id="file" class="vh" multiple tabindex="-1" aria-hidden="true" aria-label="File to share">
@@ -4997,7 +7231,7 @@ dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
  </main>
  <div id="backdrop" hidden></div>
  <aside id="users" aria-label="Online users">
-  <div class="uh"><h2 id="uhead">Online</h2><button class="iconbtn" type="button" id="closeUsers" aria-label="Close users">&times;</button></div>
+  <div class="uh"><h2 id="uhead">Online</h2><button class="iconbtn" type="button" id="closeUsers" aria-label="Close users">×</button></div>
   <ul id="ulist"></ul>
   <div class="uf"><button class="pill" type="button" id="renick">Change nickname</button></div>
  </aside>
@@ -5020,8 +7254,12 @@ dialog label{display:block;font-weight:600;font-size:14px;margin-bottom:6px}
 // Limits and timings (PROTOCOL.md sections 3-5).
 var TITLE = 'LAN Chat', TEXT_MAX = 16384, PAGE = 50, GAP_PAGE = 200;
 var BACKOFF_MIN = 500, BACKOFF_MAX = 10000;       // reconnect delay range, ms
-var IDLE_MS = 100000;     // server pings after 30 s of silence; nothing for 100 s = dead link
-var NICK_GRACE_MS = 95000; // the server keeps a dead connection's nick until its 90 s timeout
+// Liveness follows the server's --ping-after and --idle-timeout, which welcome.limits
+// announces in seconds; these are the server's defaults, used until the first welcome.
+var PING_AFTER_S = 30, IDLE_TIMEOUT_S = 90;
+var QUIET_MARGIN_MS = 5000;  // a live server pings a silent client after ping_after: past that, ask
+var DEAD_MARGIN_MS = 10000;  // past idle_timeout the server has closed a silent client: link is dead
+var NICK_MARGIN_MS = 5000;   // the server keeps a dead connection's nick until its idle_timeout
 var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
 var MAX_PARALLEL_UPLOADS = 2;
 var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
@@ -5042,6 +7280,12 @@ function newCid() {
   var a = new Uint8Array(12); crypto.getRandomValues(a);
   return 'w-' + Array.prototype.map.call(a, function (b) { return (b + 256).toString(16).slice(1); }).join('');
 }
+function serverSeconds(name, fallback) {
+  var v = S.limits[name];
+  return typeof v === 'number' && v > 0 ? v : fallback;
+}
+function pingAfterMs() { return 1000 * serverSeconds('ping_after', PING_AFTER_S); }
+function idleTimeoutMs() { return 1000 * serverSeconds('idle_timeout', IDLE_TIMEOUT_S); }
 function utf8Len(s) { return new TextEncoder().encode(s).length; }
 function humanSize(n) {
   var u = ['B', 'KB', 'MB', 'GB', 'TB'], i = 0;
@@ -5073,7 +7317,7 @@ var token = store.get('token') || '';
 // ---- state ----
 var S = {
   ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '',
-  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, stopped: false,
+  lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, quiet: 0, stopped: false,
   nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
   byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
 };
@@ -5108,7 +7352,7 @@ function connect() {
     if (S.ws !== ws) return;
     lost();
     if (e.code === 1008 && !S.everWelcomed && !S.stopped) {
-      setBanner('The server refused the connection (policy). Retrying\u2026', true);
+      setBanner('The server refused the connection (policy). Retrying…', true);
     }
     retry();
   };
@@ -5117,11 +7361,11 @@ function connect() {
 function lost() {
   var ws = S.ws; S.ws = null;
   if (ws) { ws.onclose = ws.onmessage = ws.onopen = null; try { ws.close(); } catch (e) {} }
-  if (S.welcomed) S.nickRetryUntil = Date.now() + NICK_GRACE_MS;
-  S.welcomed = false; S.hist = null; clearTimeout(S.idle);
+  if (S.welcomed) S.nickRetryUntil = Date.now() + idleTimeoutMs() + NICK_MARGIN_MS;
+  S.welcomed = false; S.hist = null; clearTimeout(S.idle); clearTimeout(S.quiet);
   setConn(false);
   markPending();
-  if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting\u2026' : 'Connecting\u2026');
+  if (!S.stopped) setBanner(S.everWelcomed ? 'Reconnecting…' : 'Connecting…');
 }
 function retry() {
   if (S.stopped || S.timer) return;
@@ -5131,8 +7375,10 @@ function retry() {
 }
 function touch() {
   S.lastRx = Date.now();
-  clearTimeout(S.idle);
-  S.idle = setTimeout(function () { lost(); retry(); }, IDLE_MS);
+  clearTimeout(S.idle); clearTimeout(S.quiet);
+  // Frames the server does not answer (typing) keep it from pinging us: ping it instead.
+  S.quiet = setTimeout(function () { raw({ type: 'ping' }); }, pingAfterMs() + QUIET_MARGIN_MS);
+  S.idle = setTimeout(function () { lost(); retry(); }, idleTimeoutMs() + DEAD_MARGIN_MS);
 }
 function sendHello() {
   if (!S.nick) { askNick(''); return; }
@@ -5159,6 +7405,7 @@ var H = {
     S.welcomed = true; S.everWelcomed = true; S.attempt = 0;
     S.nick = m.nick; store.set('nick', m.nick);
     S.session = m.session || ''; S.limits = m.limits || {};
+    touch();   // re-arm the liveness timers with the server's own timings
     S.users = new Map();
     (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
     S.online = typeof m.online === 'number' ? m.online : S.users.size;
@@ -5222,7 +7469,7 @@ var H = {
   },
   ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
   pong: function () {},
-  bye: function () { setBanner('The server is restarting. Reconnecting\u2026'); },
+  bye: function () { setBanner('The server is restarting. Reconnecting…'); },
   error: onError
 };
 
@@ -5231,7 +7478,7 @@ function onError(m) {
   if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid')) {
     if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
       // Probably our own previous connection, not yet timed out on the server: wait for it.
-      setBanner('Reconnecting\u2026 (waiting for the previous connection to expire)');
+      setBanner('Reconnecting… (waiting for the previous connection to expire)');
       lost(); retry(); return;
     }
     askNick(text); return;
@@ -5239,7 +7486,7 @@ function onError(m) {
   if (code === 'auth_failed' || code === 'proto_unsupported') {
     S.stopped = true;
     setBanner(code === 'auth_failed'
-      ? 'Access denied: open the full link shown by the server (it ends with #k=\u2026).'
+      ? 'Access denied: open the full link shown by the server (it ends with #k=…).'
       : 'This server speaks another protocol version. Reload the page.', true);
     lost(); return;
   }
@@ -5390,11 +7637,11 @@ function setStatus(node, text) { var s = node.querySelector('.st'); if (s) s.tex
 function addPending(item) {
   var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to }, true);
   node.classList.add('pending');
-  setStatus(node, S.welcomed ? 'Sending\u2026' : 'Waiting for connection\u2026');
+  setStatus(node, S.welcomed ? 'Sending…' : 'Waiting for connection…');
   place(node, Infinity);
 }
 function markPending() {
-  log.querySelectorAll('.pending').forEach(function (p) { setStatus(p, 'Waiting for connection\u2026'); });
+  log.querySelectorAll('.pending').forEach(function (p) { setStatus(p, 'Waiting for connection…'); });
 }
 function updateChrome() {
   var any = log.querySelector('.m[data-id]');
@@ -5410,14 +7657,15 @@ function sendItem(item) {
   if (item.to) m.to = item.to;
   if (raw(m)) {
     var p = log.querySelector('.pending[data-cid="' + cssEsc(item.cid) + '"]');
-    if (p) setStatus(p, 'Sending\u2026');
+    if (p) setStatus(p, 'Sending…');
   }
 }
 function flushOutbox() { outbox.slice().forEach(sendItem); }
 function sendText() {
   var text = ta.value.trim();
   if (!text) return;
-  if (utf8Len(text) > (S.limits.text || TEXT_MAX)) { toast('This message is too long (16 KB at most).'); return; }
+  var max = S.limits.text || TEXT_MAX;
+  if (utf8Len(text) > max) { toast('This message is too long (' + humanSize(max) + ' at most).'); return; }
   var item = { cid: newCid(), text: text };
   if (S.to) item.to = S.to;
   outbox.push(item); saveOutbox();
@@ -5477,7 +7725,7 @@ function renderUsers() {
   });
   var count = Math.max(S.online, S.users.size);
   $('ucount').textContent = count;
-  $('uhead').textContent = 'Online \u2014 ' + count;
+  $('uhead').textContent = 'Online — ' + count;
 }
 function openUsers(open) {
   document.body.classList.toggle('uopen', open);
@@ -5518,13 +7766,13 @@ $('nickForm').addEventListener('submit', function (e) {
 // ---- typing indicator, banner, toast, title ----
 function renderTyping() {
   var names = Array.from(S.typers.values()).map(function (x) { return x.nick; });
-  $('typing').textContent = !names.length ? '' : names.length === 1 ? names[0] + ' is typing\u2026'
-    : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing\u2026' : names.length + ' people are typing\u2026';
+  $('typing').textContent = !names.length ? '' : names.length === 1 ? names[0] + ' is typing…'
+    : names.length === 2 ? names[0] + ' and ' + names[1] + ' are typing…' : names.length + ' people are typing…';
 }
 function setConn(on) {
   $('sub').classList.toggle('on', on);
   $('sub').classList.toggle('off', !on && S.stopped);
-  $('subText').textContent = on ? S.nick + ' \u00b7 online' : (S.stopped ? 'Offline' : 'Connecting\u2026');
+  $('subText').textContent = on ? S.nick + ' · online' : (S.stopped ? 'Offline' : 'Connecting…');
   updateChrome();
 }
 function setBanner(text, bad) {
@@ -5572,7 +7820,7 @@ function startUpload(job) {
   var f = job.file, name = f.name || 'file', cid = newCid();
   var row = el('div', 'up'); row.appendChild(el('span', null, name));
   var bar = el('progress'); bar.max = 1; bar.value = 0; bar.setAttribute('aria-label', 'Uploading ' + name);
-  var cancel = el('button', 'iconbtn', '\u00d7'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
+  var cancel = el('button', 'iconbtn', '×'); cancel.type = 'button'; cancel.setAttribute('aria-label', 'Cancel upload of ' + name);
   var pct = el('span', 'pct', '0%'); pct.setAttribute('aria-hidden', 'true');
   row.appendChild(bar); row.appendChild(pct); row.appendChild(cancel); $('uploads').appendChild(row);
   var q = '?session=' + encodeURIComponent(S.session) + '&name=' + encodeURIComponent(name) + '&cid=' + encodeURIComponent(cid);
@@ -5623,179 +7871,116 @@ document.addEventListener('paste', function (e) {
 // ---- start ----
 outbox.forEach(addPending);
 renderUsers(); updateChrome();
-setBanner('Connecting\u2026');
+setBanner('Connecting…');
 if (!S.nick) askNick('');
 connect();
 })();
 </script>
 </body>
 </html>
+""".encode("utf-8")
+
+# client_web/pair.html: the template of GET /pair (shown on the PC itself only);
+# pair_page_html() replaces its {{svg}}, {{url}} and {{firewall}} markers. No script, no
+# external resource.
+_PAIR_PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<title>Pair your phone - LAN Chat</title>
+<style>
+:root {
+  --bg: #f4f5f7;
+  --fg: #1d2330;
+  --muted: #5b6475;
+  --card: #ffffff;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #15181e;
+    --fg: #e8eaf0;
+    --muted: #9aa3b5;
+    --card: #222733;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+body {
+  margin: 0;
+  min-height: 100vh;
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  background: var(--bg);
+  color: var(--fg);
+  font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+}
+main {
+  background: var(--card);
+  border-radius: 16px;
+  padding: 24px 28px;
+  margin: 16px;
+  max-width: 560px;
+  text-align: center;
+  box-shadow: 0 4px 24px rgba(0, 0, 0, .15);
+}
+h1 {
+  font-size: 1.4em;
+  margin: 0 0 12px;
+}
+.qr {
+  background: #ffffff;
+  border-radius: 8px;
+  padding: 8px;
+  display: inline-block;
+}
+.qr svg {
+  display: block;
+  width: min(70vmin, 420px);
+  height: auto;
+}
+.url {
+  font: 15px/1.4 ui-monospace, "Cascadia Mono", Consolas, monospace;
+  word-break: break-all;
+  user-select: all;
+  margin: 12px 0;
+  padding: 8px;
+  border-radius: 6px;
+  background: var(--bg);
+}
+ol {
+  text-align: left;
+  margin: 12px 0 0;
+  padding-left: 1.4em;
+}
+.muted {
+  color: var(--muted);
+  font-size: .9em;
+}
+</style>
+</head>
+<body>
+<main>
+<h1>Pair your phone</h1>
+<div class="qr" role="img" aria-label="QR code of the chat address">{{svg}}</div>
+<p class="url">{{url}}</p>
+<ol>
+<li>Connect the phone to the same WiFi as this PC (not a guest network).</li>
+<li>Scan the code with the phone's camera, or type the address above.</li>
+<li>Pick a nickname and chat.</li>
+</ol>
+<p class="muted">The code contains the chat's key: show it only to people you want in.
+Phone cannot connect? On Windows, right-click {{firewall}} &gt; Run with PowerShell.</p>
+</main>
+</body>
+</html>
 """
 
-###############################################################################
-# CLI and main() ##############################################################
-###############################################################################
-
-# (flag, env var, type, default, help) — every flag can also come from the environment.
-def _env(name, default, kind=str):
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if kind is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    return kind(raw)
-
-
-def build_arg_parser():
-    p = argparse.ArgumentParser(
-        prog="chatserver",
-        description="LAN chat and file-sharing server (framed TCP, HTTP and WebSocket on one "
-                    "port). Every option can also be set by the environment variable shown.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = p.add_argument
-    add("--host", default=_env("CHAT_HOST", DEFAULT_HOST),
-        help="address to listen on (CHAT_HOST); 0.0.0.0 = every IPv4 interface")
-    add("--port", type=int, default=_env("CHAT_PORT", DEFAULT_PORT, int),
-        help="TCP port for all protocols (CHAT_PORT)")
-    add("--data-dir", default=_env("CHAT_DATA_DIR", None),
-        help="folder for history, files and the pairing token (CHAT_DATA_DIR); "
-             "%(default)s means " + default_data_dir().replace("%", "%%"))
-    add("--memory", action="store_true", default=_env("CHAT_MEMORY", False, bool),
-        help="keep nothing on disk: history and files vanish at exit (CHAT_MEMORY)")
-    add("--max-clients", type=int, default=_env("CHAT_MAX_CLIENTS", DEFAULT_MAX_CLIENTS, int),
-        help="connections served at once (CHAT_MAX_CLIENTS); on Windows capped at %d because "
-             "select() there handles at most 512 sockets" % WINDOWS_SELECT_MAX_CLIENTS)
-    add("--rate-limit", type=float, default=_env("CHAT_RATE_LIMIT", DEFAULT_RATE_LIMIT, float),
-        help="messages per second per connection, 0 = unlimited (CHAT_RATE_LIMIT)")
-    add("--rate-burst", type=int, default=_env("CHAT_RATE_BURST", DEFAULT_RATE_BURST, int),
-        help="messages a connection may send in a burst (CHAT_RATE_BURST)")
-    add("--max-file-size", type=int,
-        default=_env("CHAT_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE, int),
-        help="largest file accepted, bytes (CHAT_MAX_FILE_SIZE)")
-    add("--min-free-disk", type=int,
-        default=_env("CHAT_MIN_FREE_DISK", DEFAULT_MIN_FREE_DISK, int),
-        help="free disk space always kept, bytes; uploads that would eat it are refused with "
-             "disk_full (CHAT_MIN_FREE_DISK)")
-    add("--max-uploads", type=int, default=_env("CHAT_MAX_UPLOADS", DEFAULT_MAX_UPLOADS, int),
-        help="concurrent uploads per user (CHAT_MAX_UPLOADS)")
-    add("--out-hard-limit", type=int, default=_env("CHAT_OUT_HARD_LIMIT", OUT_HARD_LIMIT, int),
-        help="queued output, bytes, that closes a slow client at once (CHAT_OUT_HARD_LIMIT)")
-    add("--out-soft-limit", type=int, default=_env("CHAT_OUT_SOFT_LIMIT", OUT_SOFT_LIMIT, int),
-        help="queued output, bytes, tolerated for --out-soft-seconds (CHAT_OUT_SOFT_LIMIT)")
-    add("--out-soft-seconds", type=float,
-        default=_env("CHAT_OUT_SOFT_SECONDS", OUT_SOFT_SECONDS, float),
-        help="grace period over the soft output limit (CHAT_OUT_SOFT_SECONDS)")
-    add("--ping-after", type=float, default=_env("CHAT_PING_AFTER", PING_AFTER, float),
-        help="seconds of silence before the server pings a client (CHAT_PING_AFTER)")
-    add("--idle-timeout", type=float, default=_env("CHAT_IDLE_TIMEOUT", IDLE_TIMEOUT, float),
-        help="seconds of silence before a client is dropped (CHAT_IDLE_TIMEOUT)")
-    add("--http-timeout", type=float, default=_env("CHAT_HTTP_TIMEOUT", HTTP_TIMEOUT, float),
-        help="seconds an HTTP request head may take to arrive, and an HTTP connection may "
-             "stay silent (CHAT_HTTP_TIMEOUT)")
-    add("--sync", choices=("full", "normal"), default=_env("CHAT_SYNC", "full"),
-        help="SQLite synchronous mode: full survives power loss, normal survives a crash of "
-             "the server process (CHAT_SYNC)")
-    add("--open", action="store_true", default=_env("CHAT_OPEN", False, bool),
-        help="no pairing token: anyone on the network may join (CHAT_OPEN)")
-    add("--new-token", action="store_true", default=_env("CHAT_NEW_TOKEN", False, bool),
-        help="rotate the pairing token; phones must scan the new QR code (CHAT_NEW_TOKEN)")
-    add("--advertise-host", default=_env("CHAT_ADVERTISE_HOST", None),
-        help="address put in the pairing URL and QR code instead of the detected LAN address "
-             "(CHAT_ADVERTISE_HOST)")
-    add("--no-browser", action="store_true", default=_env("CHAT_NO_BROWSER", False, bool),
-        help="do not open the pairing page in a browser at start (CHAT_NO_BROWSER)")
-    add("--log-level", default=_env("CHAT_LOG_LEVEL", "info"),
-        choices=("debug", "info", "warning", "error"), help="console log detail (CHAT_LOG_LEVEL)")
-    add("--quiet", action="store_true", default=_env("CHAT_QUIET", False, bool),
-        help="log warnings and errors only, and no start-up banner (CHAT_QUIET)")
-    add("--version", action="version", version="chatserver " + __version__)
-    return p
-
-
-def config_from_args(args):
-    return Config(host=args.host, port=args.port, data_dir=args.data_dir, memory=args.memory,
-                  max_clients=args.max_clients, rate_limit=args.rate_limit,
-                  rate_burst=args.rate_burst, out_hard=args.out_hard_limit,
-                  out_soft=args.out_soft_limit, out_soft_seconds=args.out_soft_seconds,
-                  ping_after=args.ping_after, idle_timeout=args.idle_timeout,
-                  max_file_size=args.max_file_size, min_free_disk=args.min_free_disk,
-                  max_uploads=args.max_uploads, open=args.open, new_token=args.new_token,
-                  sync=args.sync, advertise_host=args.advertise_host,
-                  http_timeout=args.http_timeout)
-
-
-def install_signal_handlers(server):
-    """Ctrl+C and SIGTERM stop the loop cleanly (bye, flush, close the database). The handler
-    only sets a flag: it may interrupt a write to the console, where logging would fail."""
-    def on_signal(signum, frame):
-        server.stop_signal = signum
-        server.stop()
-    signal.signal(signal.SIGINT, on_signal)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, on_signal)
-    if hasattr(signal, "SIGBREAK"):
-        signal.signal(signal.SIGBREAK, on_signal)
-
-
-def print_banner(server, bound):
-    """Where the server listens, where its data is, and how phones join (URL + QR code)."""
-    host, port = bound[0], bound[1]
-    print("\nLAN Chat server %s listening on %s:%d\ndata: %s" % (
-        __version__, host, port,
-        "(memory only)" if server.config.memory else server.data_root), flush=True)
-    text = pairing_banner(server.pairing_urls(), server.chat.token, port,
-                          qr_console_can_encode(sys.stdout), IS_WINDOWS, listens_on_lan(host))
-    try:
-        print(text, flush=True)
-    except UnicodeEncodeError:      # a console that lied about its encoding
-        print(pairing_banner(server.pairing_urls(), server.chat.token, port, False,
-                             IS_WINDOWS, listens_on_lan(host)), flush=True)
-
-
-def keep_window_open():
-    """Wait for Enter when the double-clicked Windows .exe cannot start: its console window
-    closes with the process, and the reason (port or data folder in use) would flash by
-    unread. Scripts, services and other systems exit at once."""
-    if not (getattr(sys, "frozen", False) and IS_WINDOWS and sys.stdin is not None):
-        return
-    try:
-        if sys.stdin.isatty():
-            input("Press Enter to close this window.")
-    except (EOFError, KeyboardInterrupt, OSError, ValueError):
-        pass
-
-
-def cannot_start(exc):
-    log.error("cannot start: %s", exc)
-    keep_window_open()
-    return 2
-
-
-def main(argv=None):
-    args = build_arg_parser().parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):
-        # a cp1252 Windows console or a redirected stream must not choke on a nick like 'Zoë 🎉'
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    level = logging.WARNING if args.quiet else getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        server = Server(config_from_args(args))
-    except OSError as exc:          # the data folder: not writable, or in use
-        return cannot_start(exc)
-    try:
-        bound = server.listen()
-    except OSError as exc:          # the port: in use, or not an address of this PC
-        server.shutdown()
-        return cannot_start(exc)
-    install_signal_handlers(server)
-    if not args.quiet:
-        print_banner(server, bound)
-    if should_open_browser(args.no_browser):
-        open_pair_page(bound[1])
-    server.serve_forever()
-    return 0
+# END GENERATED client_web/
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ generator. Both versions run alternately in the same process; medians are report
 import argparse
 import importlib.util
 import json
+import socket
 import os
 import statistics
 import subprocess
@@ -31,11 +32,15 @@ def load(path, name):
 
 def microseconds_per_message(cs, count):
     server = cs.Server(cs.Config(memory=True, open=True, rate_limit=0))
+    socks = []
     try:
-        conn = cs.Connection.__new__(cs.Connection)
-        conn.nick = conn.key = conn.session = None
-        conn.bucket = cs.TokenBucket(0, 1)
-        conn.peer, conn.proto, conn.closed = ("127.0.0.1", 1), "framed", False
+        sock, other = socket.socketpair()
+        socks.extend((sock, other))
+        try:                 # the connection layer's constructor (since the loop API)
+            conn = cs.Connection(server, sock, ("127.0.0.1", 1), cs.TokenBucket(0, 1))
+        except TypeError:    # older revisions: no loop argument
+            conn = cs.Connection(sock, ("127.0.0.1", 1), cs.TokenBucket(0, 1))
+        conn.proto = "framed"
         server.chat.handle(conn, json.dumps({"type": "hello", "nick": "pub", "proto": 1}).encode())
         server.chat.outbox.take()
         frames = [json.dumps({"type": "msg", "text": "x" * 100, "cid": "c%d" % i}).encode()
@@ -50,6 +55,8 @@ def microseconds_per_message(cs, count):
         return (time.perf_counter() - start) / count * 1e6
     finally:
         server.store.close()
+        for sock in socks:
+            sock.close()
 
 
 def main():

@@ -4,6 +4,7 @@ Used by the tests (and handy by hand: `python -i tests/chatclient.py`)."""
 import json
 import os
 import re
+import secrets
 import socket
 import struct
 import subprocess
@@ -12,7 +13,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "chatserver.py")
+# CHATSERVER_PY runs the tests against another copy (tests/mutations/ points it at a mutant).
+SERVER = os.path.abspath(os.environ.get("CHATSERVER_PY") or os.path.join(ROOT, "chatserver.py"))
 PREFIX = struct.Struct(">II")
 
 
@@ -26,11 +28,21 @@ class Closed(Exception):
 
 
 class ChatClient:
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, source=None, rcvbuf=None):
+        """`source`: the loopback address to connect from (e.g. "127.0.0.9"), so that a test
+        can look like another machine to the per-address auth slow-down. `rcvbuf`: a fixed
+        receive buffer (it caps the TCP window, so the server cannot run far ahead)."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self.buf = bytearray()
         self.inbox = []          # frames received but not consumed yet: (header, payload)
         self.welcome = None
+        self.device = secrets.token_urlsafe(16)   # this client object is one device
         self._cid = 0
 
     # -- raw I/O --------------------------------------------------------------
@@ -104,10 +116,14 @@ class ChatClient:
 
     # -- protocol -------------------------------------------------------------
 
-    def hello(self, nick, token=None, since=None, session=None, expect="welcome"):
+    def hello(self, nick, token=None, since=None, device=None, expect="welcome"):
+        """`device`: the device key to send (default: this client object's own, so every
+        ChatClient is another device; pass another client's `.device` to be that device,
+        or False to send none and be issued one)."""
         header = {"type": "hello", "nick": nick, "client": "tests/1", "proto": 1}
-        if session is not None:
-            header["session"] = session
+        device = self.device if device is None else device
+        if device:
+            header["device"] = device
         if token is not None:
             header["token"] = token
         if since is not None:
@@ -117,6 +133,8 @@ class ChatClient:
         if expect == "welcome":
             assert reply["type"] == "welcome", reply
             self.welcome = reply
+        if reply["type"] == "welcome":
+            self.device = reply["device"]      # a client keeps the key it was given
         return reply
 
     def next_cid(self):
@@ -152,11 +170,17 @@ def free_port():
 class ServerProcess:
     """chatserver.py in a subprocess on 127.0.0.1, with its own data folder."""
 
-    def __init__(self, data_dir, *extra, port=None):
+    def __init__(self, data_dir, *extra, port=None, env=None, nofile=None):
         self.data_dir = str(data_dir)
         self.extra = list(extra)
         self.port = port or free_port()
+        self.env = env           # extra environment variables for the server process
+        self.nofile = nofile     # RLIMIT_NOFILE (soft = hard) for the server process
         self.proc = None
+
+    def _limit_files(self):
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def start(self, timeout=10.0):
         args = [sys.executable, SERVER, "--host", "127.0.0.1", "--port", str(self.port),
@@ -166,7 +190,10 @@ class ServerProcess:
         self.log_path = os.path.join(self.data_dir, "server.log")
         os.makedirs(self.data_dir, exist_ok=True)
         self.log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     env=env, preexec_fn=self._limit_files if self.nofile
+                                     else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -191,8 +218,8 @@ class ServerProcess:
         assert found, "no token on the /pair page: %r" % page[:300]
         return found.group(1)
 
-    def client(self, nick=None, **hello):
-        c = ChatClient(self.port)
+    def client(self, nick=None, source=None, rcvbuf=None, **hello):
+        c = ChatClient(self.port, source=source, rcvbuf=rcvbuf)
         if nick is not None:
             c.hello(nick, **hello)
         return c

@@ -36,7 +36,7 @@ def expect_error(client, code, timeout=5.0):
     err = client.wait_for("error", timeout=timeout)
     assert err["code"] == code, err
     assert isinstance(err["message"], str) and err["message"]
-    assert err["fatal"] == cs.ERROR_FATAL[code]
+    assert err["fatal"] == cs.ERRORS[code].fatal
     return err
 
 
@@ -52,7 +52,8 @@ def test_broadcast_reaches_everyone_including_sender(server):
         assert got == ack
 
 
-def test_broadcast_to_200_concurrent_clients(server):
+def test_broadcast_to_200_concurrent_clients(make_server):
+    server = make_server("--open", "--rate-limit", "0", "--max-per-address", "0")
     clients = [ChatClient(server.port) for _ in range(200)]
     for i, c in enumerate(clients):
         c.send({"type": "hello", "nick": "user%03d" % i, "client": "tests/1", "proto": 1})
@@ -115,12 +116,16 @@ def test_presence_join_and_leave(server):
 
 # -- nicks --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("nick", ["", "   ", "x" * 33, "bad\x07nick", "zero\u200bwidth", 42, None])
-def test_invalid_nicks_are_refused_and_connection_stays(server, nick):
+@pytest.mark.parametrize("nick,code", [
+    ("", "nick_invalid"), ("   ", "nick_invalid"), ("x" * 33, "nick_invalid"),
+    ("bad\x07nick", "nick_invalid"), ("zero\u200bwidth", "nick_invalid"),
+    # PROTOCOL.md: a missing or mistyped field is bad_request, whatever the field
+    (42, "bad_request"), (None, "bad_request")])
+def test_invalid_nicks_are_refused_and_connection_stays(server, nick, code):
     watcher = server.client("watcher")
     c = ChatClient(server.port)
     c.send({"type": "hello", "nick": nick, "proto": 1})
-    expect_error(c, "nick_invalid")
+    expect_error(c, code)
     assert c.hello("valid-after")["nick"] == "valid-after"
     assert_chat_still_works(server, watcher, c)
 
@@ -130,17 +135,19 @@ def test_nick_is_trimmed_and_unique_case_insensitively(server):
     assert a.welcome["nick"] == "Alice"
     b = ChatClient(server.port)
     err = b.hello("aLiCe", expect="error")
-    assert err["code"] == "nick_taken" and not err["fatal"]
+    assert err["code"] == "nick_owned" and not err["fatal"]
     assert b.hello("bob")["nick"] == "bob"
     assert_chat_still_works(server, a, b)
 
 
-def test_nick_free_again_after_leaving(server):
+def test_a_nick_stays_with_its_device_after_leaving(server):
     watcher = server.client("watcher")
     a = server.client("alice")
     a.close()
     watcher.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "alice")
-    assert server.client("alice").welcome["nick"] == "alice"
+    other = ChatClient(server.port)
+    assert other.hello("alice", expect="error")["code"] == "nick_owned"
+    assert server.client("alice", device=a.device).welcome["nick"] == "alice"
 
 
 # -- history, resume, dedup ---------------------------------------------------------------
@@ -178,7 +185,7 @@ def test_resume_after_reconnect_has_no_gap_and_no_duplicate(server):
     a.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "bob")
     missed = [a.say("missed %d" % i)["id"] for i in range(250)]   # more than one welcome holds
     b2 = ChatClient(server.port)
-    welcome = b2.hello("bob", since=cursor)
+    welcome = b2.hello("bob", since=cursor, device=b.device)
     got = [m["id"] for m in welcome["history"]]
     assert welcome["has_more"] is True and len(got) == cs.WELCOME_HISTORY_RESUME
     while True:   # page backward to the cursor, as PROTOCOL.md says
@@ -198,7 +205,7 @@ def test_resend_with_same_cid_is_stored_once_and_reacknowledged(server):
     b.wait_for("msg")
     a.close()
     b.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "alice")
-    a2 = server.client("alice")
+    a2 = server.client("alice", device=a.device)
     again = a2.say("only once (resent)", cid="fixed-1")
     assert again == first                    # the original, not a new message
     assert [h for h in b.drain(0.3) if h["type"] == "msg"] == []   # bob does not get it twice
@@ -684,28 +691,52 @@ def test_windows_caps_max_clients_below_select_limit(monkeypatch, tmp_path):
         srv.store.close()
 
 
+def _files_under(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, _, files in os.walk(folder) for f in files)
+
+
 def test_memory_mode_keeps_nothing_on_disk(make_server, tmp_path):
-    data = tmp_path / "never-used"
-    srv = make_server("--open", "--memory", data_dir=data)
-    a = srv.client("alice")
+    """--memory writes nothing into a data folder, given (--data-dir) or default (HOME,
+    XDG_DATA_HOME, LOCALAPPDATA: folders of this test), and its temporary folder (under
+    TMPDIR, also this test's) holds the shared files only while it runs."""
+    home, xdg, given, tmp = (tmp_path / n for n in ("home", "xdg", "given", "tmp"))
+    for folder in (home, xdg, tmp):
+        folder.mkdir()
+    env = {"HOME": str(home), "XDG_DATA_HOME": str(xdg), "LOCALAPPDATA": str(home),
+           "TMPDIR": str(tmp)}
+    srv = make_server("--open", "--rate-limit", "0", "--memory", "--data-dir", str(given),
+                      data_dir=tmp_path / "log", env=env)
+    a, b = srv.client("alice"), srv.client("bob")
     assert a.say("ephemeral")["type"] == "msg"
-    assert srv.client("bob").welcome["history"][-1]["text"] == "ephemeral"
-    assert sorted(os.listdir(data)) == ["server.log"]      # only the test's own log file
+    data = os.urandom(3000)
+    a.send({"type": "upload", "name": "in-temp.bin", "size": len(data), "cid": "m1"})
+    ready = a.wait_for("upload_ready")
+    a.send({"type": "chunk", "upload": ready["upload"], "offset": 0}, data)
+    shared = b.wait_for(lambda h: h.get("type") == "msg" and h.get("file"))
+    assert shared["file"]["size"] == len(data)
+    assert srv.client("carol").welcome["history"][-2]["text"] == "ephemeral"
+    assert not given.exists(), _files_under(given)
+    assert _files_under(home) == [] and _files_under(xdg) == []
+    in_temp = _files_under(tmp)
+    assert len(in_temp) == 1 and in_temp[0].endswith(os.path.join("files", shared["file"]["id"]))
+    assert srv.stop() == 0
+    assert os.listdir(tmp) == []              # the temporary folder went with the server
 
 
-def test_reconnect_with_session_takes_over_a_dead_connection(server):
+def test_reconnect_with_the_device_key_takes_over_a_dead_connection(server):
     watcher = server.client("watcher")
     old = server.client("alice")       # its network "drops": the server still holds it
     session = old.welcome["session"]
     watcher.drain(0.2)
     stranger = ChatClient(server.port)
-    assert stranger.hello("alice", expect="error")["code"] == "nick_taken"
-    bad = ChatClient(server.port)
-    bad.send({"type": "hello", "nick": "alice", "proto": 1, "session": "guess"})
-    expect_error(bad, "nick_taken")
+    assert stranger.hello("alice", expect="error")["code"] == "nick_owned"
+    bad = ChatClient(server.port)       # the session is no credential for this any more
+    bad.send({"type": "hello", "nick": "alice", "proto": 1, "session": session})
+    expect_error(bad, "nick_owned")
     new = ChatClient(server.port)
-    assert new.hello("alice", session=session)["nick"] == "alice"
-    old.expect_closed()
+    assert new.hello("alice", device=old.device)["nick"] == "alice"
+    assert old.expect_closed()[-1] == {"type": "bye", "reason": "replaced"}
     assert new.say("back")["type"] == "msg"
     frames = watcher.drain(0.3)
     assert not [f for f in frames if f["type"] in ("leave", "join") and f.get("nick") == "alice"]
@@ -739,7 +770,7 @@ def test_a_bug_in_a_handler_costs_one_connection_not_the_server(caplog):
 
     def injected_bug(conn, header, payload):
         raise RuntimeError("injected bug")
-    srv.chat.handlers["explode"] = (injected_bug, True, False, False)
+    srv.chat.handlers["explode"] = (injected_bug, cs.Handler("explode"))
     loop = threading.Thread(target=srv.serve_forever, daemon=True)
     loop.start()
     try:

@@ -127,8 +127,8 @@ def test_upload_resumes_after_forced_disconnect(files_server, cut):
     time.sleep(0.3)
     a.sock.shutdown(socket.SHUT_RDWR)     # WiFi drop
     a.close()
-    # back at once: the session takes the nick over even if the server still holds it
-    a2 = files_server.client("alice", session=a.welcome["session"])
+    # back at once: the device key takes the nick over even if the server still holds it
+    a2 = files_server.client("alice", device=a.device)
     a2.send({"type": "upload_status", "upload": ready["upload"]})
     status = a2.wait_for("upload_ready")
     assert status["offset"] == 2 * MiB and status["cid"] == "r1"
@@ -358,9 +358,14 @@ def test_max_file_size_is_configurable(make_server):
 
 
 def test_chunk_before_hello(files_server):
+    """Before hello no frame carries a payload (PROTOCOL.md, "Before hello"): the declared
+    length is refused before any of it is read, and the stranger is closed."""
+    watcher = files_server.client("watcher")
     c = ChatClient(files_server.port)
     c.send({"type": "chunk", "upload": "u1", "offset": 0}, b"x")
-    expect_error(c, "not_joined")
+    frames = c.expect_closed()
+    assert frames and frames[-1]["code"] == "frame_too_large" and frames[-1]["fatal"] is True
+    assert_chat_still_works(files_server, watcher)
 
 
 # -- crash safety -------------------------------------------------------------------------
@@ -393,8 +398,8 @@ def test_kill_9_mid_upload_never_serves_a_partial_file(make_server, tmp_path):
     assert all("file" not in m for m in b.welcome["history"])
     err, _ = download(b, "fghost")
     assert err["code"] == "unknown_file"
-    # the partial upload is resumable by its owner after the restart
-    a2 = srv2.client("alice")
+    # the partial upload is resumable by its owner (the same device) after the restart
+    a2 = srv2.client("alice", device=a.device)
     a2.send({"type": "upload_status", "upload": ready["upload"]})
     status = a2.wait_for("upload_ready")
     assert status["offset"] == MiB
@@ -518,9 +523,9 @@ def send_slowly_http(client, data, results):
     import json
     import urllib.parse
     conn = http.client.HTTPConnection("127.0.0.1", client.sock.getpeername()[1], timeout=30)
-    conn.request("POST", "/files?" + urllib.parse.urlencode(
-        {"session": client.welcome["session"], "name": "slow.bin", "cid": "up1"}),
-        body=data, headers={"Content-Type": "application/octet-stream"})
+    conn.request("POST", "/files?" + urllib.parse.urlencode({"name": "slow.bin", "cid": "up1"}),
+                 body=data, headers={"Content-Type": "application/octet-stream",
+                                     "Authorization": "Bearer " + client.welcome["session"]})
     res = conn.getresponse()
     results.append(json.loads(res.read()) if res.status == 201 else {"type": "error",
                                                                        "status": res.status})
@@ -550,10 +555,10 @@ def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch, send_
     sender = threading.Thread(target=send_slowly, args=(a, data, results), daemon=True)
     sender.start()
     deadline = time.monotonic() + 10
-    while not inproc.srv.paused and time.monotonic() < deadline:
+    while not inproc.srv.paused_by_disk and time.monotonic() < deadline:
         time.sleep(0.01)
-    (paused,) = inproc.srv.paused
-    assert paused.read_paused and paused.proto in ("framed", "http")
+    (paused,) = inproc.srv.paused_by_disk
+    assert paused.paused & cs.PAUSED_BY_DISK and paused.proto in ("framed", "http")
     assert (paused is inproc.srv.chat.joined["alice"]) == (send_slowly is send_slowly_framed)
     ack = b.say("the chat does not wait for the disk")
     assert ack["type"] == "msg"
@@ -564,7 +569,7 @@ def test_a_slow_disk_pauses_the_uploader_not_the_chat(inproc, monkeypatch, send_
     (msg,) = results
     assert msg["type"] == "msg" and msg["file"]["size"] == len(data), msg
     assert msg["file"]["sha256"] == hashlib.sha256(data).hexdigest()
-    assert not inproc.srv.paused and not paused.read_paused
+    assert not inproc.srv.paused_by_disk and not paused.paused & cs.PAUSED_BY_DISK
     assert most_queued[0] <= bound
     start, got = download(b, msg["file"]["id"])
     assert got == data

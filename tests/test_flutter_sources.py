@@ -7,15 +7,12 @@ No Dart or Flutter SDK can be installed on these machines, so:
   docs/PROTOCOL.md (tables of sections 3, 4 and 6) as a string literal;
 - pubspec.yaml must declare every package that lib/ and test/ import;
 - lib/services/ stays pure Dart (no Flutter import), so the protocol runs anywhere;
-- tool/setup_platforms.sh patches real template files, idempotently.
+- pubspec.lock is committed and every version in it satisfies pubspec.yaml, and the
+  workflow pins the Flutter version the lock was made for;
 The real compile, `flutter analyze` and `flutter test` run in .github/workflows/flutter.yml.
 """
 import os
-import plistlib
 import re
-import shutil
-import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -255,7 +252,9 @@ def test_pubspec_declares_packages_used_by_tests(parser):
 
 def test_pubspec_has_sdk_constraints_and_lints():
     text = (CLIENT / "pubspec.yaml").read_text(encoding="utf-8")
-    assert re.search(r'sdk: ">=3\.5\.0 <4\.0\.0"', text)
+    # Dart 3.9 (Flutter 3.35): the null-aware elements (`'k': ?v`) the code uses need 3.8.
+    assert re.search(r'sdk: ">=3\.9\.0 <4\.0\.0"', text)
+    assert re.search(r'flutter: ">=3\.35\.0"', text)
     assert "flutter_lints" in pubspec_sections()[2]
     assert "package:flutter_lints/flutter.yaml" in (
         CLIENT / "analysis_options.yaml").read_text(encoding="utf-8")
@@ -274,98 +273,15 @@ def test_services_are_pure_dart(parser):
 
 
 def test_dart_tests_read_the_shared_vectors():
+    """The Dart codec test reads every tests/vectors/frames*.json, as pytest does."""
     test_source = (CLIENT / "test" / "services" / "frame_codec_test.dart").read_text("utf-8")
-    relative = re.search(r"'(\.\./tests/vectors/frames\.json)'", test_source).group(1)
-    assert (CLIENT / relative).resolve() == ROOT / "tests" / "vectors" / "frames.json"
+    folder = re.search(r"const String vectorsFolder = '([^']+)';", test_source).group(1)
+    assert (CLIENT / folder).resolve() == ROOT / "tests" / "vectors"
+    assert "startsWith('frames')" in test_source and "endsWith('.json')" in test_source
     assert (ROOT / "tests" / "vectors" / "frames.json").is_file()
 
 
-# ----------------------------------------------------------------- platform setup
-
-ANDROID_TEMPLATE = """<manifest xmlns:android="http://schemas.android.com/apk/res/android">
-    <application
-        android:label="lan_chat"
-        android:name="${applicationName}"
-        android:icon="@mipmap/ic_launcher">
-        <activity android:name=".MainActivity" android:exported="true">
-        </activity>
-    </application>
-</manifest>
-"""
-
-IOS_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-\t<key>CFBundleName</key>
-\t<string>lan_chat</string>
-\t<key>UISupportedInterfaceOrientations</key>
-\t<array>
-\t\t<string>UIInterfaceOrientationPortrait</string>
-\t</array>
-</dict>
-</plist>
-"""
-
-ANDROID_NS = "{http://schemas.android.com/apk/res/android}"
-
-
-@pytest.fixture
-def generated_project(tmp_path):
-    """A project as `flutter create` leaves it, with the setup script in tool/."""
-    if shutil.which("bash") is None or shutil.which("awk") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("bash and awk are required in CI")
-        pytest.skip("bash/awk not available")
-    (tmp_path / "tool").mkdir()
-    shutil.copy(CLIENT / "tool" / "setup_platforms.sh", tmp_path / "tool")
-    manifest = tmp_path / "android" / "app" / "src" / "main" / "AndroidManifest.xml"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text(ANDROID_TEMPLATE)
-    plist = tmp_path / "ios" / "Runner" / "Info.plist"
-    plist.parent.mkdir(parents=True)
-    plist.write_text(IOS_TEMPLATE)
-    return tmp_path, manifest, plist
-
-
-def run_setup(project):
-    return subprocess.run(["bash", str(project / "tool" / "setup_platforms.sh"), "--patch-only"],
-                          capture_output=True, text=True, timeout=60, check=True)
-
-
-def test_setup_script_patches_android_and_ios(generated_project):
-    project, manifest, plist = generated_project
-    run_setup(project)
-    root = ET.parse(manifest).getroot()
-    permissions = [p.get(ANDROID_NS + "name") for p in root.findall("uses-permission")]
-    assert sorted(permissions) == ["android.permission.CAMERA", "android.permission.INTERNET"]
-    application = root.find("application")
-    assert application.get(ANDROID_NS + "usesCleartextTraffic") == "true"
-    assert application.get(ANDROID_NS + "label") == "lan_chat", "existing attributes kept"
-    info = plistlib.loads(plist.read_bytes())
-    assert info["NSCameraUsageDescription"]
-    assert info["NSLocalNetworkUsageDescription"]
-    assert info["NSAppTransportSecurity"] == {"NSAllowsLocalNetworking": True}
-    assert info["CFBundleName"] == "lan_chat", "existing keys kept"
-
-
-def test_setup_script_is_idempotent(generated_project):
-    project, manifest, plist = generated_project
-    run_setup(project)
-    once = (manifest.read_text(), plist.read_text())
-    second = run_setup(project)
-    assert (manifest.read_text(), plist.read_text()) == once
-    assert "added" not in second.stdout
-
-
-def test_setup_script_without_platform_folders_changes_nothing(tmp_path):
-    if shutil.which("bash") is None:
-        pytest.skip("bash not available")
-    (tmp_path / "tool").mkdir()
-    shutil.copy(CLIENT / "tool" / "setup_platforms.sh", tmp_path / "tool")
-    result = run_setup(tmp_path)
-    assert "skip android" in result.stdout and "skip ios" in result.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tool"]
+# ------------------------------------------------------------------------ workflow
 
 
 def test_workflow_builds_and_tests_the_client():
@@ -374,3 +290,158 @@ def test_workflow_builds_and_tests_the_client():
                  "flutter analyze", "flutter test", "flutter build apk", "flutter build web",
                  "client_flutter/**"):
         assert step in workflow, step
+
+
+# ---------------------------------------------------------------- lock and versions
+
+def parse_version(text):
+    """Dart semver: (major, minor, patch, is_release, pre-release, build) for ordering."""
+    match = re.match(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$", text)
+    assert match, "not a version: %r" % text
+    pre, build = match.group(4), match.group(5)
+    key = lambda part: [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in part.split(".")]
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)),
+            0 if pre else 1, key(pre) if pre else [], key(build) if build else [])
+
+
+def allows(constraint, version):
+    """Whether a pub version constraint (`^1.2.3`, `>=1.0.0 <2.0.0`, `1.2.3`, `any`) allows
+    `version`. As pub does, a pre-release is not allowed by a range that excludes it."""
+    constraint = constraint.strip().strip("'\"")
+    v = parse_version(version)
+    if constraint == "any":
+        return True
+    if constraint.startswith("^"):
+        low = parse_version(constraint[1:])
+        if low[0] > 0:
+            high = (low[0] + 1, 0, 0, 0, [], [])
+        elif low[1] > 0:
+            high = (0, low[1] + 1, 0, 0, [], [])
+        else:
+            high = (0, 0, low[2] + 1, 0, [], [])
+        return low <= v < high and (v[3] == 1 or low[3] == 0)
+    ok = True
+    for op, bound in re.findall(r"(>=|<=|>|<|)\s*(\d[^\s<>=]*)", constraint):
+        b = parse_version(bound)
+        ok &= {">=": v >= b, ">": v > b, "<=": v <= b, "<": v < b, "": v[:3] == b[:3] and v == b}[op]
+    return ok and (v[3] == 1 or "-" in constraint)
+
+
+def pubspec_constraints():
+    """{package: constraint or 'sdk'} of dependencies and dev_dependencies, with the section."""
+    found, section, pending = {}, None, None
+    for raw in (CLIENT / "pubspec.yaml").read_text(encoding="utf-8").splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line or line.lstrip().startswith("#"):
+            continue
+        top = re.match(r"^([a-z_]+):", line)
+        if top:
+            section = top.group(1) if top.group(1) in ("dependencies", "dev_dependencies") else None
+            continue
+        entry = re.match(r"^  ([a-z0-9_]+):\s*(.*)$", line)
+        if section and entry:
+            pending = entry.group(1)
+            found[pending] = (section, entry.group(2).strip().strip('"') or None)
+        elif section and pending and re.match(r"^    sdk: flutter$", line):
+            found[pending] = (section, "sdk")
+    return found
+
+
+def parse_lock(text):
+    """{package: {"dependency", "source", "version"}} and the sdks section of pubspec.lock."""
+    packages, sdks, current, block = {}, {}, None, None
+    for line in text.splitlines():
+        if re.match(r"^(packages|sdks):$", line):
+            block = line[:-1]
+            continue
+        if block == "packages":
+            name = re.match(r"^  ([a-z0-9_]+):$", line)
+            if name:
+                current = packages.setdefault(name.group(1), {})
+                continue
+            field = re.match(r'^    (dependency|source|version): "?([^"]*)"?$', line)
+            if field and current is not None:
+                current[field.group(1)] = field.group(2)
+        elif block == "sdks":
+            field = re.match(r'^  (dart|flutter): "([^"]+)"$', line)
+            if field:
+                sdks[field.group(1)] = field.group(2)
+    return packages, sdks
+
+
+@pytest.fixture(scope="module")
+def lock():
+    path = CLIENT / "pubspec.lock"
+    assert path.is_file(), "client_flutter/pubspec.lock must be committed (an app commits its lock)"
+    return parse_lock(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("constraint, version, expected", [
+    ("^10.3.10", "10.3.10", True), ("^10.3.10", "10.3.9", False), ("^10.3.10", "11.0.0", False),
+    ("^0.13.0", "0.13.4", True), ("^0.13.0", "0.14.0", False), ("^0.0.3", "0.0.4", False),
+    (">=3.35.0", "3.41.9", True), (">=3.35.0", "3.32.8", False),
+    (">=1.0.4 <3.0.0", "2.0.0", True), (">=1.0.4 <3.0.0", "3.0.0", False),
+    ("^3.0.0", "3.1.0-dev.1", False), ("^0.3.4+2", "0.3.5+4", True), ("^0.3.4+2", "0.3.4+1", False),
+    ("1.2.3", "1.2.3", True), ("1.2.3", "1.2.4", False), ("any", "0.0.1", True),
+])
+def test_version_constraint_check_is_exact(constraint, version, expected):
+    assert allows(constraint, version) is expected
+
+
+def test_lock_versions_satisfy_pubspec(lock):
+    packages, _ = lock
+    declared = pubspec_constraints()
+    assert {"file_picker", "mobile_scanner", "web_socket_channel", "flutter_lints"} <= set(declared)
+    problems = []
+    for name, (section, constraint) in sorted(declared.items()):
+        entry = packages.get(name)
+        want = "direct main" if section == "dependencies" else "direct dev"
+        if entry is None:
+            problems.append("%s is in pubspec.yaml but not in pubspec.lock" % name)
+        elif entry.get("dependency") != want:
+            problems.append("%s is %r in the lock, expected %r" % (name, entry.get("dependency"), want))
+        elif constraint == "sdk":
+            if entry.get("source") != "sdk":
+                problems.append("%s should come from the Flutter SDK" % name)
+        elif not allows(constraint, entry["version"]):
+            problems.append("%s %s does not satisfy %s" % (name, entry["version"], constraint))
+    extra = [n for n, e in packages.items() if e.get("dependency", "").startswith("direct")
+             and n not in declared]
+    assert not problems and not extra, "\n".join(problems + ["%s: direct in the lock only" % n
+                                                            for n in extra])
+
+
+def test_lock_entries_are_complete(lock):
+    packages, sdks = lock
+    assert len(packages) > 50, "the lock lists every transitive package"
+    for name, entry in packages.items():
+        assert entry.get("source") in ("hosted", "sdk"), name
+        assert entry.get("dependency") in ("direct main", "direct dev", "transitive"), name
+        parse_version(entry.get("version", ""))
+    assert set(sdks) == {"dart", "flutter"}
+
+
+FLUTTER_PIN = re.compile(r"^\s*FLUTTER_VERSION:\s*\"(\d+\.\d+\.\d+)\"\s*$", re.M)
+
+
+def test_workflow_pins_the_flutter_version(lock):
+    workflow = (ROOT / ".github" / "workflows" / "flutter.yml").read_text(encoding="utf-8")
+    pins = FLUTTER_PIN.findall(workflow)
+    assert len(pins) == 1, "flutter.yml must set FLUTTER_VERSION to one exact release"
+    assert "flutter-version: ${{ env.FLUTTER_VERSION }}" in workflow
+    assert "channel: stable" in workflow
+    pinned = pins[0]
+    _, sdks = lock
+    floor = re.match(r">=(\S+)", sdks["flutter"]).group(1)
+    assert parse_version(floor) <= parse_version(pinned), "the lock needs a newer Flutter"
+    assert allows(">=3.35.0", pinned)
+    readme = (CLIENT / "README.md").read_text(encoding="utf-8")
+    assert "Flutter %s" % pinned in readme, "README.md names the pinned Flutter"
+
+
+def test_workflow_checks_that_pub_keeps_the_lock():
+    """CI fails when `flutter pub get` changes a locked version: the lock was resolved by
+    reading every package's pubspec at its tag, and this is where it meets real pub."""
+    workflow = (ROOT / ".github" / "workflows" / "flutter.yml").read_text(encoding="utf-8")
+    assert "tool/lock_versions.py" in workflow
+    assert (CLIENT / "tool" / "lock_versions.py").is_file()

@@ -157,18 +157,24 @@ def query(**fields):
     return urllib.parse.urlencode({k: v for k, v in fields.items() if v is not None})
 
 
+def auth(session):
+    """The header that presents a session to the HTTP file routes (never the URL)."""
+    return [("Authorization", "Bearer " + session)] if session is not None else []
+
+
 def http_upload(server, session, data, name="file.bin", mime="application/octet-stream",
                 **fields):
-    headers = [("Content-Length", str(len(data)))]
+    headers = [("Content-Length", str(len(data)))] + auth(session)
     if mime:
         headers.append(("Content-Type", mime))
-    return http(server, "POST", "/files?" + query(session=session, name=name, **fields),
-                headers, data)
+    return http(server, "POST", "/files?" + query(name=name, **fields), headers, data)
 
 
 def http_download(server, file_id, session, name="x", headers=(), **fields):
-    return http(server, "GET", "/files/%s/%s?%s" % (file_id, urllib.parse.quote(name),
-                                                    query(session=session, **fields)), headers)
+    target = "/files/%s/%s" % (file_id, urllib.parse.quote(name))
+    if fields:
+        target += "?" + query(**fields)
+    return http(server, "GET", target, list(headers) + auth(session))
 
 
 def dir_listing(server, sub):
@@ -684,9 +690,9 @@ def test_upload_over_the_size_limit_is_413_and_leaves_nothing(make_server):
     srv = make_server("--open", "--rate-limit", "0", "--max-file-size", "1000")
     alice, bob = srv.client("alice"), srv.client("bob")
     conn = RawHttp(srv.port)
-    conn.request("POST", "/files?" + query(session=alice.welcome["session"], name="big.bin",
-                                           cid="too-big"),
-                 [("Content-Length", "2000"), ("Content-Type", "application/octet-stream")],
+    conn.request("POST", "/files?" + query(name="big.bin", cid="too-big"),
+                 [("Content-Length", "2000"), ("Content-Type", "application/octet-stream")] +
+                 auth(alice.welcome["session"]),
                  os.urandom(2000))
     res = assert_error_and_closed(conn, 413, "file_too_large")
     assert "1000" in res.json()["message"]
@@ -699,8 +705,8 @@ def test_upload_over_the_size_limit_is_413_and_leaves_nothing(make_server):
 def test_upload_without_a_valid_session_is_401(server, session):
     alice = server.client("alice")
     conn = RawHttp(server.port)
-    conn.request("POST", "/files?" + query(session=session, name="a.txt", cid="c"),
-                 [("Content-Length", "5")], b"hello")
+    conn.request("POST", "/files?" + query(name="a.txt", cid="c"),
+                 [("Content-Length", "5")] + auth(session), b"hello")
     assert_error_and_closed(conn, 401, "auth_failed")
     assert dir_listing(server, "uploads") == [] and dir_listing(server, "files") == []
     assert_chat_still_works(server, alice)
@@ -719,7 +725,7 @@ def test_session_of_a_gone_user_is_401(server):
 def test_post_without_content_length_is_411(server):
     alice = server.client("alice")
     conn = RawHttp(server.port)
-    conn.request("POST", "/files?" + query(session=alice.welcome["session"], name="a.txt"))
+    conn.request("POST", "/files?" + query(name="a.txt"), auth(alice.welcome["session"]))
     assert_error_and_closed(conn, 411)
     assert_chat_still_works(server, alice)
 
@@ -727,8 +733,9 @@ def test_post_without_content_length_is_411(server):
 def test_chunked_upload_is_411(server):
     alice = server.client("alice")
     conn = RawHttp(server.port)
-    conn.request("POST", "/files?" + query(session=alice.welcome["session"], name="a.txt"),
-                 [("Transfer-Encoding", "chunked")], b"5\r\nhello\r\n0\r\n\r\n")
+    conn.request("POST", "/files?" + query(name="a.txt"),
+                 [("Transfer-Encoding", "chunked")] + auth(alice.welcome["session"]),
+                 b"5\r\nhello\r\n0\r\n\r\n")
     assert_error_and_closed(conn, 411)
     assert dir_listing(server, "uploads") == []
 
@@ -805,7 +812,8 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
     conn.request("GET", "/")
     assert conn.read_response().status == 200
     # pipelined: both requests in one write, answered in order
-    conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+              b"GET /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert conn.read_response().status == 200
     assert conn.read_response().status == 404
     assert conn.closed_by_server()                       # an error answer closes
@@ -814,9 +822,10 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
 def test_declined_upgrade_keeps_serving_http(server):
     """curl --http2 on plain HTTP asks to upgrade to h2c: answer in HTTP/1.1 and go on."""
     conn = RawHttp(server.port)
-    conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    conn.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+              b"Connection: Upgrade, HTTP2-Settings\r\n"
               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
-              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+              b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert conn.read_response().status == 200
     assert conn.read_response().status == 200        # the request after it is served too
     conn.request("GET", "/healthz")
@@ -872,8 +881,9 @@ def test_http_upload_is_announced_exactly_like_a_framed_one(server):
 def test_http_upload_with_connection_close_says_close_and_closes(server):
     alice = server.client("alice")
     conn = RawHttp(server.port)
-    conn.request("POST", "/files?" + query(session=alice.welcome["session"], name="a.txt"),
-                 [("Content-Length", "5"), ("Connection", "close")], b"hello")
+    conn.request("POST", "/files?" + query(name="a.txt"),
+                 [("Content-Length", "5"), ("Connection", "close")] +
+                 auth(alice.welcome["session"]), b"hello")
     res = conn.read_response()
     assert res.status == 201 and res.json()["file"]["size"] == 5
     assert res.headers["connection"] == "close"          # RFC 9112 9.6
@@ -885,16 +895,17 @@ def test_expect_100_continue_upload(server):
     refused upload gets its final status instead, and the body is never sent."""
     alice = server.client("alice")
     conn = RawHttp(server.port)
-    conn.request("POST", "/files?" + query(session=alice.welcome["session"], name="c.txt"),
-                 [("Content-Length", "5"), ("Expect", "100-continue")])
+    conn.request("POST", "/files?" + query(name="c.txt"),
+                 [("Content-Length", "5"), ("Expect", "100-continue")] +
+                 auth(alice.welcome["session"]))
     interim = conn.read_response()
     assert interim.status == 100 and interim.body == b""
     conn.send(b"hello")
     done = conn.read_response()
     assert done.status == 201 and done.json()["file"]["size"] == 5
     refused = RawHttp(server.port)
-    refused.request("POST", "/files?" + query(session="wrong", name="c.txt"),
-                    [("Content-Length", "5"), ("Expect", "100-continue")])
+    refused.request("POST", "/files?" + query(name="c.txt"),
+                    [("Content-Length", "5"), ("Expect", "100-continue")] + auth("wrong"))
     assert_error_and_closed(refused, 401, "auth_failed")
 
 
@@ -973,14 +984,14 @@ def test_download_range_is_206_with_content_range(server, shared_file):
 
 def test_download_then_next_request_on_the_same_connection(server, shared_file):
     conn = RawHttp(server.port)
-    target = "/files/%s/n?session=%s" % (shared_file.id, shared_file.bob.welcome["session"])
+    target = "/files/%s/n" % shared_file.id
     # pipelined behind the file, in the same write: RFC 9112 9.3.2 "A server ... MUST send
     # the corresponding responses in the same order that the requests were received."
-    conn.send(request_bytes(server.port, "GET", target) +
+    conn.send(request_bytes(server.port, "GET", target, auth(shared_file.bob.welcome["session"])) +
               request_bytes(server.port, "GET", "/healthz"))
     assert conn.read_response().body == shared_file.data
     assert conn.read_response().json()["status"] == "ok"
-    conn.request("HEAD", target)
+    conn.request("HEAD", target, auth(shared_file.bob.welcome["session"]))
     head = conn.read_response(head_only=True)
     assert head.status == 200 and int(head.headers["content-length"]) == len(shared_file.data)
     conn.request("GET", "/healthz")
@@ -1072,8 +1083,8 @@ def test_uploads_cut_mid_body_leave_nothing_and_free_their_slots(server):
     cut = []
     for i in range(cs.DEFAULT_MAX_UPLOADS):              # every upload slot of alice
         conn = RawHttp(server.port)
-        conn.request("POST", "/files?" + query(session=session, name="cut.bin", cid="cut%d" % i),
-                     [("Content-Length", "100000")], os.urandom(50000))
+        conn.request("POST", "/files?" + query(name="cut.bin", cid="cut%d" % i),
+                     [("Content-Length", "100000")] + auth(session), os.urandom(50000))
         cut.append(conn)
     deadline = time.monotonic() + IO_TIMEOUT
     while len(dir_listing(server, "uploads")) < len(cut):    # the partial files exist...
@@ -1131,17 +1142,26 @@ def test_pairing_page_refuses_foreign_host_names(make_server, host):
         assert ok.read_response().status == 200, name
 
 
-class FakeServer:
-    """Just what HttpConnection.get_pairing touches: the pairing URL and the output queue."""
-
-    def __init__(self):
-        self.sent = []
+class FakeSite:
+    """Just what HttpConnection.get_pairing asks the server for: the pairing URL."""
 
     def pairing_urls(self):
         return ["http://192.168.1.10:5555/#k=secret-token"]
 
-    def _queue(self, conn, data):
+
+class FakeConnection:
+    """Just what get_pairing touches on its connection: the peer and the output queue."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.sent = []
+        self.state = cs.OPEN
+
+    def push(self, data):
         self.sent.append(data)
+
+    def close_when_done(self, reason, hold=0.0):
+        self.state = cs.CLOSING
 
 
 def pairing_request(path, host):
@@ -1151,11 +1171,12 @@ def pairing_request(path, host):
 @pytest.mark.parametrize("peer", [("192.168.1.50", 40000), ("::ffff:192.168.1.50", 40000, 0, 0),
                                   ("10.0.0.7", 1)])
 @pytest.mark.parametrize("path", ["/pair", "/qr.svg", "/qr.png"])
-def test_pairing_routes_refused_to_lan_peers(peer, path):
-    fake = FakeServer()
-    http_conn = cs.HttpConnection(fake, types.SimpleNamespace(peer=peer, close_after_flush=False))
+@pytest.mark.parametrize("host", ["192.168.1.10:5555", "127.0.0.1:5555"])   # Host is the peer's
+def test_pairing_routes_refused_to_lan_peers(peer, path, host):
+    fake = FakeConnection(peer)
+    http_conn = cs.HttpConnection(fake, None, FakeSite())
     with pytest.raises(cs.HttpError) as info:
-        http_conn.get_pairing(pairing_request(path, "192.168.1.10:5555"))
+        http_conn.get_pairing(pairing_request(path, host))
     assert info.value.status == 403 and info.value.code == "forbidden"
     assert fake.sent == []                               # the token was not sent anywhere
 
@@ -1163,8 +1184,8 @@ def test_pairing_routes_refused_to_lan_peers(peer, path):
 @pytest.mark.parametrize("peer", [("127.0.0.1", 40000), ("::1", 40000, 0, 0)])
 def test_pairing_fake_answers_loopback(peer):
     """The same fake on a loopback peer gets the page: the 403 above is the peer check."""
-    fake = FakeServer()
-    http_conn = cs.HttpConnection(fake, types.SimpleNamespace(peer=peer, close_after_flush=False))
+    fake = FakeConnection(peer)
+    http_conn = cs.HttpConnection(fake, None, FakeSite())
     http_conn.get_pairing(pairing_request("/qr.png", "127.0.0.1:5555"))
     assert len(fake.sent) == 1 and fake.sent[0].startswith(b"HTTP/1.1 200 ")
     assert PNG_SIGNATURE in fake.sent[0]

@@ -7,10 +7,12 @@ import os
 import struct
 
 import pytest
+import hypothesis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import chatserver as cs  # noqa: E402
+from fuzzing import Reach, mutated, split
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -825,6 +827,221 @@ def test_fuzz_ws_frame_sequences(frames, data):
             assert code in (1002, 1007, 1009)
         outcome.append((events, code, ws.data_to_send()))
     assert outcome[0] == outcome[1]
+
+
+# -- fuzzing valid requests and frames, then mutated ones ------------------------------------
+# Random bytes never make an HTTP or WebSocket event (0 of 400 examples each). These inputs
+# are valid first (requests to the routes of PROTOCOL.md section 5 with every body framing;
+# masked frame sequences with fragments and control frames), then changed a little
+# (fuzzing.mutated). Unchanged input must parse to exactly what was built; any input must
+# give events or a documented error, the same however it is split; over half the examples
+# must produce events (reach).
+
+HTTP_ERROR_STATUSES = (400, 413, 414, 431, 501, 505)      # what HttpParser raises
+_TOKEN = st.text("abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=10)
+_FIELD_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=20)
+_TARGETS = ["/", "/healthz", "/ws", "/pair", "/qr.svg", "/qr.png", "/favicon.ico",
+            "/files?session=s1&name=a%20b.txt&cid=c1", "/files/f0d2/cat.jpg?session=s1&inline=1",
+            "/files/f0d2/%E2%9C%93?session=s1", "/nowhere?a=1&a=2",
+            "http://127.0.0.1:5555/healthz"]
+
+
+@st.composite
+def http_request(draw):
+    """(bytes, method, target, body) of one valid request."""
+    method = draw(st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS"]))
+    target = "*" if method == "OPTIONS" and draw(st.booleans()) else \
+        draw(st.sampled_from(_TARGETS))
+    version = draw(st.sampled_from(["HTTP/1.1"] * 4 + ["HTTP/1.0"]))
+    headers = [("Host", "127.0.0.1:5555")] if version == "HTTP/1.1" or draw(st.booleans()) \
+        else []
+    body = draw(st.binary(max_size=80)) if method in ("POST", "PUT") or draw(
+        st.integers(0, 5)) == 0 else b""
+    chunked = version == "HTTP/1.1" and draw(st.booleans())
+    encoded = body
+    if chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+        cuts = sorted(draw(st.lists(st.integers(1, max(1, len(body))), max_size=3)))
+        parts = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)]) if body[a:b]]
+        encoded = b"".join(b"%x%s\r\n%s\r\n" % (len(p), draw(st.sampled_from(
+            [b"", b";ext=1", b';name="v"'])), p) for p in parts)
+        encoded += b"0\r\n" + draw(st.sampled_from([b"", b"X-Trailer: yes\r\n"])) + b"\r\n"
+    elif body or draw(st.booleans()):
+        headers.append(("Content-Length", str(len(body))))
+    if target == "/ws" and draw(st.booleans()):
+        headers += [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                    ("Sec-WebSocket-Version", "13")]
+    elif draw(st.booleans()):
+        headers.append(("Connection", draw(st.sampled_from(["keep-alive", "close"]))))
+    for _ in range(draw(st.integers(0, 3))):
+        headers.append(draw(st.sampled_from([
+            ("Range", "bytes=0-99"), ("Range", "bytes=-5"), ("Expect", "100-continue"),
+            ("Content-Type", "text/plain; charset=utf-8"), ("Origin", "http://127.0.0.1:5555"),
+            ("Accept", "*/*")]) | st.tuples(_TOKEN.map(lambda t: "X-" + t), _FIELD_VALUE)))
+    headers = draw(st.permutations(headers))
+    eol = b"\r\n" if draw(st.integers(0, 7)) else b"\n"      # RFC 9112 2.2: bare LF allowed
+    head = ("%s %s %s" % (method, target, version)).encode() + eol + b"".join(
+        ("%s: %s" % h).encode("latin-1") + eol for h in headers) + eol
+    return head + encoded, method, target, body
+
+
+def _line_starts(data):
+    return [0] + [i + 1 for i in range(len(data)) if data[i:i + 1] == b"\n"][:40]
+
+
+@st.composite
+def mutated_http_stream(draw):
+    requests = draw(st.lists(http_request(), min_size=1, max_size=3))
+    valid = b"".join(r[0] for r in requests)
+    data, changes = draw(mutated(st.just(valid), hotspots=_line_starts))
+    return requests, data, changes, draw(split(data))
+
+
+def http_outcome(pieces):
+    parser = cs.HttpParser()
+    events, status = [], None
+    try:
+        for piece in pieces:
+            events += parser.feed(piece)
+    except cs.HttpError as err:
+        events += err.events
+        status = err.status
+    return events, status
+
+
+@FUZZ
+@given(mutated_http_stream())
+def _fuzz_http(case):
+    requests, data, changes, pieces = case
+    events, status = http_outcome([data])
+    split_events, split_status = http_outcome(pieces)
+    assert (merged(split_events), split_status) == (merged(events), status)
+    assert status is None or status in HTTP_ERROR_STATUSES
+    heads = [e.request for e in events if isinstance(e, cs.RequestHead)]
+    if not changes:
+        assert status is None and heads, events
+        for request, (_, method, target, body) in zip(heads, requests):
+            assert (request.method, request.target) == (method, target)
+        bodies = [e[1] for e in merged(events) if e[0] == "body"]
+        assert bodies == [b for _, m, _, b in requests[:len(heads)] if b][:len(bodies)]
+        if len(heads) < len(requests):     # parsing stops only after a close or an upgrade
+            assert heads[-1].upgrade is not None or not heads[-1].keep_alive
+    hypothesis.target(float(len(events)), label="events")
+    _HTTP_REACH.count(events)
+
+
+_HTTP_REACH = Reach("HTTP parser")
+
+
+def test_fuzz_http_mutated_requests_reach_the_parser():
+    _HTTP_REACH.__init__("HTTP parser")
+    _fuzz_http()
+    print(_HTTP_REACH)
+    assert _HTTP_REACH.share > 0.5, _HTTP_REACH
+
+
+_WS_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999]
+
+
+@st.composite
+def ws_session(draw):
+    """(frames, events): masked client frames of a valid session and the events they mean:
+    text and binary messages, fragmented or not, pings and pongs between fragments, maybe a
+    close at the end."""
+    frames, events = [], []
+
+    def frame(opcode, payload, fin=True):
+        frames.append(mask_frame(opcode, payload, fin=fin, mask=draw(st.binary(min_size=4,
+                                                                                max_size=4))))
+
+    def control():
+        for _ in range(draw(st.integers(0, 1))):
+            kind = draw(st.sampled_from([cs.WS_OP_PING, cs.WS_OP_PONG]))
+            data = draw(st.binary(max_size=20))
+            frame(kind, data)
+            events.append(cs.WsPing(data) if kind == cs.WS_OP_PING else cs.WsPong(data))
+
+    for _ in range(draw(st.integers(1, 4))):
+        control()
+        if draw(st.booleans()):
+            text = draw(st.text(max_size=draw(st.sampled_from([20, 200]))))
+            payload, opcode, event = text.encode("utf-8"), cs.WS_OP_TEXT, cs.WsText(text)
+        else:
+            payload = draw(st.binary(max_size=draw(st.sampled_from([20, 300]))))
+            opcode, event = cs.WS_OP_BINARY, cs.WsBinary(payload)
+        cuts = sorted(draw(st.lists(st.integers(0, len(payload)), max_size=2)))
+        parts = [payload[a:b] for a, b in zip([0] + cuts, cuts + [len(payload)])]
+        for i, part in enumerate(parts):       # fragments may split a UTF-8 character
+            frame(opcode if i == 0 else cs.WS_OP_CONTINUATION, part, fin=i == len(parts) - 1)
+            if i < len(parts) - 1:
+                control()                      # 5.4: control frames between fragments
+        events.append(event)
+    if draw(st.booleans()):
+        code = draw(st.sampled_from(_WS_CLOSE_CODES))
+        reason = draw(st.text(max_size=10))
+        frame(cs.WS_OP_CLOSE, code.to_bytes(2, "big") + reason.encode("utf-8"))
+        events.append(cs.WsClose(code, reason))
+    return b"".join(frames), events
+
+
+def _ws_frame_starts(data):
+    """Where frame headers are (first byte: FIN/RSV/opcode; second: MASK and length)."""
+    starts, pos = [], 0
+    while pos + 2 <= len(data):
+        starts += [pos, pos + 1]
+        length = data[pos + 1] & 0x7F
+        size = 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4
+        if length >= 126:
+            if pos + size > len(data):
+                break
+            length = int.from_bytes(data[pos + 2:pos + size - 4], "big")
+        pos += size + length
+    return starts
+
+
+@st.composite
+def mutated_ws_stream(draw):
+    valid, events = draw(ws_session())
+    data, changes = draw(mutated(st.just(valid), hotspots=_ws_frame_starts))
+    return events, data, changes, draw(split(data))
+
+
+def ws_outcome(pieces):
+    ws = cs.WsConnection()
+    events, code = [], None
+    try:
+        for piece in pieces:
+            events += ws.feed(piece)
+    except cs.WsProtocolError as err:
+        events += err.events
+        code = err.close_code
+    return events, code, ws.data_to_send()
+
+
+@FUZZ
+@given(mutated_ws_stream())
+def _fuzz_ws(case):
+    expected, data, changes, pieces = case
+    whole = ws_outcome([data])
+    assert ws_outcome(pieces) == whole
+    events, code, out = whole
+    assert code in (None, 1002, 1007, 1009)
+    assert isinstance(out, bytes)
+    if not changes:
+        assert (events, code) == (expected, None)
+    hypothesis.target(float(len(events)), label="events")
+    _WS_REACH.count(events)
+
+
+_WS_REACH = Reach("WebSocket codec")
+
+
+def test_fuzz_ws_mutated_frames_reach_the_codec():
+    _WS_REACH.__init__("WebSocket codec")
+    _fuzz_ws()
+    print(_WS_REACH)
+    assert _WS_REACH.share > 0.5, _WS_REACH
 
 
 # -- conformance against the `websockets` library -----------------------------------------

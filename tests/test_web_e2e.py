@@ -2,12 +2,13 @@
 
 Two browser users and one framed-TCP user chat together; a file uploaded from one browser
 is downloaded in the other with the same SHA-256; both browsers come back after a server
-restart with every message exactly once; markup in a message stays text.
+restart with every message exactly once; markup in a message stays text; the page pings and
+reconnects on the timings the server announces (--ping-after, --idle-timeout).
 
 Needs `chromium` (apt) and `playwright` (pip, never `playwright install`). Skipped when
 either is missing, except with CI=true, where a missing tool is a failure.
 
-The page is driven by its accessible names only (see parts/webclient.html):
+The page is driven by its accessible names only (see client_web/chat.html):
   dialog "Join LAN Chat" > textbox "Nickname" + button "Join"; textbox "Message";
   buttons "Send", "Attach file", "Users", "Stop private chat", "Load older messages";
   file input labelled "File to share"; role=log "Conversation"; role=status = the
@@ -19,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import struct
 import zlib
 
@@ -333,3 +335,94 @@ def test_reconnect_after_server_restart_without_gap_or_duplicate(browser, web_se
     finally:
         alice.close()
         bob.close()
+
+
+# -- liveness on the server's timing ---------------------------------------------------------
+
+PING_AFTER, IDLE_TIMEOUT = 7, 21     # seconds; the defaults are 30 and 90
+# client_web/chat.js: it pings after ping_after + 5 s of silence and gives the link up after
+# idle_timeout + 10 s, then reconnects after a backoff of 0.5 s (+ up to 25 % jitter).
+PAGE_PINGS_AFTER_MS = (PING_AFTER + 5) * 1000
+PAGE_DROPS_AFTER_MS = (IDLE_TIMEOUT + 10) * 1000
+FIRST_BACKOFF_MAX_MS = 625
+
+# Every WebSocket the page opens, every frame it sends and when it last heard the server,
+# on the page's (fake) clock.
+RECORD_WEBSOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  const rec = window.__ws = { opened: 0, sent: [], lastRx: 0 };
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      super(url, protocols);
+      rec.opened++;
+      this.addEventListener('message', () => { rec.lastRx = Date.now(); });
+    }
+    send(data) { rec.sent.push({ t: Date.now(), type: JSON.parse(data).type }); super.send(data); }
+  };
+})();
+"""
+
+
+def test_welcome_announces_the_servers_ping_and_idle_timings(make_server):
+    tuned = make_server("--open", "--ping-after", str(PING_AFTER),
+                        "--idle-timeout", str(IDLE_TIMEOUT))
+    default = make_server("--open")
+    for srv, expected in ((tuned, (PING_AFTER, IDLE_TIMEOUT)), (default, (30, 90))):
+        client = srv.client("alice")
+        try:
+            limits = client.welcome["limits"]
+            assert (limits["ping_after"], limits["idle_timeout"]) == expected
+        finally:
+            client.close()
+
+
+def test_the_page_pings_and_reconnects_on_the_servers_timing(browser, make_server):
+    """The page's timers come from welcome.limits: with --ping-after 7 --idle-timeout 21 it
+    pings after 12 s of silence and reconnects after 31 s, where its defaults would wait 35 s
+    and 100 s. The server is stopped (SIGSTOP) so that it stays silent, and the page runs on
+    Playwright's fake clock, so the test takes seconds."""
+    srv = make_server("--open", "--rate-limit", "0", "--ping-after", str(PING_AFTER),
+                      "--idle-timeout", str(IDLE_TIMEOUT))
+    user = WebUser(browser, srv.port, "alice")
+    page = user.page
+    page.add_init_script(RECORD_WEBSOCKETS)
+    start = 1_800_000_000                          # seconds; any fixed time will do
+    page.clock.install(time=start)
+    page.clock.pause_at(start + 60)                # no page timer runs unless the test says
+    stopped = False
+    try:
+        user.join()
+        rec = lambda: page.evaluate("() => window.__ws")
+        welcomed_at = rec()["lastRx"]
+        assert welcomed_at > 0 and rec()["opened"] == 1
+        os.kill(srv.proc.pid, signal.SIGSTOP)      # from now on the server says nothing
+        stopped = True
+
+        def pings():
+            return [f["t"] - welcomed_at for f in rec()["sent"] if f["type"] == "ping"]
+
+        page.clock.run_for(PAGE_PINGS_AFTER_MS - 500)
+        assert pings() == []
+        page.clock.run_for(1000)
+        assert pings() == [PAGE_PINGS_AFTER_MS]    # asked once, on the server's timing
+
+        page.clock.run_for(PAGE_DROPS_AFTER_MS - PAGE_PINGS_AFTER_MS - 1000)
+        assert rec()["opened"] == 1
+        expect(page.get_by_role("status")).to_be_hidden()
+        page.clock.run_for(500 + FIRST_BACKOFF_MAX_MS + 100)
+        assert rec()["opened"] == 2                 # gave the silent link up and reconnected
+        expect(page.get_by_role("status")).to_have_text(re.compile("Reconnecting"))
+
+        os.kill(srv.proc.pid, signal.SIGCONT)
+        stopped = False
+        page.clock.resume()
+        user.wait_online(timeout=RECONNECT_TIMEOUT_MS)
+        user.say("still here")
+        expect(user.log).to_contain_text("still here")
+        assert rec()["opened"] == 2
+        user.assert_clean()
+    finally:
+        if stopped:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        user.close()

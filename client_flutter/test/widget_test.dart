@@ -7,8 +7,13 @@ import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/models/server_address.dart';
 import 'package:lan_chat/screens/connect/connect_screen.dart';
 import 'package:lan_chat/screens/connect/connect_view_model.dart';
+import 'package:lan_chat/screens/chat/chat_view_model.dart';
+import 'package:lan_chat/services/chat_client.dart';
+import 'package:lan_chat/services/file_transfers.dart';
 import 'package:lan_chat/services/recent_servers.dart';
+import 'package:lan_chat/services/transport.dart';
 
+import 'fakes/fake_server.dart';
 import 'fakes/memory_files.dart';
 
 void main() {
@@ -20,11 +25,15 @@ void main() {
       recentServers: RecentServers(MemoryKeyValueStore()),
       newSession: (address, nick) {
         sessions.add((address, nick));
-        throw StateError('no server in widget tests');
+        // No server in widget tests: the attempt fails at once (no retry).
+        final server = FakeServer()
+          ..refuseWith = const ConnectFailure(ConnectFailureKind.unknownHost, 'no server here');
+        final client = ChatClient(connector: server.connect, address: address, nick: nick);
+        return ChatViewModel(client: client, transfers: FramedTransfers(client, null));
       },
     );
     await tester.pumpWidget(MaterialApp(
-      home: ConnectScreen(viewModel: viewModel, initialLink: link),
+      home: ConnectScreen(viewModel: viewModel, pageLink: link),
     ));
     await tester.pumpAndSettle();
   }
@@ -50,9 +59,17 @@ void main() {
     expect(find.widgetWithText(TextFormField, 'Zq3x9'), findsOneWidget);
   });
 
-  testWidgets('the page URL of the web build prefills the address', (tester) async {
-    await showConnectScreen(tester, link: 'http://10.0.0.7:5555/#k=tok');
-    expect(find.widgetWithText(TextFormField, '10.0.0.7'), findsOneWidget);
+  testWidgets('the web build talks to the server of its page, token from the fragment',
+      (tester) async {
+    await showConnectScreen(tester, link: 'http://10.0.0.7:8080/app/#k=tok');
+    expect(find.text('Server 10.0.0.7:8080'), findsOneWidget);
     expect(find.widgetWithText(TextFormField, 'tok'), findsOneWidget);
+    expect(find.widgetWithText(TextFormField, 'Host or IP address'), findsNothing,
+        reason: 'a page may only talk to the server it came from');
+    await tester.enterText(find.widgetWithText(TextFormField, 'Your nick'), 'ann');
+    await tester.ensureVisible(find.widgetWithText(FilledButton, 'Connect'));
+    await tester.tap(find.widgetWithText(FilledButton, 'Connect'));
+    await tester.pump();
+    expect(sessions.single.$1, const ServerAddress(host: '10.0.0.7', port: 8080, token: 'tok'));
   });
 }

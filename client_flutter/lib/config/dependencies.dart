@@ -8,6 +8,7 @@ import 'package:shared_preferences/shared_preferences.dart';
 
 import '../models/server_address.dart';
 import '../services/chat_client.dart';
+import '../services/device.dart';
 import '../services/file_io.dart';
 import '../services/file_transfers.dart';
 import '../services/http_transfers.dart';
@@ -16,6 +17,7 @@ import '../services/recent_servers.dart';
 import '../services/transport.dart';
 import '../screens/chat/chat_view_model.dart';
 import '../screens/connect/connect_view_model.dart';
+import 'device_plugins.dart';
 
 class AppDependencies {
   AppDependencies({
@@ -23,6 +25,10 @@ class AppDependencies {
     required this.connector,
     required this.fileStore,
     required this.framedFiles,
+    this.screenAwake,
+    this.fileActions,
+    this.filePicking,
+    this.notifier,
   });
 
   /// The real dependencies of this platform.
@@ -40,6 +46,11 @@ class AppDependencies {
       connector: connectTransport,
       fileStore: createFileStore(documents),
       framedFiles: framedFileTransfers,
+      screenAwake: PluginScreenAwake(),
+      // Browsers download files themselves: no open / share / save here.
+      fileActions: kIsWeb ? null : PluginFileActions(),
+      filePicking: PluginFilePicking(),
+      notifier: _phone ? PluginMessageNotifier() : null,
     );
   }
 
@@ -49,6 +60,15 @@ class AppDependencies {
 
   /// Files inside the framed protocol (native) or over HTTP (web).
   final bool framedFiles;
+  final ScreenAwake? screenAwake;
+  final FileActions? fileActions;
+  final FilePicking? filePicking;
+  final MessageNotifier? notifier;
+
+  /// Android and iOS: notifications, gallery (desktop and web have neither).
+  static bool get _phone =>
+      !kIsWeb &&
+      (defaultTargetPlatform == TargetPlatform.android || defaultTargetPlatform == TargetPlatform.iOS);
 
   ConnectViewModel connectViewModel() =>
       ConnectViewModel(recentServers: recentServers, newSession: chatSession);
@@ -58,7 +78,14 @@ class AppDependencies {
     final client = ChatClient(connector: connector, address: address, nick: nick);
     final FileTransfers transfers =
         framedFiles ? FramedTransfers(client, fileStore) : HttpTransfers(client);
-    return ChatViewModel(client: client, transfers: transfers);
+    return ChatViewModel(
+      client: client,
+      transfers: transfers,
+      screenAwake: screenAwake,
+      fileActions: fileActions,
+      filePicking: filePicking,
+      notifier: notifier,
+    );
   }
 }
 

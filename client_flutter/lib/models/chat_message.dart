@@ -58,8 +58,8 @@ class ChatMessage {
         'from': from,
         'text': text,
         'cid': cid,
-        if (to != null) 'to': to,
-        if (file != null) 'file': file!.toJson(),
+        'to': ?to,
+        'file': ?file?.toJson(),
       };
 }
 

@@ -44,6 +44,20 @@ class ServerAddress {
     ));
   }
 
+  /// The server a web page was served by: the page's own host and port
+  /// (the WebSocket must go there, the server checks Origin against Host),
+  /// and the token from its `#k=` fragment. Null for a page that is not
+  /// http(s).
+  static ServerAddress? fromPage(Uri page) {
+    if ((page.scheme != 'http' && page.scheme != 'https') || page.host.isEmpty) return null;
+    final token = page.fragment.isEmpty ? null : Uri.splitQueryString(page.fragment)['k'];
+    return ServerAddress(
+      host: page.host,
+      port: page.port, // the scheme's default (80) when the URL has none
+      token: (token == null || token.isEmpty) ? null : token,
+    );
+  }
+
   final String host;
   final int port;
 
@@ -70,7 +84,7 @@ class ServerAddress {
   Map<String, Object?> toJson() => {
         'host': host,
         'port': port,
-        if (token != null) 'token': token,
+        'token': ?token,
       };
 
   @override

@@ -6,7 +6,6 @@
 // this very class against a fake server (test/services/chat_client_test.dart).
 
 import 'dart:async';
-import 'dart:collection';
 import 'dart:convert';
 import 'dart:math';
 import 'dart:typed_data';
@@ -153,6 +152,33 @@ String randomCid() {
 
 Future<void> _defaultSleep(Duration duration) => Future<void>.delayed(duration);
 
+/// How the client tells a live connection from a dead one.
+class Liveness {
+  const Liveness({
+    this.keepAlive = true,
+    this.pongTimeout = const Duration(seconds: 5),
+    this.handshakeTimeout = const Duration(seconds: 15),
+  });
+
+  /// Ping after `welcome.limits.ping_after` of silence (default 30 s) and
+  /// drop the connection when no frame answers within [pongTimeout]. Off in
+  /// tests that must not see pings.
+  final bool keepAlive;
+
+  /// How long a ping may go unanswered (also after the app comes back to
+  /// the foreground, when the connection may have died in the background).
+  final Duration pongTimeout;
+
+  /// From opening the connection to `welcome`, at most this long.
+  final Duration handshakeTimeout;
+}
+
+/// Attempts for the very first connection before giving up. On iOS the first
+/// connection to a LAN address fails while the system asks the user for
+/// "Local Network" access, so the client keeps trying for about half a minute
+/// (back-off 1, 2, 4, 8, 16 s) when the failure is a network one.
+const int firstContactAttempts = 6;
+
 class ChatClient {
   ChatClient({
     required TransportConnector connector,
@@ -160,7 +186,7 @@ class ChatClient {
     required String nick,
     this.clientName = defaultClientName,
     this.backoff = const Backoff(),
-    this.keepAlive = const Duration(seconds: 25),
+    this.liveness = const Liveness(),
     Future<void> Function(Duration)? sleep,
     String Function()? newCid,
   })  : _connector = connector,
@@ -171,10 +197,7 @@ class ChatClient {
   final ServerAddress address;
   final String clientName;
   final Backoff backoff;
-
-  /// After this long without a frame the client pings; after twice as long it
-  /// drops the connection as dead and reconnects. Null disables it.
-  final Duration? keepAlive;
+  final Liveness liveness;
 
   final TransportConnector _connector;
   final Future<void> Function(Duration) _sleep;
@@ -208,9 +231,15 @@ class ChatClient {
   bool _welcomed = false;
   bool _welcomedOnce = false;
   int? _helloSince;
-  final Queue<Completer<Result<HistoryPage>>> _historyWaiters = Queue();
-  Timer? _keepAliveTimer;
+  // History requests by the cid they sent (PROTOCOL.md §3: "cid ... echoed
+  // in the reply, and as ref of an error"), oldest first.
+  final Map<String, Completer<Result<HistoryPage>>> _historyWaiters = {};
+  int _historyCount = 0;
+  Timer? _livenessTimer;
+  Timer? _handshakeTimer;
   DateTime _lastFrameAt = DateTime.now();
+  DateTime? _probeSentAt;
+  int _probes = 0;
 
   bool _started = false;
   bool _stopped = false;
@@ -270,9 +299,21 @@ class ChatClient {
     _setStatus(ConnectionStatus.stopped);
   }
 
-  /// Skips the rest of the back-off pause (the app came to the foreground,
-  /// or the person tapped "retry").
+  /// Skips the rest of the back-off pause (the person tapped "retry").
   void reconnectNow() => _wakeUp();
+
+  /// The app came back to the foreground. A connection that died while it
+  /// was in the background would otherwise be noticed only by the keep-alive
+  /// timer, up to a minute later: ping at once and drop the connection when
+  /// no frame answers within [Liveness.pongTimeout]; if offline, retry now.
+  void checkConnection() {
+    if (_stopped) return;
+    if (_welcomed && _transport != null) {
+      _probe();
+    } else {
+      _wakeUp();
+    }
+  }
 
   Future<void> dispose() async {
     await stop();
@@ -282,11 +323,20 @@ class ChatClient {
 
   Future<void> _run() async {
     var attempt = 0;
+    var firstAttempts = 0;
     while (!_stopped) {
       _setStatus(_welcomedOnce ? ConnectionStatus.reconnecting : ConnectionStatus.connecting);
       final reason = await _runSession();
       if (_stopped) break;
       if (!_welcomedOnce) {
+        // Nothing ever worked: a refusal by the server (token, nick) goes
+        // back to the person at once; a network failure is retried a while.
+        firstAttempts++;
+        if (firstAttempts < firstContactAttempts && _isNetworkFailure(reason)) {
+          _setStatus(ConnectionStatus.connecting, reason);
+          await _pause(backoff.delay(attempt++));
+          continue;
+        }
         _finishFirstAttempt(Err(reason ?? _disconnected));
         _error = reason;
         await stop();
@@ -303,6 +353,14 @@ class ChatClient {
     }
     _finishFirstAttempt(Err(_error ?? const AppError('stopped', 'Disconnected.')));
   }
+
+  /// Failures of the network rather than refusals by the server: worth
+  /// retrying even before the first welcome.
+  static bool _isNetworkFailure(AppError? reason) =>
+      reason == null ||
+      reason.code == 'unreachable' ||
+      reason.code == 'timeout' ||
+      reason.code == 'disconnected';
 
   /// Errors that reconnecting cannot fix. `nick_taken` is not one of them
   /// once welcomed: `hello.session` normally takes the nick over, and should
@@ -338,9 +396,12 @@ class ChatClient {
   Future<AppError?> _runSession() async {
     final ChatTransport transport;
     try {
-      transport = await _connector(address);
-    } on Object catch (error) {
-      return AppError('unreachable', 'Cannot reach ${address.label}: $error');
+      transport = await _openTransport();
+    } on ConnectFailure catch (failure) {
+      final sentence = describeConnectFailure(failure, address.label);
+      return AppError(failure.transient ? 'unreachable' : 'bad_address', sentence);
+    } on Object {
+      return AppError('unreachable', 'Cannot reach ${address.label}.');
     }
     if (_stopped) {
       await transport.close();
@@ -352,11 +413,16 @@ class ChatClient {
     _endReason = null;
     _welcomed = false;
     _lastFrameAt = DateTime.now();
+    _probeSentAt = null;
     final subscription = transport.frames.listen(
       _onFrame,
       onDone: () => _endSession(_disconnected),
     );
-    _startKeepAlive();
+    _handshakeTimer = Timer(liveness.handshakeTimeout, () {
+      if (!_welcomed) {
+        _endSession(AppError('timeout', 'The server at ${address.label} did not answer.'));
+      }
+    });
     _helloSince = _lastSeenId > 0 ? _lastSeenId : null;
     // "A client that reconnects with the same nick and the session of its
     // last welcome in hello.session takes the nick over" — PROTOCOL.md §4.
@@ -368,11 +434,24 @@ class ChatClient {
       session: _session,
     ));
     final reason = await end.future;
-    _keepAliveTimer?.cancel();
+    _handshakeTimer?.cancel();
+    _livenessTimer?.cancel();
     await subscription.cancel();
     _transport = null;
     _failHistoryWaiters(reason ?? _disconnected);
     return reason;
+  }
+
+  /// Opens a transport within the handshake timeout; one that opens too late
+  /// is closed when it arrives.
+  Future<ChatTransport> _openTransport() {
+    final opening = _connector(address);
+    return opening.timeout(liveness.handshakeTimeout, onTimeout: () => _openTimedOut(opening));
+  }
+
+  static Never _openTimedOut(Future<ChatTransport> opening) {
+    unawaited(opening.then((opened) => opened.close(), onError: (Object _) {}));
+    throw const ConnectFailure(ConnectFailureKind.timedOut, 'connect timed out');
   }
 
   /// Ends the current connection; the first reason given wins.
@@ -387,18 +466,60 @@ class ChatClient {
     unawaited(_transport?.close());
   }
 
-  void _startKeepAlive() {
-    final interval = keepAlive;
-    if (interval == null) return;
-    _keepAliveTimer?.cancel();
-    _keepAliveTimer = Timer.periodic(interval, (_) {
-      final silence = DateTime.now().difference(_lastFrameAt);
-      if (silence >= interval * 2) {
-        _endSession(const AppError('timeout', 'The server stopped answering.'));
-      } else if (silence >= interval) {
-        unawaited(_send(ClientMessages.ping()));
+  // ------------------------------------------------------------ liveness
+  //
+  // One timer. After `limits.ping_after` of silence the client pings; any
+  // frame counts as the answer. No frame within pongTimeout of the ping: the
+  // connection is dead (a phone that changed network, a server that vanished)
+  // and the client reconnects, well before the server's idle_timeout.
+
+  /// Silence after which the client pings: the server's ping_after, but
+  /// always well inside its idle_timeout (after which it would close a
+  /// silent connection), whatever the two are set to.
+  Duration get _pingEvery {
+    final pingAfter = _limits.pingAfter;
+    final idleTimeout = _limits.idleTimeout;
+    return pingAfter < idleTimeout ~/ 2 ? pingAfter : idleTimeout ~/ 2;
+  }
+
+  /// Sends a ping now and expects a frame within [Liveness.pongTimeout].
+  void _probe() {
+    if (_transport == null || _probeSentAt != null) return;
+    _probeSentAt = DateTime.now();
+    unawaited(_send(ClientMessages.ping(++_probes)));
+    _armLiveness(liveness.pongTimeout);
+  }
+
+  void _armLiveness(Duration delay) {
+    _livenessTimer?.cancel();
+    _livenessTimer = Timer(delay, _checkLiveness);
+  }
+
+  void _checkLiveness() {
+    if (_transport == null || !_welcomed) return;
+    final now = DateTime.now();
+    final probe = _probeSentAt;
+    if (probe != null) {
+      if (_lastFrameAt.isAfter(probe)) {
+        _probeSentAt = null; // answered
+      } else {
+        final waited = now.difference(probe);
+        if (waited >= liveness.pongTimeout) {
+          _endSession(const AppError('timeout', 'The server stopped answering.'));
+        } else {
+          _armLiveness(liveness.pongTimeout - waited);
+        }
+        return;
       }
-    });
+    }
+    if (!liveness.keepAlive) return;
+    final silence = now.difference(_lastFrameAt);
+    final pingEvery = _pingEvery;
+    if (silence >= pingEvery) {
+      _probe();
+    } else {
+      _armLiveness(pingEvery - silence);
+    }
   }
 
   /// Sends on the current connection; returns the failure, if any.
@@ -424,6 +545,14 @@ class ChatClient {
 
   void _onFrame(Frame frame) {
     _lastFrameAt = DateTime.now();
+    if (_probeSentAt != null) {
+      _probeSentAt = null; // any frame proves the connection is alive
+      if (_welcomed && liveness.keepAlive) {
+        _armLiveness(_pingEvery);
+      } else {
+        _livenessTimer?.cancel();
+      }
+    }
     final incoming = ServerMessage.fromFrame(frame);
     switch (incoming) {
       case final Welcome welcome:
@@ -471,6 +600,8 @@ class ChatClient {
     _online = welcome.online;
     _limits = welcome.limits;
     _error = null;
+    _handshakeTimer?.cancel();
+    if (liveness.keepAlive) _armLiveness(_pingEvery);
     _emit(SessionStarted(welcome, resumed: since != null));
     _emit(UsersChanged(users));
     // "Resuming: welcome.history holds the messages with id > since, at most
@@ -509,7 +640,11 @@ class ChatClient {
 
   void _onHistory(HistoryPage page) {
     _absorb(page.messages, live: false);
-    if (_historyWaiters.isNotEmpty) _historyWaiters.removeFirst().complete(Ok(page));
+    final cid = page.cid;
+    // A reply without cid comes from a server that does not echo it: it
+    // answers the oldest request, the only order such a server can keep.
+    final key = cid ?? (_historyWaiters.isEmpty ? null : _historyWaiters.keys.first);
+    _historyWaiters.remove(key)?.complete(Ok(page));
   }
 
   /// Takes in stored messages: advances the resume point, acknowledges own
@@ -540,8 +675,10 @@ class ChatClient {
         AppError(error.wireCode, error.message),
       );
       _emitOutbox();
-    } else if (ref == null && _historyWaiters.isNotEmpty && _answersHistory(error.code)) {
-      _historyWaiters.removeFirst().complete(Err(AppError(error.wireCode, error.message)));
+    } else if (ref != null && _historyWaiters.containsKey(ref)) {
+      // Only an error naming the request's cid answers it: a rate_limited
+      // error for `typing` (which has no cid) must not end a history request.
+      _historyWaiters.remove(ref)!.complete(Err(AppError(error.wireCode, error.message)));
     }
     final reason = AppError(error.wireCode, error.message);
     if (error.fatal) {
@@ -551,12 +688,11 @@ class ChatClient {
     }
   }
 
-  static bool _answersHistory(ErrorCode code) =>
-      code == ErrorCode.rateLimited || code == ErrorCode.badRequest;
-
   void _failHistoryWaiters(AppError reason) {
-    while (_historyWaiters.isNotEmpty) {
-      _historyWaiters.removeFirst().complete(Err(reason));
+    final waiters = List.of(_historyWaiters.values);
+    _historyWaiters.clear();
+    for (final waiter in waiters) {
+      waiter.complete(Err(reason));
     }
   }
 
@@ -606,10 +742,12 @@ class ChatClient {
       return const Err(AppError('offline', 'Not connected.'));
     }
     final waiter = Completer<Result<HistoryPage>>();
-    _historyWaiters.add(waiter);
-    final failure = await _send(ClientMessages.history(before: before, after: after, limit: limit));
+    final cid = 'h-${++_historyCount}';
+    _historyWaiters[cid] = waiter;
+    final failure = await _send(
+        ClientMessages.history(before: before, after: after, limit: limit, cid: cid));
     if (failure != null && !waiter.isCompleted) {
-      _historyWaiters.remove(waiter);
+      _historyWaiters.remove(cid);
       waiter.complete(Err(failure));
     }
     return waiter.future;

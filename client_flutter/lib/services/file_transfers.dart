@@ -112,7 +112,10 @@ class _Download {
   final SharedFile file;
   DownloadSink? sink;
   int received = 0;
-  Future<void> writes = Future<void>.value(); // chunk writes, in order
+  // Chunk writes and the final close/discard, in order. Never completes
+  // with an error: a failed step fails the download (see _queueWrite).
+  Future<void> writes = Future<void>.value();
+  bool writeFailed = false;
   TransferState state = TransferState.preparing;
   AppError? error;
   String? path;
@@ -380,7 +383,7 @@ class FramedTransfers implements FileTransfers {
       return;
     }
     task.received += chunk.bytes.length;
-    task.writes = task.writes.then((_) => sink.write(chunk.offset, chunk.bytes));
+    _queueWrite(task, () => sink.write(chunk.offset, chunk.bytes));
     _emitDownload(task);
   }
 
@@ -391,9 +394,28 @@ class FramedTransfers implements FileTransfers {
     unawaited(_finishDownload(task, sink, end.size));
   }
 
+  /// Appends a file operation to the download's chain. A write that fails
+  /// (disk full, storage removed) fails the download once, with the reason;
+  /// later writes of that download are skipped, but a close or discard
+  /// queued after it still runs, so cancel always cleans up.
+  void _queueWrite(_Download task, Future<void> Function() operation, {bool always = false}) {
+    task.writes = task.writes.then((_) async {
+      if (task.writeFailed && !always) return;
+      try {
+        await operation();
+      } on Object catch (error) {
+        if (always || task.writeFailed) return;
+        task.writeFailed = true;
+        if (!task.state.isActive) return; // cancelled meanwhile: stays cancelled
+        _failDownload(task, AppError('write_failed', 'Cannot save ${task.file.name}: $error'));
+      }
+    });
+  }
+
   Future<void> _finishDownload(_Download task, DownloadSink sink, int size) async {
+    await task.writes;
+    if (task.state != TransferState.running) return; // a write failed, or cancelled
     try {
-      await task.writes;
       task.path = await sink.finish(size: size, sha256Hex: task.file.sha256);
     } on Exception catch (error) {
       _failDownload(task, AppError('write_failed', '$error'));
@@ -411,7 +433,9 @@ class FramedTransfers implements FileTransfers {
       ..state = TransferState.failed
       ..error = error;
     _emitDownload(task);
-    unawaited(task.sink?.close());
+    final sink = task.sink;
+    // The partial file stays for a later resume ("tap download to resume").
+    if (sink != null) _queueWrite(task, sink.close, always: true);
   }
 
   void _cancelDownload(_Download task) {
@@ -420,9 +444,7 @@ class FramedTransfers implements FileTransfers {
     task.state = TransferState.cancelled;
     _emitDownload(task);
     final sink = task.sink;
-    if (sink != null) {
-      task.writes = task.writes.then((_) => sink.discard());
-    }
+    if (sink != null) _queueWrite(task, sink.discard, always: true);
   }
 
   void _emitDownload(_Download task) => _emit(TransferStatus(

@@ -82,7 +82,7 @@ class HttpTransfers implements FileTransfers {
         'session': session,
         'name': source.name,
         'cid': cid,
-        if (to != null) 'to': to,
+        'to': ?to,
         'sha256': await source.sha256Hex(),
         if (caption != null && caption.isNotEmpty) 'text': caption,
       });

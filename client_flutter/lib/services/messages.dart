@@ -23,34 +23,34 @@ abstract final class ClientMessages {
         'nick': nick,
         'client': client,
         'proto': protocolVersion,
-        if (token != null) 'token': token,
-        if (since != null) 'since': since,
-        if (session != null) 'session': session,
+        'token': ?token,
+        'since': ?since,
+        'session': ?session,
       };
 
   static Json msg({required String text, required String cid, String? to}) => {
         'type': ClientType.msg,
         'text': text,
         'cid': cid,
-        if (to != null) 'to': to,
+        'to': ?to,
       };
 
   static Json history({int? before, int? after, int limit = historyPageSize, String? cid}) => {
         'type': ClientType.history,
-        if (before != null) 'before': before,
-        if (after != null) 'after': after,
+        'before': ?before,
+        'after': ?after,
         'limit': limit,
-        if (cid != null) 'cid': cid,
+        'cid': ?cid,
       };
 
   static Json typing({String? to}) => {
         'type': ClientType.typing,
-        if (to != null) 'to': to,
+        'to': ?to,
       };
 
-  static Json ping([Object? t]) => {'type': ClientType.ping, if (t != null) 't': t};
+  static Json ping([Object? t]) => {'type': ClientType.ping, 't': ?t};
 
-  static Json pong([Object? t]) => {'type': ClientType.pong, if (t != null) 't': t};
+  static Json pong([Object? t]) => {'type': ClientType.pong, 't': ?t};
 
   static Json upload({
     required String name,
@@ -66,10 +66,10 @@ abstract final class ClientMessages {
         'name': name,
         'size': size,
         'cid': cid,
-        if (sha256 != null) 'sha256': sha256,
-        if (mime != null) 'mime': mime,
-        if (to != null) 'to': to,
-        if (text != null) 'text': text,
+        'sha256': ?sha256,
+        'mime': ?mime,
+        'to': ?to,
+        'text': ?text,
       };
 
   /// Header of a `chunk` frame; the bytes travel as the frame payload.
@@ -92,9 +92,16 @@ abstract final class ClientMessages {
   static Json downloadCancel(String file) => {'type': ClientType.downloadCancel, 'file': file};
 }
 
-/// Server limits announced in `welcome.limits`.
+/// Server limits announced in `welcome.limits`. Fields a server does not
+/// send keep their defaults; fields this client does not know are ignored.
 class ServerLimits {
-  const ServerLimits({this.text = maxTextBytes, this.chunk = maxPayloadBytes, this.file = 0});
+  const ServerLimits({
+    this.text = maxTextBytes,
+    this.chunk = maxPayloadBytes,
+    this.file = 0,
+    this.pingAfter = defaultPingAfter,
+    this.idleTimeout = defaultIdleTimeout,
+  });
 
   factory ServerLimits.fromJson(Object? json) {
     if (json is! Map<String, Object?>) return const ServerLimits();
@@ -102,6 +109,8 @@ class ServerLimits {
       text: _int(json['text'], maxTextBytes),
       chunk: _int(json['chunk'], maxPayloadBytes),
       file: _int(json['file'], 0),
+      pingAfter: _seconds(json['ping_after'], defaultPingAfter),
+      idleTimeout: _seconds(json['idle_timeout'], defaultIdleTimeout),
     );
   }
 
@@ -110,6 +119,14 @@ class ServerLimits {
 
   /// Largest file the server accepts; 0 when it did not say.
   final int file;
+
+  /// "The server sends ping after 30 s without any frame from a client"
+  /// (`limits.ping_after`, seconds) — PROTOCOL.md §4, Liveness.
+  final Duration pingAfter;
+
+  /// "... and closes the connection after 90 s without any"
+  /// (`limits.idle_timeout`, seconds).
+  final Duration idleTimeout;
 }
 
 /// A message from the server, parsed from a frame (or a WebSocket text).
@@ -337,6 +354,11 @@ final class MalformedMessage extends ServerMessage {
 }
 
 int _int(Object? value, int fallback) => value is num ? value.toInt() : fallback;
+
+/// A positive number of seconds (fractions allowed) as a Duration.
+Duration _seconds(Object? value, Duration fallback) => value is num && value > 0
+    ? Duration(microseconds: (value * Duration.microsecondsPerSecond).round())
+    : fallback;
 
 List<ChatMessage> _messages(Object? list) => [
       for (final item in list as List<Object?>? ?? const <Object?>[])

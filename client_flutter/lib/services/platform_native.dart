@@ -1,5 +1,8 @@
 // Android, iOS and desktop: framed TCP and files on disk.
 
+import 'dart:io';
+import 'dart:typed_data';
+
 import '../models/server_address.dart';
 import 'file_io.dart';
 import 'file_io_native.dart';
@@ -17,3 +20,10 @@ UploadSource uploadSourceFromPath(String path, String name, int size, String? mi
 /// Downloads go to `<documents>/lan_chat`.
 FileStore? createFileStore(String? documentsPath) =>
     documentsPath == null ? null : NativeFileStore('$documentsPath/lan_chat');
+
+/// Only a browser page has a URL to read the server and token from.
+String? takePageLink() => null;
+
+Future<Uint8List> readFileBytes(String path) => File(path).readAsBytes();
+
+Future<void> writeFileBytes(String path, List<int> bytes) => File(path).writeAsBytes(bytes);

@@ -1,5 +1,7 @@
 // Fallback for a platform with neither dart:io nor JS interop.
 
+import 'dart:typed_data';
+
 import '../models/server_address.dart';
 import 'file_io.dart';
 import 'transport.dart';
@@ -14,3 +16,11 @@ UploadSource uploadSourceFromPath(String path, String name, int size, String? mi
     throw UnsupportedError('no file access on this platform');
 
 FileStore? createFileStore(String? documentsPath) => null;
+
+/// Only a browser page has a URL to read the server and token from.
+String? takePageLink() => null;
+
+Future<Uint8List> readFileBytes(String path) => throw UnsupportedError('no file access here');
+
+Future<void> writeFileBytes(String path, List<int> bytes) =>
+    throw UnsupportedError('no file access here');

@@ -21,6 +21,12 @@ const int maxTextBytes = 16384;
 /// "`cid` — a string of 1–64 characters the client picks" — PROTOCOL.md §2.
 const int maxCidLength = 64;
 
+/// "The server sends `ping` after 30 s without any frame from a client and
+/// closes the connection after 90 s without any" — PROTOCOL.md §4. Servers
+/// that announce `welcome.limits.ping_after` / `idle_timeout` override these.
+const Duration defaultPingAfter = Duration(seconds: 30);
+const Duration defaultIdleTimeout = Duration(seconds: 90);
+
 /// "`limit` (int 1–200, default 50)" for `history` — PROTOCOL.md §3.
 const int historyPageSize = 50;
 
@@ -106,11 +112,13 @@ enum ErrorCode {
   rateLimited('rate_limited'),
   unknownUser('unknown_user'),
   serverFull('server_full', fatal: true),
+  serverBusy('server_busy'),
   timeout('timeout', fatal: true),
   slowConsumer('slow_consumer', fatal: true),
   fileTooLarge('file_too_large'),
   diskFull('disk_full'),
   tooManyUploads('too_many_uploads'),
+  tooManyDownloads('too_many_downloads'),
   unknownUpload('unknown_upload'),
   badOffset('bad_offset'),
   sizeMismatch('size_mismatch'),

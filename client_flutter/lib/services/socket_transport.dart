@@ -28,7 +28,12 @@ class SocketTransport implements ChatTransport {
   /// header length is below 2^24), which is how the server tells the framed
   /// protocol from HTTP on the same port — nothing else to announce.
   static Future<ChatTransport> connect(ServerAddress address) async {
-    final socket = await Socket.connect(address.host, address.port, timeout: connectTimeout);
+    final Socket socket;
+    try {
+      socket = await Socket.connect(address.host, address.port, timeout: connectTimeout);
+    } on SocketException catch (error) {
+      throw classifySocketError(error);
+    }
     socket.setOption(SocketOption.tcpNoDelay, true);
     return SocketTransport._(socket);
   }
@@ -100,4 +105,32 @@ class SocketTransport implements ChatTransport {
 
   @override
   Future<void> close() async => _shutDown();
+}
+
+// errno values by platform: Linux/Android, macOS/iOS, Windows (WSA codes).
+const Set<int> _refusedCodes = {111, 61, 10061};
+const Set<int> _timedOutCodes = {110, 60, 10060};
+const Set<int> _noRouteCodes = {101, 113, 51, 65, 10051, 10065};
+const Set<int> _deniedCodes = {1, 13}; // EPERM, EACCES (iOS local network denied)
+
+/// Sorts a connect error into a [ConnectFailure]. The OS error code decides
+/// where there is one; a connect timeout of dart:io has none.
+ConnectFailure classifySocketError(SocketException error) {
+  final code = error.osError?.errorCode;
+  final text = '${error.message} ${error.osError?.message ?? ''}'.toLowerCase();
+  final ConnectFailureKind kind;
+  if (code != null && _refusedCodes.contains(code)) {
+    kind = ConnectFailureKind.refused;
+  } else if ((code != null && _timedOutCodes.contains(code)) || text.contains('timed out')) {
+    kind = ConnectFailureKind.timedOut;
+  } else if (code != null && _noRouteCodes.contains(code)) {
+    kind = ConnectFailureKind.noRoute;
+  } else if (code != null && _deniedCodes.contains(code)) {
+    kind = ConnectFailureKind.denied;
+  } else if (text.contains('host lookup') || text.contains('nodename nor servname')) {
+    kind = ConnectFailureKind.unknownHost;
+  } else {
+    kind = ConnectFailureKind.other;
+  }
+  return ConnectFailure(kind, error.toString());
 }

@@ -22,13 +22,26 @@ class WebSocketTransport implements ChatTransport {
   }
 
   /// Connects to ws://host:port/ws. The server checks that the page's
-  /// Origin matches this Host, so the web build must be served by the same
-  /// server it talks to.
+  /// Origin matches this Host, so the web build is served by the chat server
+  /// itself (`chatserver.py --web-app DIR`, under /app/) and [address] is the
+  /// page's own host and port.
   static Future<ChatTransport> connect(ServerAddress address) async {
     final channel = WebSocketChannel.connect(Uri.parse('ws://${address.label}/ws'));
-    await channel.ready;
+    try {
+      await channel.ready.timeout(connectTimeout);
+    } on TimeoutException catch (error) {
+      unawaited(channel.sink.close());
+      throw ConnectFailure(ConnectFailureKind.timedOut, '$error');
+    } on WebSocketChannelException catch (error) {
+      // Browsers do not say why a WebSocket failed (refused, 403 from the
+      // Origin check...): only that it did.
+      throw ConnectFailure(ConnectFailureKind.other, '$error');
+    }
     return WebSocketTransport._(channel);
   }
+
+  /// How long to wait for the WebSocket handshake.
+  static const Duration connectTimeout = Duration(seconds: 10);
 
   final WebSocketChannel _channel;
   final StreamController<Frame> _frames = StreamController<Frame>();

@@ -10,10 +10,14 @@ class Composer extends StatelessWidget {
     required this.onSend,
     required this.onAttach,
     required this.onChanged,
+    this.focusNode,
     this.offline = false,
   });
 
   final TextEditingController controller;
+
+  /// Stays focused after a send, so the keyboard stays open.
+  final FocusNode? focusNode;
   final String hint;
   final VoidCallback onSend;
   final VoidCallback onAttach;
@@ -37,10 +41,14 @@ class Composer extends StatelessWidget {
           Expanded(
             child: TextField(
               controller: controller,
+              focusNode: focusNode,
               minLines: 1,
               maxLines: 5,
               textInputAction: TextInputAction.send,
               onChanged: onChanged,
+              // Without onEditingComplete, the send action unfocuses the
+              // field and the keyboard closes after every message.
+              onEditingComplete: () {},
               onSubmitted: (_) => onSend(),
               decoration: InputDecoration(
                 hintText: offline ? '$hint (will be sent when back online)' : hint,

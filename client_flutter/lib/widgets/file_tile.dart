@@ -1,13 +1,12 @@
 // A shared file inside a message: name, size, a thumbnail for images once
 // downloaded (or straight from the server in the browser), download progress.
 
-import 'dart:io';
-
 import 'package:flutter/foundation.dart';
 import 'package:flutter/material.dart';
 
 import '../models/shared_file.dart';
 import '../services/file_transfers.dart';
+import 'local_image.dart';
 
 const double _thumbnailWidth = 220;
 const double _thumbnailHeight = 160;
@@ -24,6 +23,10 @@ class FileTile extends StatelessWidget {
     this.localPath,
     this.webUrl,
     this.webThumbnailUrl,
+    this.onView,
+    this.onShare,
+    this.onSaveToGallery,
+    this.onSaveAs,
   });
 
   final SharedFile file;
@@ -42,6 +45,14 @@ class FileTile extends StatelessWidget {
   final VoidCallback onOpen;
   final VoidCallback onCancel;
 
+  /// Shows an image full screen (tap on the thumbnail).
+  final VoidCallback? onView;
+
+  /// The actions on a downloaded file, in its menu; null ones are left out.
+  final VoidCallback? onShare;
+  final VoidCallback? onSaveToGallery;
+  final VoidCallback? onSaveAs;
+
   @override
   Widget build(BuildContext context) {
     final theme = Theme.of(context);
@@ -59,7 +70,7 @@ class FileTile extends StatelessWidget {
               padding: const EdgeInsets.only(bottom: 6),
               child: ClipRRect(
                 borderRadius: BorderRadius.circular(10),
-                child: GestureDetector(onTap: onOpen, child: thumbnail),
+                child: GestureDetector(onTap: onView ?? onOpen, child: thumbnail),
               ),
             ),
           Row(
@@ -97,6 +108,14 @@ class FileTile extends StatelessWidget {
     if (active) {
       return IconButton(tooltip: 'Cancel', onPressed: onCancel, icon: const Icon(Icons.close));
     }
+    if (localPath != null && (onShare != null || onSaveAs != null || onSaveToGallery != null)) {
+      return _FileMenu(
+        onOpen: onOpen,
+        onShare: onShare,
+        onSaveToGallery: file.isImage || file.mime.startsWith('video/') ? onSaveToGallery : null,
+        onSaveAs: onSaveAs,
+      );
+    }
     if (localPath != null || webUrl != null) {
       return IconButton(tooltip: 'Open', onPressed: onOpen, icon: const Icon(Icons.open_in_new));
     }
@@ -130,13 +149,48 @@ class FileTile extends StatelessWidget {
     }
     final path = localPath;
     if (path == null || kIsWeb) return null;
-    return Image.file(
-      File(path),
+    return localImage(
+      path,
       width: _thumbnailWidth,
       height: _thumbnailHeight,
       fit: BoxFit.cover,
       cacheWidth: (_thumbnailWidth * 2).round(),
       errorBuilder: (context, error, stackTrace) => const SizedBox.shrink(),
+    );
+  }
+}
+
+enum _FileAction { open, share, gallery, saveAs }
+
+/// Open, share, save to the gallery, save a copy elsewhere (Downloads...).
+class _FileMenu extends StatelessWidget {
+  const _FileMenu({required this.onOpen, this.onShare, this.onSaveToGallery, this.onSaveAs});
+
+  final VoidCallback onOpen;
+  final VoidCallback? onShare;
+  final VoidCallback? onSaveToGallery;
+  final VoidCallback? onSaveAs;
+
+  @override
+  Widget build(BuildContext context) {
+    final actions = <_FileAction, (IconData, String, VoidCallback)>{
+      _FileAction.open: (Icons.open_in_new, 'Open', onOpen),
+      if (onShare case final share?) _FileAction.share: (Icons.share, 'Share…', share),
+      if (onSaveToGallery case final gallery?)
+        _FileAction.gallery: (Icons.photo_library_outlined, 'Save to gallery', gallery),
+      if (onSaveAs case final saveAs?) _FileAction.saveAs: (Icons.download, 'Save to…', saveAs),
+    };
+    return PopupMenuButton<_FileAction>(
+      tooltip: 'File actions',
+      icon: const Icon(Icons.more_vert),
+      onSelected: (action) => actions[action]!.$3(),
+      itemBuilder: (context) => [
+        for (final MapEntry(key: action, value: (icon, label, _)) in actions.entries)
+          PopupMenuItem(
+            value: action,
+            child: ListTile(leading: Icon(icon), title: Text(label), contentPadding: EdgeInsets.zero),
+          ),
+      ],
     );
   }
 }

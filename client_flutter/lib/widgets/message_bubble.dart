@@ -1,8 +1,10 @@
 // One message: own messages on the right in the primary colour, others on
 // the left with the sender's name at the start of a group, time at its end.
 
+import 'package:flutter/gestures.dart';
 import 'package:flutter/material.dart';
 
+import '../models/links.dart';
 import '../screens/chat/chat_view_model.dart';
 import '../services/chat_client.dart';
 
@@ -17,9 +19,13 @@ class MessageBubble extends StatelessWidget {
     this.attachment,
     this.onRetry,
     this.onDiscard,
+    this.onOpenLink,
   });
 
   final ChatEntry entry;
+
+  /// Opens a web link tapped in the text.
+  final ValueChanged<Uri>? onOpenLink;
   final String timeText;
 
   /// A file card drawn inside the bubble.
@@ -77,7 +83,12 @@ class MessageBubble extends StatelessWidget {
                     children: [
                       if (attachment != null) attachment!,
                       if (entry.text.isNotEmpty)
-                        SelectableText(entry.text, style: TextStyle(color: foreground)),
+                        MessageText(
+                          text: entry.text,
+                          style: TextStyle(color: foreground),
+                          linkColor: mine ? scheme.onPrimaryContainer : scheme.primary,
+                          onOpenLink: onOpenLink,
+                        ),
                     ],
                   ),
                 ),
@@ -146,5 +157,72 @@ class _Footer extends StatelessWidget {
         ],
       ],
     );
+  }
+}
+
+/// The text of a message; web links in it are underlined and open on tap.
+class MessageText extends StatefulWidget {
+  const MessageText({
+    super.key,
+    required this.text,
+    required this.style,
+    required this.linkColor,
+    this.onOpenLink,
+  });
+
+  final String text;
+  final TextStyle style;
+  final Color linkColor;
+  final ValueChanged<Uri>? onOpenLink;
+
+  @override
+  State<MessageText> createState() => _MessageTextState();
+}
+
+class _MessageTextState extends State<MessageText> {
+  final List<TapGestureRecognizer> _recognizers = [];
+
+  @override
+  void dispose() {
+    _disposeRecognizers();
+    super.dispose();
+  }
+
+  void _disposeRecognizers() {
+    for (final recognizer in _recognizers) {
+      recognizer.dispose();
+    }
+    _recognizers.clear();
+  }
+
+  @override
+  Widget build(BuildContext context) {
+    final pieces = splitLinks(widget.text);
+    final open = widget.onOpenLink;
+    if (open == null || !pieces.any((p) => p.isLink)) {
+      return SelectableText(widget.text, style: widget.style);
+    }
+    _disposeRecognizers();
+    final linkStyle = widget.style.copyWith(
+      color: widget.linkColor,
+      decoration: TextDecoration.underline,
+      decorationColor: widget.linkColor,
+    );
+    return Text.rich(TextSpan(
+      style: widget.style,
+      children: [
+        for (final piece in pieces)
+          if (piece.url case final url?)
+            TextSpan(text: piece.text, style: linkStyle, recognizer: _tap(() => open(url)))
+          else
+            TextSpan(text: piece.text),
+      ],
+    ));
+  }
+
+  TapGestureRecognizer _tap(VoidCallback onTap) {
+    final recognizer = TapGestureRecognizer()..onTap = onTap;
+    _recognizers.add(recognizer);
+    return recognizer;
   }
 }

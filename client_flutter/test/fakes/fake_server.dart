@@ -80,13 +80,23 @@ class FakeServer {
   final List<ServerAddress> addresses = [];
   Completer<void>? _connected;
 
-  /// Set to make the next connection attempts fail.
+  /// Set to make the next connection attempts fail ([refuseTimes] of them,
+  /// or all while it is null).
   Object? refuseWith;
+  int? refuseTimes;
+
+  /// Connection attempts, refused ones included.
+  int attempts = 0;
 
   /// The TransportConnector handed to ChatClient.
   Future<ChatTransport> connect(ServerAddress address) async {
+    attempts++;
     final refusal = refuseWith;
-    if (refusal != null) throw refusal;
+    final times = refuseTimes;
+    if (refusal != null && (times == null || times > 0)) {
+      if (times != null) refuseTimes = times - 1;
+      throw refusal;
+    }
     addresses.add(address);
     final transport = FakeTransport();
     connections.add(transport);
@@ -119,6 +129,7 @@ Json welcome({
   List<Json> history = const [],
   bool hasMore = false,
   int lastId = 0,
+  Json limits = const {'text': 16384, 'chunk': 1048576, 'file': 4294967296},
 }) =>
     {
       'type': 'welcome',
@@ -131,7 +142,7 @@ Json welcome({
       'history': history,
       'has_more': hasMore,
       'last_id': lastId,
-      'limits': {'text': 16384, 'chunk': 1048576, 'file': 4294967296},
+      'limits': limits,
     };
 
 Json msg(
@@ -150,6 +161,6 @@ Json msg(
       'from': from,
       'text': text,
       'cid': cid ?? 'c-$id',
-      if (to != null) 'to': to,
-      if (file != null) 'file': file,
+      'to': ?to,
+      'file': ?file,
     };

@@ -1,6 +1,7 @@
 // In-memory file storage for transfer tests: same contract as the dart:io
 // store (resume offset, size and SHA-256 check on finish).
 
+import 'dart:async';
 import 'dart:typed_data';
 
 import 'package:crypto/crypto.dart';
@@ -11,6 +12,15 @@ import 'package:lan_chat/services/recent_servers.dart';
 class MemoryFileStore implements FileStore {
   final Map<String, List<int>> partial = {};
   final Map<String, Uint8List> complete = {};
+
+  /// Writes beyond this many bytes of a file fail, as on a full disk.
+  int? failWritesBeyond;
+
+  /// How often a partial file was discarded.
+  int discards = 0;
+
+  /// When set, writes wait for it (a slow disk).
+  Completer<void>? writeGate;
 
   @override
   Future<String?> completedPath(SharedFile file) async =>
@@ -33,7 +43,13 @@ class _MemorySink implements DownloadSink {
 
   @override
   Future<void> write(int offset, Uint8List bytes) async {
+    final gate = _store.writeGate;
+    if (gate != null) await gate.future;
     if (offset != _bytes.length) throw const FileCheckFailed('out of order');
+    final limit = _store.failWritesBeyond;
+    if (limit != null && offset + bytes.length > limit) {
+      throw const DiskFull('No space left on device');
+    }
     _bytes.addAll(bytes);
   }
 
@@ -58,8 +74,18 @@ class _MemorySink implements DownloadSink {
 
   @override
   Future<void> discard() async {
+    _store.discards++;
     _store.partial.remove(_file.id);
   }
+}
+
+/// What a full disk throws (FileSystemException in the app).
+class DiskFull implements Exception {
+  const DiskFull(this.message);
+  final String message;
+
+  @override
+  String toString() => message;
 }
 
 /// shared_preferences stand-in.

@@ -39,4 +39,14 @@ void main() {
     expect(errorCode('   '), 'bad_address');
     expect(errorCode('ftp://host/'), 'bad_address');
   });
+
+  test('a web page talks to its own host and port, token from its fragment', () {
+    expect(ServerAddress.fromPage(Uri.parse('http://192.168.1.20:5555/app/#k=Zq3x9')),
+        const ServerAddress(host: '192.168.1.20', port: 5555, token: 'Zq3x9'));
+    expect(ServerAddress.fromPage(Uri.parse('http://chat.lan/app/')),
+        const ServerAddress(host: 'chat.lan', port: 80), reason: 'no port: the scheme default');
+    expect(ServerAddress.fromPage(Uri.parse('http://[fe80::1]:5555/app/#k=t'))?.label,
+        '[fe80::1]:5555');
+    expect(ServerAddress.fromPage(Uri.parse('file:///tmp/index.html')), isNull);
+  });
 }

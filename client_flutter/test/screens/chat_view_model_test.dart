@@ -6,31 +6,120 @@ import 'dart:typed_data';
 import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/models/server_address.dart';
 import 'package:lan_chat/screens/chat/chat_view_model.dart';
+import 'package:lan_chat/models/result.dart';
+import 'package:lan_chat/models/shared_file.dart';
 import 'package:lan_chat/services/chat_client.dart';
+import 'package:lan_chat/services/device.dart';
 import 'package:lan_chat/services/file_io.dart';
 import 'package:lan_chat/services/file_transfers.dart';
 
 import '../fakes/fake_server.dart';
 import '../fakes/memory_files.dart';
 
+class FakeScreenAwake implements ScreenAwake {
+  final List<bool> calls = [];
+
+  @override
+  Future<void> keepOn(bool on) async => calls.add(on);
+}
+
+class FakeFileActions implements FileActions {
+  final List<(String, String)> calls = [];
+  AppError? failWith;
+
+  Future<Result<void>> _record(String action, String path) async {
+    calls.add((action, path));
+    final error = failWith;
+    return error == null ? const Ok<void>(null) : Err<void>(error);
+  }
+
+  @override
+  bool get hasGallery => true;
+
+  @override
+  Future<Result<void>> open(String path, SharedFile file) => _record('open', path);
+
+  @override
+  Future<Result<void>> share(String path, SharedFile file) => _record('share', path);
+
+  @override
+  Future<Result<void>> saveToGallery(String path, SharedFile file) => _record('gallery', path);
+
+  @override
+  Future<Result<void>> saveAs(String path, SharedFile file) => _record('saveAs', path);
+}
+
+class FakeNotifier implements MessageNotifier {
+  final List<(int, String, String)> shown = [];
+  int prepared = 0;
+  int cleared = 0;
+
+  @override
+  Future<void> prepare() async {
+    prepared++;
+  }
+
+  @override
+  Future<void> show({required int id, required String title, required String body}) async =>
+      shown.add((id, title, body));
+
+  @override
+  Future<void> clearAll() async {
+    cleared++;
+  }
+}
+
+class FakeFilePicking implements FilePicking {
+  FakeFilePicking(this.files);
+  final List<PickedFile> files;
+  final List<bool> requests = [];
+
+  @override
+  Future<List<PickedFile>> pick({required bool photos}) async {
+    requests.add(photos);
+    return files;
+  }
+}
+
 void main() {
   late FakeServer server;
   late ChatViewModel viewModel;
+  late FakeScreenAwake awake;
+  late FakeFileActions actions;
+  late FakeFilePicking picking;
+  late FakeNotifier notifier;
+  late MemoryFileStore store;
 
   setUp(() {
     server = FakeServer();
+    awake = FakeScreenAwake();
+    actions = FakeFileActions();
+    notifier = FakeNotifier();
+    store = MemoryFileStore();
+    picking = FakeFilePicking([
+      PickedFile(name: 'a.txt', size: 1, bytes: [1]),
+      PickedFile(name: 'b.jpg', size: 2, bytes: [2, 3]),
+      PickedFile(name: 'c.pdf', size: 3, bytes: [4, 5, 6]),
+    ]);
     final client = ChatClient(
       connector: server.connect,
       address: const ServerAddress(host: '127.0.0.1'),
       nick: 'alice',
-      keepAlive: null,
+      liveness: const Liveness(keepAlive: false),
       sleep: (_) async {},
     );
     viewModel = ChatViewModel(
       client: client,
-      transfers: FramedTransfers(client, MemoryFileStore()),
+      transfers: FramedTransfers(client, store),
+      screenAwake: awake,
+      fileActions: actions,
+      filePicking: picking,
+      notifier: notifier,
     );
   });
+
+  Json imageMessage(int id, {int size = 3, String name = 'cat.png', String mime = 'image/png'}) =>
+      msg(id, text: '', file: {'id': 'f$id', 'name': name, 'size': size, 'sha256': '', 'mime': mime});
 
   tearDown(() => viewModel.dispose());
 
@@ -118,7 +207,7 @@ void main() {
     final connection = await join([msg(50), msg(51)], hasMore: true);
     expect(viewModel.hasOlder, isTrue);
     final loading = viewModel.loadOlder();
-    expect(await connection.nextOfType('history'), {'type': 'history', 'before': 50, 'limit': 50});
+    expect(await connection.nextOfType('history'), {'type': 'history', 'before': 50, 'limit': 50, 'cid': 'h-1'});
     connection.reply({'type': 'history', 'messages': [msg(48), msg(49)], 'has_more': false});
     await loading;
     await settle();
@@ -161,5 +250,136 @@ void main() {
     expect(viewModel.activeUploads, isEmpty);
     expect(viewModel.entries.single.file?.name, 'a.txt');
     expect(viewModel.entries.single.mine, isTrue);
+  });
+
+  test('small images are fetched as they arrive, large ones and other files are not', () async {
+    final connection = await join([
+      imageMessage(1),
+      imageMessage(2, size: 50 * 1024 * 1024),
+      imageMessage(3, name: 'notes.pdf', mime: 'application/pdf'),
+    ]);
+    expect(await connection.nextOfType('download'), {'type': 'download', 'file': 'f1', 'offset': 0});
+    connection.reply(imageMessage(4));
+    expect((await connection.nextOfType('download'))['file'], 'f4');
+    await settle();
+    expect(connection.unread.where((f) => f.type == 'download'), isEmpty);
+  });
+
+  test('a fetched image gets a local path, for the inline thumbnail and the viewer', () async {
+    final connection = await join([imageMessage(1)]);
+    await connection.nextOfType('download');
+    connection.reply({
+      'type': 'download_start',
+      'file': 'f1',
+      'name': 'cat.png',
+      'size': 3,
+      'sha256': '',
+      'mime': 'image/png',
+      'offset': 0,
+    });
+    connection.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 0}, Uint8List.fromList([7, 8, 9]));
+    connection.reply({'type': 'download_end', 'file': 'f1', 'size': 3});
+    await settle();
+    final file = viewModel.entries.single.file!;
+    expect(viewModel.localPathOf(file), 'memory/f1/cat.png');
+    await viewModel.shareFile(file);
+    await viewModel.saveToGallery(file);
+    await viewModel.saveFileAs(file);
+    await viewModel.openFile(file);
+    expect(actions.calls, [
+      ('share', 'memory/f1/cat.png'),
+      ('gallery', 'memory/f1/cat.png'),
+      ('saveAs', 'memory/f1/cat.png'),
+      ('open', 'memory/f1/cat.png'),
+    ]);
+  });
+
+  test('a failed save is told to the person', () async {
+    final notices = <String>[];
+    viewModel.notices.listen(notices.add);
+    final connection = await join([imageMessage(1)]);
+    await connection.nextOfType('download');
+    connection.reply({'type': 'download_start', 'file': 'f1', 'name': 'cat.png', 'size': 3,
+        'sha256': '', 'mime': 'image/png', 'offset': 0});
+    connection.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 0}, Uint8List.fromList([7, 8, 9]));
+    connection.reply({'type': 'download_end', 'file': 'f1', 'size': 3});
+    await settle();
+    actions.failWith = const AppError('gallery_accessDenied', 'Allow LAN Chat to add photos.');
+    await viewModel.saveToGallery(viewModel.entries.single.file!);
+    await settle();
+    expect(notices, contains('Allow LAN Chat to add photos.'));
+  });
+
+  test('the screen stays awake while a file moves', () async {
+    final connection = await join([]);
+    viewModel.sendFile(BytesUploadSource(name: 'a.txt', bytes: Uint8List.fromList([1, 2, 3])));
+    final upload = await connection.nextOfType('upload');
+    await settle();
+    expect(awake.calls, [true]);
+    connection.reply(msg(5, from: 'alice', text: '', cid: upload['cid']! as String, file: {
+      'id': 'f5',
+      'name': 'a.txt',
+      'size': 3,
+      'sha256': '',
+      'mime': 'text/plain',
+    }));
+    await settle();
+    expect(awake.calls, [true, false]);
+  });
+
+  test('several picked files are sent, each as its own upload', () async {
+    final connection = await join([]);
+    await viewModel.pickAndSend(photos: false);
+    final names = [for (var i = 0; i < 3; i++) (await connection.nextOfType('upload'))['name']];
+    expect(names, ['a.txt', 'b.jpg', 'c.pdf']);
+    expect(picking.requests, [false]);
+  });
+
+  test('a text over the limit is refused and says why', () async {
+    final notices = <String>[];
+    viewModel.notices.listen(notices.add);
+    final connection = await join([]);
+    final result = viewModel.send('é' * 8193);
+    expect(result, isA<Err<void>>());
+    await settle();
+    expect(notices.single, contains('16384 bytes'));
+    expect(connection.unread.where((f) => f.type == 'msg'), isEmpty);
+  });
+
+  test('coming back to the foreground checks the connection with a ping', () async {
+    final connection = await join([]);
+    viewModel.setVisible(false);
+    viewModel.setVisible(true);
+    expect((await connection.nextOfType('ping'))['type'], 'ping');
+  });
+
+  test('messages that arrive while the app is in the background are notified', () async {
+    final connection = await join([msg(1)]);
+    expect(notifier.prepared, 1, reason: 'permission is asked while the app is in front');
+    expect(notifier.shown, isEmpty, reason: 'the history is not news');
+    viewModel.setVisible(false);
+    connection.reply(msg(2, from: 'bob', text: 'lunch?'));
+    connection.reply(msg(3, from: 'carol', text: 'psst', to: 'alice'));
+    connection.reply(msg(4, from: 'alice', text: 'my own, from another device'));
+    connection.reply(msg(5, from: 'bob', text: 'anyone?'));
+    await settle();
+    expect(notifier.shown, [
+      (0, 'bob · Everyone', 'lunch?'),
+      (notificationId('carol'), 'carol', 'psst'),
+      (0, 'bob · Everyone', 'anyone? (+1 more)'),
+    ]);
+    viewModel.setVisible(true);
+    expect(notifier.cleared, 1);
+    connection.reply(msg(6, from: 'bob', text: 'seen'));
+    await settle();
+    expect(notifier.shown, hasLength(3), reason: 'nothing is notified while the app is in front');
+  });
+
+  test('a file message is notified by its name', () async {
+    final connection = await join([]);
+    viewModel.setVisible(false);
+    connection.reply(imageMessage(7, name: 'notes.pdf', mime: 'application/pdf'));
+    await settle();
+    expect(notifier.shown.single.$3, 'sent notes.pdf');
   });
 }

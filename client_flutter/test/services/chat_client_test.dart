@@ -6,6 +6,7 @@ import 'package:lan_chat/models/result.dart';
 import 'package:lan_chat/models/server_address.dart';
 import 'package:lan_chat/services/chat_client.dart';
 import 'package:lan_chat/services/messages.dart';
+import 'package:lan_chat/services/transport.dart';
 
 import '../fakes/fake_server.dart';
 
@@ -24,7 +25,7 @@ void main() {
       connector: server.connect,
       address: address,
       nick: 'alice',
-      keepAlive: null,
+      liveness: const Liveness(keepAlive: false),
       sleep: (_) async {}, // reconnect at once: no timing in these tests
       newCid: () => 'cid-${++cids}',
     );
@@ -99,12 +100,57 @@ void main() {
       expect(server.connections, hasLength(1), reason: 'no retry after auth_failed');
     });
 
-    test('an unreachable server fails the first attempt without retrying', () async {
-      server.refuseWith = Exception('connection refused');
+    test('an unreachable server is retried a while (iOS asks for LAN access), then given up',
+        () async {
+      server.refuseWith = const ConnectFailure(ConnectFailureKind.refused, 'errno 111');
       final result = await client.start();
-      expect(result, isA<Err<Welcome>>());
       expect((result as Err<Welcome>).error.code, 'unreachable');
+      expect(server.attempts, firstContactAttempts);
       expect(client.status, ConnectionStatus.stopped);
+    });
+
+    test('the first connection succeeds once the local-network prompt is answered', () async {
+      server
+        ..refuseWith = const ConnectFailure(ConnectFailureKind.denied, 'errno 1')
+        ..refuseTimes = 2;
+      final started = client.start();
+      final connection = await server.connection(1);
+      await connection.nextOfType('hello');
+      connection.reply(welcome());
+      expect(await started, isA<Ok<Welcome>>());
+      expect(server.attempts, 3);
+      expect(client.status, ConnectionStatus.online);
+    });
+
+    test('connection errors read as sentences, not socket exception text', () async {
+      server.refuseWith = const ConnectFailure(
+          ConnectFailureKind.refused, 'SocketException: Connection refused (OS Error: 111)');
+      final result = await client.start();
+      final message = (result as Err<Welcome>).error.message;
+      expect(message, contains('127.0.0.1:5555 refused the connection'));
+      expect(message, isNot(contains('SocketException')));
+    });
+
+    test('an unknown host is not retried', () async {
+      server.refuseWith = const ConnectFailure(ConnectFailureKind.unknownHost, 'host lookup');
+      final result = await client.start();
+      expect((result as Err<Welcome>).error.code, 'bad_address');
+      expect(server.attempts, 1);
+    });
+
+    test('a server that never answers hello times out (handshake timeout)', () async {
+      final quiet = ChatClient(
+        connector: server.connect,
+        address: address,
+        nick: 'alice',
+        liveness: const Liveness(keepAlive: false, handshakeTimeout: Duration(milliseconds: 20)),
+        sleep: (_) async {},
+      );
+      final result = await quiet.start();
+      expect((result as Err<Welcome>).error.code, 'timeout');
+      expect(server.connections, hasLength(firstContactAttempts));
+      expect(server.connections.every((c) => c.closed), isTrue);
+      await quiet.dispose();
     });
 
     test('nick_taken on the first attempt is returned to the user', () async {
@@ -245,19 +291,21 @@ void main() {
           welcome(history: [msg(400), msg(401)], hasMore: true, lastId: 401));
       expect(hello['since'], 3);
       final request = await second.nextOfType('history');
-      expect(request, {'type': 'history', 'before': 400, 'after': 3, 'limit': 200});
+      expect(request, {'type': 'history', 'before': 400, 'after': 3, 'limit': 200, 'cid': 'h-1'});
       expect(client.lastSeenId, 3, reason: 'the gap is still open');
       second.reply({
         'type': 'history',
         'messages': [for (var id = 200; id < 400; id++) msg(id)],
         'has_more': true,
+        'cid': 'h-1',
       });
       final next = await second.nextOfType('history');
-      expect(next, {'type': 'history', 'before': 200, 'after': 3, 'limit': 200});
+      expect(next, {'type': 'history', 'before': 200, 'after': 3, 'limit': 200, 'cid': 'h-2'});
       second.reply({
         'type': 'history',
         'messages': [for (var id = 4; id < 200; id++) msg(id)],
         'has_more': false,
+        'cid': 'h-2',
       });
       await settle();
       expect(client.lastSeenId, 401);
@@ -315,8 +363,9 @@ void main() {
     test('loads older messages with before and limit', () async {
       final connection = await join(welcome(history: [msg(50)], hasMore: true, lastId: 50));
       final page = client.requestHistory(before: 50);
-      expect(await connection.nextOfType('history'), {'type': 'history', 'before': 50, 'limit': 50});
-      connection.reply({'type': 'history', 'messages': [msg(48), msg(49)], 'has_more': false});
+      expect(await connection.nextOfType('history'), {'type': 'history', 'before': 50, 'limit': 50, 'cid': 'h-1'});
+      connection.reply(
+          {'type': 'history', 'messages': [msg(48), msg(49)], 'has_more': false, 'cid': 'h-1'});
       final result = await page;
       expect((result as Ok<HistoryPage>).value.messages.map((m) => m.id), [48, 49]);
       expect(client.lastSeenId, 50);
@@ -347,6 +396,133 @@ void main() {
       await settle();
       final typing = events.whereType<TypingReceived>().single;
       expect((typing.from, typing.to), ('bob', 'alice'));
+    });
+  });
+
+  group('liveness', () {
+    ChatClient withLiveness(Liveness liveness) => ChatClient(
+          connector: server.connect,
+          address: address,
+          nick: 'alice',
+          liveness: liveness,
+          sleep: (_) async {},
+        );
+
+    Future<FakeTransport> joinWith(ChatClient other, [Json? reply]) async {
+      final started = other.start();
+      final connection = await server.connection(1);
+      await connection.nextOfType('hello');
+      connection.reply(reply ?? welcome());
+      expect(await started, isA<Ok<Welcome>>());
+      return connection;
+    }
+
+    test('back in the foreground, a dead connection is noticed at once and replaced', () async {
+      final other = withLiveness(const Liveness(keepAlive: false, pongTimeout: Duration(milliseconds: 30)));
+      final first = await joinWith(other);
+      other.checkConnection(); // the app was resumed
+      expect((await first.next()).type, 'ping');
+      // No answer: the connection died while the phone slept.
+      final second = await server.connection(2);
+      final hello = await second.nextOfType('hello');
+      expect(hello['session'], 'sess-1');
+      expect(first.closed, isTrue);
+      await other.dispose();
+    });
+
+    test('a pong to the resume ping keeps the connection', () async {
+      final other = withLiveness(const Liveness(keepAlive: false, pongTimeout: Duration(milliseconds: 30)));
+      final first = await joinWith(other);
+      other.checkConnection();
+      final ping = await first.next();
+      expect(ping.type, 'ping');
+      first.reply({'type': 'pong', 't': ping.header['t']});
+      await Future<void>.delayed(const Duration(milliseconds: 200));
+      expect(server.connections, hasLength(1));
+      expect(other.status, ConnectionStatus.online);
+      await other.dispose();
+    });
+
+    test('keep-alive pings after welcome.limits.ping_after of silence', () async {
+      final other = withLiveness(const Liveness(pongTimeout: Duration(seconds: 30)));
+      final first = await joinWith(other, welcome(limits: {'text': 16384, 'ping_after': 0.05}));
+      expect(other.limits.pingAfter, const Duration(milliseconds: 50));
+      expect((await first.next()).type, 'ping');
+      await other.dispose();
+    });
+
+    test('the client pings within half the idle_timeout, even when ping_after is longer', () async {
+      final other = withLiveness(const Liveness(pongTimeout: Duration(seconds: 30)));
+      final first = await joinWith(
+          other, welcome(limits: {'text': 16384, 'ping_after': 600, 'idle_timeout': 0.1}));
+      expect((await first.next()).type, 'ping');
+      await other.dispose();
+    });
+
+    test('welcome.limits: ping_after and idle_timeout when present, defaults otherwise', () {
+      const defaults = ServerLimits();
+      expect(defaults.pingAfter, const Duration(seconds: 30));
+      expect(defaults.idleTimeout, const Duration(seconds: 90));
+      final announced = ServerLimits.fromJson({
+        'text': 100,
+        'ping_after': 12,
+        'idle_timeout': 40.5,
+        'something_new': {'a': 1}, // unknown fields are ignored
+      });
+      expect(announced.text, 100);
+      expect(announced.pingAfter, const Duration(seconds: 12));
+      expect(announced.idleTimeout, const Duration(milliseconds: 40500));
+      final bad = ServerLimits.fromJson({'ping_after': 'soon', 'idle_timeout': -1});
+      expect(bad.pingAfter, const Duration(seconds: 30));
+      expect(bad.idleTimeout, const Duration(seconds: 90));
+    });
+  });
+
+  group('history by cid', () {
+    test('replies are matched by cid, whatever their order', () async {
+      final connection = await join();
+      final older = client.requestHistory(before: 50);
+      final newer = client.requestHistory(before: 90);
+      final first = await connection.nextOfType('history');
+      final second = await connection.nextOfType('history');
+      expect((first['cid'], second['cid']), ('h-1', 'h-2'));
+      connection.reply({'type': 'history', 'messages': [msg(89)], 'has_more': false, 'cid': 'h-2'});
+      connection.reply({'type': 'history', 'messages': [msg(49)], 'has_more': true, 'cid': 'h-1'});
+      expect(((await older) as Ok<HistoryPage>).value.messages.single.id, 49);
+      expect(((await newer) as Ok<HistoryPage>).value.messages.single.id, 89);
+    });
+
+    test('a rate_limited error about typing does not answer a history request', () async {
+      final connection = await join();
+      var answered = false;
+      final page = client.requestHistory(before: 50)..then((_) => answered = true);
+      await connection.nextOfType('history');
+      client.sendTyping();
+      connection.reply({
+        'type': 'error',
+        'code': 'rate_limited',
+        'message': 'Too many messages; slow down.',
+        'fatal': false,
+      });
+      await settle();
+      expect(answered, isFalse);
+      connection.reply({'type': 'history', 'messages': [msg(49)], 'has_more': false, 'cid': 'h-1'});
+      expect(await page, isA<Ok<HistoryPage>>());
+    });
+
+    test('an error naming the request cid answers it', () async {
+      final connection = await join();
+      final page = client.requestHistory(before: 50);
+      await connection.nextOfType('history');
+      connection.reply({
+        'type': 'error',
+        'code': 'rate_limited',
+        'message': 'Too many messages; slow down.',
+        'ref': 'h-1',
+        'fatal': false,
+      });
+      expect(((await page) as Err<HistoryPage>).error.code, 'rate_limited');
+      expect(client.status, ConnectionStatus.online);
     });
   });
 

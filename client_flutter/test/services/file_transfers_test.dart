@@ -2,6 +2,7 @@
 // FramedTransfers against the fake server: chunking, acknowledgement by the
 // file message, resume after a reconnect, cancel, checksum check.
 
+import 'dart:async';
 import 'dart:typed_data';
 
 import 'package:crypto/crypto.dart';
@@ -33,7 +34,7 @@ void main() {
       connector: server.connect,
       address: address,
       nick: 'alice',
-      keepAlive: null,
+      liveness: const Liveness(keepAlive: false),
       sleep: (_) async {},
     );
     store = MemoryFileStore();
@@ -300,6 +301,75 @@ void main() {
       expect(updates.last.state, TransferState.failed);
       expect(store.complete, isEmpty);
       expect(store.partial, isEmpty, reason: 'the bad bytes are discarded');
+    });
+
+    Json start(int offset) => {
+          'type': 'download_start',
+          'file': 'f1',
+          'name': 'notes.txt',
+          'size': 10,
+          'sha256': file.sha256,
+          'mime': 'text/plain',
+          'offset': offset,
+        };
+
+    test('a write error fails the download with its reason; a retry resumes from the saved bytes',
+        () async {
+      store.failWritesBeyond = 6;
+      final first = await join();
+      transfers.download(file);
+      await first.nextOfType('download');
+      first.reply(start(0));
+      first.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 0}, bytes.sublist(0, 6));
+      first.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 6}, bytes.sublist(6));
+      await settle();
+      expect(updates.last.state, TransferState.failed);
+      expect(updates.last.error?.code, 'write_failed');
+      expect(updates.last.error?.message, contains('No space left on device'));
+      expect(await first.nextOfType('download_cancel'), {'type': 'download_cancel', 'file': 'f1'});
+      expect(store.partial['f1'], bytes.sublist(0, 6), reason: 'kept for a resume');
+      // Space was freed; the person taps download again.
+      store.failWritesBeyond = null;
+      transfers.download(file);
+      expect(await first.nextOfType('download'), {'type': 'download', 'file': 'f1', 'offset': 6});
+      first.reply(start(6));
+      first.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 6}, bytes.sublist(6));
+      first.reply({'type': 'download_end', 'file': 'f1', 'size': 10});
+      await settle();
+      expect(updates.last.state, TransferState.done);
+      expect(store.complete['f1'], bytes);
+    });
+
+    test('a failed download is not asked for again after a reconnect', () async {
+      store.failWritesBeyond = 0;
+      final first = await join();
+      transfers.download(file);
+      await first.nextOfType('download');
+      first.reply(start(0));
+      first.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 0}, bytes.sublist(0, 4));
+      await settle();
+      expect(updates.last.state, TransferState.failed);
+      final second = await reconnect(2, first);
+      await settle();
+      expect(second.unread.where((f) => f.type == 'download'), isEmpty);
+    });
+
+    test('cancel while a failing write is in flight still removes the partial file', () async {
+      store
+        ..failWritesBeyond = 0
+        ..writeGate = Completer<void>();
+      final connection = await join();
+      transfers.download(file);
+      await connection.nextOfType('download');
+      connection.reply(start(0));
+      connection.reply({'type': 'file_chunk', 'file': 'f1', 'offset': 0}, bytes.sublist(0, 6));
+      await settle(); // the write now waits on the slow disk
+      transfers.cancel('f1');
+      store.writeGate!.complete(); // ... and fails
+      await settle();
+      expect(updates.last.state, TransferState.cancelled, reason: 'cancelled stays cancelled');
+      expect(store.discards, 1, reason: 'the cleanup ran after the failed write');
+      expect(await connection.nextOfType('download_cancel'), {'type': 'download_cancel', 'file': 'f1'});
     });
 
     test('forbidden is reported', () async {

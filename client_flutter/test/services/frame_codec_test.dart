@@ -1,5 +1,5 @@
-// The framing codec against tests/vectors/frames.json — the same vectors the
-// Python server's tests read, so both sides agree byte for byte.
+// The framing codec against tests/vectors/frames*.json — the same vectors
+// the Python server's tests read, so both sides agree byte for byte.
 
 import 'dart:convert';
 import 'dart:io';
@@ -9,8 +9,26 @@ import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/services/frame_codec.dart';
 import 'package:lan_chat/services/protocol.dart';
 
-/// Relative to the package root, where `flutter test` runs.
-const String vectorsPath = '../tests/vectors/frames.json';
+/// Relative to the package root, where `flutter test` runs. Every
+/// `frames*.json` in it has the same schema (frames.json, and hand-written
+/// vectors beside it); all of them are read.
+const String vectorsFolder = '../tests/vectors';
+
+List<(String, Map<String, dynamic>)> vectorFiles() {
+  final files = Directory(vectorsFolder)
+      .listSync()
+      .whereType<File>()
+      .where((f) {
+        final name = f.uri.pathSegments.last;
+        return name.startsWith('frames') && name.endsWith('.json');
+      })
+      .toList()
+    ..sort((a, b) => a.path.compareTo(b.path));
+  return [
+    for (final file in files)
+      (file.uri.pathSegments.last, jsonDecode(file.readAsStringSync()) as Map<String, dynamic>),
+  ];
+}
 
 Uint8List fromHex(String hex) {
   final bytes = Uint8List(hex.length ~/ 2);
@@ -26,54 +44,61 @@ Matcher throwsFrameError(String code) =>
     throwsA(isA<FrameError>().having((error) => error.code.wire, 'code', code));
 
 void main() {
-  final vectors = jsonDecode(File(vectorsPath).readAsStringSync()) as Map<String, dynamic>;
+  final files = vectorFiles();
 
-  test('vectors file has the expected version and content', () {
-    expect(vectors['version'], 1);
-    expect(vectors['frames'], isNotEmpty);
-    expect(vectors['invalid'], isNotEmpty);
+  test('the vector files are found, frames.json among them', () {
+    expect(files.map((f) => f.$1), contains('frames.json'));
   });
 
-  group('valid vectors', () {
-    for (final item in vectors['frames'] as List<dynamic>) {
-      final vector = item as Map<String, dynamic>;
-      final name = vector['name'] as String;
-      final bytes = fromHex(vector['hex'] as String);
-      final header = vector['header'] as Map<String, dynamic>;
-      final payload = fromHex(vector['payload_hex'] as String? ?? '');
+  for (final (fileName, vectors) in files) {
+    test('$fileName has the expected version and content', () {
+      expect(vectors['version'], 1);
+      final frames = vectors['frames'] as List<dynamic>? ?? const [];
+      final invalid = vectors['invalid'] as List<dynamic>? ?? const [];
+      expect([...frames, ...invalid], isNotEmpty);
+    });
 
-      test('$name decodes to its header and payload', () {
-        final frame = decodeFrame(bytes);
-        expect(frame.header, equals(header));
-        expect(toHex(frame.payload), vector['payload_hex'] ?? '');
-      });
+    group('$fileName valid vectors', () {
+      for (final item in vectors['frames'] as List<dynamic>? ?? const []) {
+        final vector = item as Map<String, dynamic>;
+        final name = vector['name'] as String;
+        final bytes = fromHex(vector['hex'] as String);
+        final header = vector['header'] as Map<String, dynamic>;
+        final payload = fromHex(vector['payload_hex'] as String? ?? '');
 
-      test('$name encodes to exactly its bytes', () {
-        expect(toHex(encodeFrame(header, payload)), vector['hex']);
-      });
+        test('$name decodes to its header and payload', () {
+          final frame = decodeFrame(bytes);
+          expect(frame.header, equals(header));
+          expect(toHex(frame.payload), vector['payload_hex'] ?? '');
+        });
 
-      test('$name decodes when fed one byte at a time', () {
-        final decoder = FrameDecoder();
-        final frames = <Frame>[];
-        for (final byte in bytes) {
-          frames.addAll(decoder.feed(Uint8List.fromList([byte])));
-        }
-        expect(frames, hasLength(1));
-        expect(frames.single.header, equals(header));
-        expect(decoder.bufferedBytes, 0);
-      });
-    }
-  });
+        test('$name encodes to exactly its bytes', () {
+          expect(toHex(encodeFrame(header, payload)), vector['hex']);
+        });
 
-  group('invalid vectors', () {
-    for (final item in vectors['invalid'] as List<dynamic>) {
-      final vector = item as Map<String, dynamic>;
-      test('${vector['name']} raises ${vector['error']}', () {
-        expect(() => decodeFrame(fromHex(vector['hex'] as String)),
-            throwsFrameError(vector['error'] as String));
-      });
-    }
-  });
+        test('$name decodes when fed one byte at a time', () {
+          final decoder = FrameDecoder();
+          final frames = <Frame>[];
+          for (final byte in bytes) {
+            frames.addAll(decoder.feed(Uint8List.fromList([byte])));
+          }
+          expect(frames, hasLength(1));
+          expect(frames.single.header, equals(header));
+          expect(decoder.bufferedBytes, 0);
+        });
+      }
+    });
+
+    group('$fileName invalid vectors', () {
+      for (final item in vectors['invalid'] as List<dynamic>? ?? const []) {
+        final vector = item as Map<String, dynamic>;
+        test('${vector['name']} raises ${vector['error']}', () {
+          expect(() => decodeFrame(fromHex(vector['hex'] as String)),
+              throwsFrameError(vector['error'] as String));
+        });
+      }
+    });
+  }
 
   group('decoder', () {
     final ping = fromHex('0000000f000000007b2274797065223a2270696e67227d');

@@ -3,16 +3,12 @@
 
 import 'dart:async';
 
-import 'package:file_picker/file_picker.dart';
-import 'package:flutter/foundation.dart';
 import 'package:flutter/material.dart';
-import 'package:open_filex/open_filex.dart';
 import 'package:url_launcher/url_launcher.dart';
 
+import '../../models/result.dart';
 import '../../models/shared_file.dart';
 import '../../services/chat_client.dart';
-import '../../services/file_io.dart';
-import '../../services/platform.dart';
 import '../../widgets/composer.dart';
 import '../../widgets/connection_banner.dart';
 import '../../widgets/chat_rows.dart';
@@ -21,6 +17,7 @@ import '../../widgets/message_bubble.dart';
 import '../../widgets/transfer_panel.dart';
 import '../../widgets/user_drawer.dart';
 import 'chat_view_model.dart';
+import 'image_viewer.dart';
 
 /// Within this many pixels of the oldest message, older ones are fetched.
 const double _loadOlderThreshold = 400;
@@ -36,6 +33,7 @@ class ChatScreen extends StatefulWidget {
 
 class _ChatScreenState extends State<ChatScreen> {
   final _text = TextEditingController();
+  final _focus = FocusNode();
   final _scroll = ScrollController();
   late final AppLifecycleListener _lifecycle;
   StreamSubscription<String>? _notices;
@@ -58,6 +56,7 @@ class _ChatScreenState extends State<ChatScreen> {
     _notices?.cancel();
     _scroll.dispose();
     _text.dispose();
+    _focus.dispose();
     super.dispose();
   }
 
@@ -74,34 +73,46 @@ class _ChatScreenState extends State<ChatScreen> {
     ScaffoldMessenger.of(context).showSnackBar(SnackBar(content: Text(text)));
   }
 
+  /// Sends the text; it is cleared only once accepted (a refused one, over
+  /// 16 KiB for instance, stays to be shortened). The field keeps the focus,
+  /// so the keyboard stays open for the next message.
   void _send() {
     final text = _text.text;
     if (text.trim().isEmpty) return;
-    _text.clear();
-    _viewModel.send(text);
+    if (_viewModel.send(text) is Ok<void>) _text.clear();
+    _focus.requestFocus();
   }
 
   Future<void> _attach() async {
-    final picked = await FilePicker.platform.pickFiles(withData: kIsWeb);
-    final file = picked == null || picked.files.isEmpty ? null : picked.files.first;
-    if (file == null) return;
-    final source = _uploadSourceFor(file);
-    if (source == null) {
-      _showNotice('Cannot read ${file.name}.');
-      return;
-    }
-    _viewModel.sendFile(source);
+    if (!_viewModel.canPickFiles) return;
+    final photos = await showModalBottomSheet<bool>(
+      context: context,
+      builder: (context) => SafeArea(
+        child: Column(
+          mainAxisSize: MainAxisSize.min,
+          children: [
+            ListTile(
+              leading: const Icon(Icons.photo_library_outlined),
+              title: const Text('Photos and videos'),
+              onTap: () => Navigator.of(context).pop(true),
+            ),
+            ListTile(
+              leading: const Icon(Icons.folder_open),
+              title: const Text('Files'),
+              onTap: () => Navigator.of(context).pop(false),
+            ),
+          ],
+        ),
+      ),
+    );
+    if (photos == null) return;
+    await _viewModel.pickAndSend(photos: photos);
   }
 
-  /// Browsers hand over bytes; other platforms a path read chunk by chunk,
-  /// so large files never sit in memory.
-  static UploadSource? _uploadSourceFor(PlatformFile file) {
-    final mime = guessMime(file.name);
-    final bytes = file.bytes;
-    if (bytes != null) return BytesUploadSource(name: file.name, bytes: bytes, mime: mime);
-    final path = file.path;
-    if (path == null) return null;
-    return uploadSourceFromPath(path, file.name, file.size, mime);
+  Future<void> _openLink(Uri url) async {
+    if (!await launchUrl(url, mode: LaunchMode.externalApplication)) {
+      _showNotice('Cannot open $url.');
+    }
   }
 
   Future<void> _open(SharedFile file) async {
@@ -110,13 +121,29 @@ class _ChatScreenState extends State<ChatScreen> {
       if (!await launchUrl(url)) _showNotice('Cannot open ${file.name}.');
       return;
     }
-    final path = _viewModel.localPathOf(file);
-    if (path == null) {
-      _viewModel.download(file);
+    await _viewModel.openFile(file);
+  }
+
+  void _view(SharedFile file) {
+    final viewModel = _viewModel;
+    final path = viewModel.localPathOf(file);
+    final url = viewModel.browserUrlOf(file, inline: true);
+    if (path == null && url == null) {
+      viewModel.download(file);
       return;
     }
-    final result = await OpenFilex.open(path);
-    if (result.type != ResultType.done) _showNotice(result.message);
+    final actions = viewModel.hasFileActions;
+    Navigator.of(context).push(MaterialPageRoute<void>(
+      builder: (_) => ImageViewerScreen(
+        file: file,
+        path: path,
+        url: path == null ? url : null,
+        onShare: actions ? () => viewModel.shareFile(file) : null,
+        onSaveToGallery:
+            actions && viewModel.canSaveToGallery ? () => viewModel.saveToGallery(file) : null,
+        onSaveAs: actions ? () => viewModel.saveFileAs(file) : null,
+      ),
+    ));
   }
 
   @override
@@ -184,6 +211,7 @@ class _ChatScreenState extends State<ChatScreen> {
                 ),
                 Composer(
                   controller: _text,
+                  focusNode: _focus,
                   hint: peer == null ? 'Message everyone' : 'Message $peer',
                   onSend: _send,
                   onAttach: _attach,
@@ -230,6 +258,7 @@ class _ChatScreenState extends State<ChatScreen> {
               timeText: clockTime(entry.time),
               onRetry: entry.pending == null ? null : () => viewModel.retry(entry.pending!.cid),
               onDiscard: entry.pending == null ? null : () => viewModel.discard(entry.pending!.cid),
+              onOpenLink: _openLink,
               attachment: file == null
                   ? null
                   : FileTile(
@@ -242,6 +271,12 @@ class _ChatScreenState extends State<ChatScreen> {
                       onDownload: () => viewModel.download(file),
                       onOpen: () => _open(file),
                       onCancel: () => viewModel.cancelTransfer(file.id),
+                      onView: file.isImage ? () => _view(file) : null,
+                      onShare: viewModel.hasFileActions ? () => viewModel.shareFile(file) : null,
+                      onSaveToGallery: viewModel.hasFileActions && viewModel.canSaveToGallery
+                          ? () => viewModel.saveToGallery(file)
+                          : null,
+                      onSaveAs: viewModel.hasFileActions ? () => viewModel.saveFileAs(file) : null,
                     ),
             ),
           ],

@@ -4,6 +4,7 @@
 
 import 'dart:async';
 import 'dart:collection';
+import 'dart:typed_data';
 
 import 'package:flutter/foundation.dart';
 
@@ -11,9 +12,11 @@ import '../../models/chat_message.dart';
 import '../../models/result.dart';
 import '../../models/shared_file.dart';
 import '../../services/chat_client.dart';
+import '../../services/device.dart';
 import '../../services/file_io.dart';
 import '../../services/file_transfers.dart';
 import '../../services/messages.dart';
+import '../../services/platform.dart';
 
 /// How long "bob is typing…" stays without a new `typing` message.
 const Duration typingShownFor = Duration(seconds: 5);
@@ -23,6 +26,13 @@ const Duration typingSendInterval = Duration(seconds: 3);
 
 /// Messages of one sender closer than this are drawn as one group.
 const Duration groupWindow = Duration(minutes: 5);
+
+/// Images up to this size are fetched as they arrive, to show them inline.
+const int autoFetchImageBytes = 4 * 1024 * 1024;
+
+/// At most this many images are fetched on their own from one batch of
+/// messages (the welcome history may hold a hundred).
+const int autoFetchImagesPerBatch = 12;
 
 /// One row of the message list: a stored message or one still in the outbox.
 class ChatEntry {
@@ -70,9 +80,19 @@ class _Typing {
 }
 
 class ChatViewModel extends ChangeNotifier {
-  ChatViewModel({required ChatClient client, required FileTransfers transfers})
-      : _client = client,
-        _transfers = transfers {
+  ChatViewModel({
+    required ChatClient client,
+    required FileTransfers transfers,
+    ScreenAwake? screenAwake,
+    FileActions? fileActions,
+    FilePicking? filePicking,
+    MessageNotifier? notifier,
+  })  : _client = client,
+        _notifier = notifier,
+        _transfers = transfers,
+        _screenAwake = screenAwake,
+        _fileActions = fileActions,
+        _filePicking = filePicking {
     _subscriptions
       ..add(client.events.listen(_onChatEvent))
       ..add(transfers.updates.listen(_onTransfer));
@@ -80,6 +100,11 @@ class ChatViewModel extends ChangeNotifier {
 
   final ChatClient _client;
   final FileTransfers _transfers;
+  final ScreenAwake? _screenAwake;
+  final FileActions? _fileActions;
+  final FilePicking? _filePicking;
+  final MessageNotifier? _notifier;
+  bool _keptAwake = false;
   final List<StreamSubscription<Object>> _subscriptions = [];
   final StreamController<String> _notices = StreamController<String>.broadcast();
 
@@ -107,7 +132,10 @@ class ChatViewModel extends ChangeNotifier {
   // ------------------------------------------------------------ lifecycle
 
   /// Connects; completes with the welcome or the reason it failed.
-  Future<Result<Welcome>> start() => _client.start();
+  Future<Result<Welcome>> start() {
+    unawaited(_notifier?.prepare());
+    return _client.start();
+  }
 
   @override
   void dispose() {
@@ -119,22 +147,28 @@ class ChatViewModel extends ChangeNotifier {
       typing.timer.cancel();
     }
     _notices.close();
+    if (_keptAwake) unawaited(_screenAwake?.keepOn(false));
     _transfers.dispose();
     _client.dispose();
     super.dispose();
   }
 
-  /// The app went to the background or came back: unread counting and an
-  /// immediate reconnect attempt depend on it.
+  /// The app went to the background or came back. Back in front, the
+  /// connection is checked at once (it may have died meanwhile) and the
+  /// conversation is marked read.
   void setVisible(bool visible) {
     if (visible == _visible) return;
     _visible = visible;
     if (visible) {
-      _client.reconnectNow();
+      _client.checkConnection();
       _markConversationRead(showMarker: true);
+      unawaited(_notifier?.clearAll());
     }
     _changed();
   }
+
+  /// Whether the app is in the foreground.
+  bool get visible => _visible;
 
   /// Tries to reconnect now instead of waiting for the back-off delay.
   void retryNow() => _client.reconnectNow();
@@ -283,6 +317,93 @@ class ChatViewModel extends ChangeNotifier {
     _transfers.upload(source, to: _peer, caption: caption);
   }
 
+  /// Whether files can be picked to send.
+  bool get canPickFiles => _filePicking != null;
+
+  /// Lets the person pick files (several at once) or photos, and sends each.
+  Future<void> pickAndSend({required bool photos}) async {
+    final picking = _filePicking;
+    if (picking == null) return;
+    final List<PickedFile> picked;
+    try {
+      picked = await picking.pick(photos: photos);
+    } on Object catch (error) {
+      _notice('Cannot pick files: $error');
+      return;
+    }
+    final sources = <UploadSource>[];
+    for (final file in picked) {
+      final source = _uploadSourceFor(file);
+      if (source == null) {
+        _notice('Cannot read ${file.name}.');
+      } else {
+        sources.add(source);
+      }
+    }
+    sendFiles(sources);
+  }
+
+  /// Browsers hand over bytes; other platforms a path read chunk by chunk,
+  /// so large files never sit in memory.
+  static UploadSource? _uploadSourceFor(PickedFile file) {
+    final mime = guessMime(file.name);
+    final bytes = file.bytes;
+    if (bytes != null) {
+      return BytesUploadSource(name: file.name, bytes: Uint8List.fromList(bytes), mime: mime);
+    }
+    final path = file.path;
+    if (path == null) return null;
+    return uploadSourceFromPath(path, file.name, file.size, mime);
+  }
+
+  /// Shares several files, each its own file message, in the order given.
+  void sendFiles(List<UploadSource> sources) {
+    for (final source in sources) {
+      sendFile(source);
+    }
+  }
+
+  /// Whether received files can be saved to the photo gallery here.
+  bool get canSaveToGallery => _fileActions?.hasGallery ?? false;
+
+  /// Whether the open / share / save actions exist (not in browsers).
+  bool get hasFileActions => _fileActions != null && _transfers.canDownload;
+
+  /// Opens a downloaded file in another app; downloads it first if needed.
+  Future<void> openFile(SharedFile file) =>
+      _withLocalFile(file, (actions, path) => actions.open(path, file));
+
+  Future<void> shareFile(SharedFile file) =>
+      _withLocalFile(file, (actions, path) => actions.share(path, file));
+
+  Future<void> saveToGallery(SharedFile file) => _withLocalFile(file, (actions, path) async {
+        final result = await actions.saveToGallery(path, file);
+        if (result is Ok<void>) _notice('${file.name} saved to the gallery.');
+        return result;
+      });
+
+  Future<void> saveFileAs(SharedFile file) => _withLocalFile(file, (actions, path) async {
+        final result = await actions.saveAs(path, file);
+        if (result is Ok<void>) _notice('${file.name} saved.');
+        return result;
+      });
+
+  Future<void> _withLocalFile(
+    SharedFile file,
+    Future<Result<void>> Function(FileActions actions, String path) action,
+  ) async {
+    final actions = _fileActions;
+    if (actions == null) return;
+    final path = _localPaths[file.id];
+    if (path == null) {
+      download(file);
+      _notice('Downloading ${file.name} first…');
+      return;
+    }
+    final result = await action(actions, path);
+    if (result case Err(:final error) when error.code != 'cancelled') _notice(error.message);
+  }
+
   void download(SharedFile file) => _transfers.download(file);
 
   void cancelTransfer(String key) => _transfers.cancel(key);
@@ -322,21 +443,63 @@ class ChatViewModel extends ChangeNotifier {
   }
 
   void _addMessages(List<ChatMessage> messages, {required bool live}) {
+    final images = <SharedFile>[];
     for (final message in messages) {
       _messages[message.id] = message;
       final typing = _typing.remove(nickKey(message.from));
       typing?.timer.cancel();
       final file = message.file;
-      if (file != null && !_localPaths.containsKey(file.id)) unawaited(_findLocalCopy(file));
+      if (file != null && !_localPaths.containsKey(file.id)) {
+        if (_fetchesInline(file)) images.add(file);
+        unawaited(_findLocalCopy(file, fetch: false));
+      }
     }
-    if (_visible) _markConversationRead(showMarker: false);
+    // Newest first: they are the ones on screen.
+    for (final image in images.reversed.take(autoFetchImagesPerBatch)) {
+      unawaited(_findLocalCopy(image, fetch: true));
+    }
+    if (_visible) {
+      _markConversationRead(showMarker: false);
+    } else if (live) {
+      _notifyInBackground(messages);
+    }
   }
 
-  Future<void> _findLocalCopy(SharedFile file) async {
+  /// A live message from someone else while the app is in the background:
+  /// one notification per conversation, replaced by its newest message.
+  void _notifyInBackground(List<ChatMessage> messages) {
+    final notifier = _notifier;
+    if (notifier == null) return;
+    for (final message in messages) {
+      if (sameNick(message.from, me)) continue;
+      final conversation = message.conversationFor(me);
+      final file = message.file;
+      final text = message.text.isNotEmpty
+          ? message.text
+          : file != null
+              ? 'sent ${file.name}'
+              : '';
+      final unread = unreadIn(conversation);
+      unawaited(notifier.show(
+        id: notificationId(conversation),
+        title: conversation == null ? '${message.from} · Everyone' : message.from,
+        body: unread > 1 ? '$text (+${unread - 1} more)' : text,
+      ));
+    }
+  }
+
+  /// Small images are shown in the chat, so they are fetched unasked.
+  bool _fetchesInline(SharedFile file) =>
+      file.isImage && file.size > 0 && file.size <= autoFetchImageBytes && _transfers.canDownload;
+
+  Future<void> _findLocalCopy(SharedFile file, {required bool fetch}) async {
     final path = await _transfers.localPath(file);
-    if (path != null && !_disposed) {
+    if (_disposed) return;
+    if (path != null) {
       _localPaths[file.id] = path;
       _changed();
+    } else if (fetch && _transferStatus[file.id] == null) {
+      _transfers.download(file);
     }
   }
 
@@ -368,7 +531,19 @@ class ChatViewModel extends ChangeNotifier {
     if (status.direction == TransferDirection.upload && status.state == TransferState.done) {
       _transferStatus.remove(status.key); // the file message shows it now
     }
+    _updateScreenAwake();
     _changed();
+  }
+
+  /// Whether a file is moving right now.
+  bool get transferring => _transferStatus.values.any((s) => s.state.isActive);
+
+  void _updateScreenAwake() {
+    final awake = _screenAwake;
+    final wanted = transferring;
+    if (awake == null || wanted == _keptAwake) return;
+    _keptAwake = wanted;
+    unawaited(awake.keepOn(wanted));
   }
 
   // -------------------------------------------------------------- helpers
@@ -464,6 +639,11 @@ class ChatViewModel extends ChangeNotifier {
     notifyListeners();
   }
 }
+
+/// The notification id of a conversation (null: the public room): stable,
+/// so a newer message replaces the older notification.
+int notificationId(String? conversation) =>
+    conversation == null ? 0 : 1 + (conversation.hashCode & 0x3fffffff);
 
 /// "14:05" in local time.
 String clockTime(DateTime time) =>

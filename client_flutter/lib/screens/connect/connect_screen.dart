@@ -14,12 +14,13 @@ import 'connect_view_model.dart';
 import 'scan_screen.dart';
 
 class ConnectScreen extends StatefulWidget {
-  const ConnectScreen({super.key, required this.viewModel, this.initialLink});
+  const ConnectScreen({super.key, required this.viewModel, this.pageLink});
 
   final ConnectViewModel viewModel;
 
-  /// A pairing link to start from (the page URL in the web build).
-  final String? initialLink;
+  /// The page URL in the web build (`http://host:port/app/#k=TOKEN`): the
+  /// server is the page's own, only the nick (and maybe the token) is asked.
+  final String? pageLink;
 
   @override
   State<ConnectScreen> createState() => _ConnectScreenState();
@@ -39,13 +40,29 @@ class _ConnectScreenState extends State<ConnectScreen> {
       (defaultTargetPlatform == TargetPlatform.android ||
           defaultTargetPlatform == TargetPlatform.iOS);
 
+  /// The server that served this page (web build), which is the only one a
+  /// page may talk to; null in the apps.
+  ServerAddress? _pageServer;
+
   @override
   void initState() {
     super.initState();
-    final initial = widget.initialLink;
-    if (initial != null) _applyLink(initial, quiet: true);
+    final page = widget.pageLink;
+    final server = page == null ? null : ServerAddress.fromPage(Uri.parse(page));
+    if (server != null) {
+      _pageServer = server;
+      _fill(server);
+    }
     widget.viewModel.load().then((_) {
-      if (mounted && _nick.text.isEmpty) _nick.text = widget.viewModel.lastNick;
+      if (!mounted) return;
+      if (_nick.text.isEmpty) _nick.text = widget.viewModel.lastNick;
+      // A reloaded page no longer has its #k= fragment (it is removed at
+      // start): the token saved after the last connection fills in.
+      final page = _pageServer;
+      if (page != null && _token.text.isEmpty) {
+        final saved = widget.viewModel.savedToken(page);
+        if (saved != null) _token.text = saved;
+      }
     });
   }
 
@@ -98,6 +115,8 @@ class _ConnectScreenState extends State<ConnectScreen> {
 
   Future<void> _connect() async {
     if (!(_formKey.currentState?.validate() ?? false)) return;
+    final page = _pageServer;
+    if (page != null) _fill(page.withToken(_token.text.trim())); // never another host
     final token = _token.text.trim();
     final address = ServerAddress(
       host: _host.text.trim(),
@@ -159,7 +178,14 @@ class _ConnectScreenState extends State<ConnectScreen> {
                       validator: (value) => ConnectViewModel.validateNick(value ?? ''),
                     ),
                     const SizedBox(height: 8),
-                    if (_canScan) ...[
+                    if (_pageServer case final page?)
+                      ListTile(
+                        contentPadding: EdgeInsets.zero,
+                        leading: const Icon(Icons.dns_outlined),
+                        title: Text('Server ${page.label}'),
+                        subtitle: const Text('the server this page comes from'),
+                      ),
+                    if (_pageServer == null && _canScan) ...[
                       FilledButton.icon(
                         onPressed: viewModel.connecting ? null : _scan,
                         icon: const Icon(Icons.qr_code_scanner),
@@ -167,48 +193,50 @@ class _ConnectScreenState extends State<ConnectScreen> {
                       ),
                       const SizedBox(height: 16),
                     ],
-                    TextField(
-                      controller: _link,
-                      decoration: InputDecoration(
-                        labelText: 'Pairing link',
-                        hintText: 'http://192.168.1.20:5555/#k=…',
-                        prefixIcon: const Icon(Icons.link),
-                        suffixIcon: IconButton(
-                          tooltip: 'Paste',
-                          onPressed: _paste,
-                          icon: const Icon(Icons.content_paste),
+                    if (_pageServer == null) ...[
+                      TextField(
+                        controller: _link,
+                        decoration: InputDecoration(
+                          labelText: 'Pairing link',
+                          hintText: 'http://192.168.1.20:5555/#k=…',
+                          prefixIcon: const Icon(Icons.link),
+                          suffixIcon: IconButton(
+                            tooltip: 'Paste',
+                            onPressed: _paste,
+                            icon: const Icon(Icons.content_paste),
+                          ),
                         ),
+                        keyboardType: TextInputType.url,
+                        onSubmitted: (text) => _applyLink(text),
+                        onChanged: (text) => _applyLink(text, quiet: true),
                       ),
-                      keyboardType: TextInputType.url,
-                      onSubmitted: (text) => _applyLink(text),
-                      onChanged: (text) => _applyLink(text, quiet: true),
-                    ),
-                    const SizedBox(height: 16),
-                    Text('Or enter the address', style: Theme.of(context).textTheme.titleSmall),
-                    Row(
-                      crossAxisAlignment: CrossAxisAlignment.start,
-                      children: [
-                        Expanded(
-                          flex: 3,
-                          child: TextFormField(
-                            controller: _host,
-                            decoration: const InputDecoration(labelText: 'Host or IP address'),
-                            keyboardType: TextInputType.url,
-                            validator: (value) =>
-                                (value ?? '').trim().isEmpty ? 'Enter the server address.' : null,
+                      const SizedBox(height: 16),
+                      Text('Or enter the address', style: Theme.of(context).textTheme.titleSmall),
+                      Row(
+                        crossAxisAlignment: CrossAxisAlignment.start,
+                        children: [
+                          Expanded(
+                            flex: 3,
+                            child: TextFormField(
+                              controller: _host,
+                              decoration: const InputDecoration(labelText: 'Host or IP address'),
+                              keyboardType: TextInputType.url,
+                              validator: (value) =>
+                                  (value ?? '').trim().isEmpty ? 'Enter the server address.' : null,
+                            ),
                           ),
-                        ),
-                        const SizedBox(width: 12),
-                        Expanded(
-                          child: TextFormField(
-                            controller: _port,
-                            decoration: const InputDecoration(labelText: 'Port'),
-                            keyboardType: TextInputType.number,
-                            validator: _validatePort,
+                          const SizedBox(width: 12),
+                          Expanded(
+                            child: TextFormField(
+                              controller: _port,
+                              decoration: const InputDecoration(labelText: 'Port'),
+                              keyboardType: TextInputType.number,
+                              validator: _validatePort,
+                            ),
                           ),
-                        ),
-                      ],
-                    ),
+                        ],
+                      ),
+                    ],
                     TextFormField(
                       controller: _token,
                       decoration: const InputDecoration(
@@ -234,7 +262,7 @@ class _ConnectScreenState extends State<ConnectScreen> {
                             )
                           : const Text('Connect'),
                     ),
-                    if (viewModel.recent.isNotEmpty) ...[
+                    if (_pageServer == null && viewModel.recent.isNotEmpty) ...[
                       const SizedBox(height: 24),
                       Text('Recent servers', style: Theme.of(context).textTheme.titleSmall),
                       for (final server in viewModel.recent)

@@ -34,6 +34,16 @@ class ConnectViewModel extends ChangeNotifier {
   /// The nick used last time, to prefill the field.
   String get lastNick => _recent.isEmpty ? '' : _recent.first.nick;
 
+  /// The token remembered for [address]'s host and port, if any.
+  String? savedToken(ServerAddress address) {
+    for (final server in _recent) {
+      if (server.address.host == address.host && server.address.port == address.port) {
+        return server.address.token;
+      }
+    }
+    return null;
+  }
+
   Future<void> load() async {
     _recent = await _recentServers.load();
     notifyListeners();
@@ -91,6 +101,6 @@ String describeError(AppError error) => switch (error.code) {
       'nick_invalid' => error.message,
       'proto_unsupported' => 'This app and the server speak different protocol versions.',
       'server_full' => 'The server is full. Try again later.',
-      'unreachable' => 'Cannot reach the server. Is it running, and on this network?',
+      'unreachable' || 'timeout' || 'bad_address' => error.message,
       _ => error.message,
     };
