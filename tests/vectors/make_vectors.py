@@ -12,21 +12,23 @@ import chatserver  # noqa: E402
 
 VALID = [
     ("ping", {"type": "ping"}, b""),
-    ("hello", {"type": "hello", "nick": "alice", "client": "flutter/1.0", "proto": 1,
-               "token": "Zq3x9", "since": 41}, b""),
-    ("welcome", {"type": "welcome", "nick": "alice", "server": "chatserver/1.0.0", "proto": 1,
+    ("hello", {"type": "hello", "nick": "alice", "device": "q8JxV2n0cR4m7tYb1kLp3w",
+               "client": "flutter/1.0", "proto": 1, "token": "Zq3x9", "since": 41}, b""),
+    ("welcome", {"type": "welcome", "nick": "alice", "uid": 7,
+                 "device": "q8JxV2n0cR4m7tYb1kLp3w", "server": "chatserver/1.0.0", "proto": 1,
                  "session": "s3f9a", "users": ["alice", "bob"], "online": 2, "has_more": False,
                  "last_id": 42, "limits": {"text": 16384, "chunk": 1048576, "file": 4294967296,
                                            "ping_after": 30.0, "idle_timeout": 90.0},
                  "history": [{"type": "msg", "id": 42, "ts": "2026-11-25T09:14:03.120Z",
-                              "from": "bob", "text": "morning", "cid": "b-7"}]}, b""),
+                              "from": "bob", "uid": 3, "text": "morning", "cid": "b-7"}]}, b""),
     ("msg_public", {"type": "msg", "text": "hi all", "cid": "a-1"}, b""),
     ("msg_direct", {"type": "msg", "text": "psst", "cid": "a-2", "to": "bob"}, b""),
     ("msg_unicode", {"type": "msg", "text": "héllo 👋 «chat»", "cid": "a-3"}, b""),
     ("msg_delivered", {"type": "msg", "id": 43, "ts": "2026-11-25T09:14:03.120Z",
-                       "from": "alice", "text": "psst", "cid": "a-2", "to": "bob"}, b""),
+                       "from": "alice", "uid": 7, "text": "psst", "cid": "a-2", "to": "bob"},
+     b""),
     ("msg_file", {"type": "msg", "id": 44, "ts": "2026-11-25T09:15:00.000Z", "from": "alice",
-                  "text": "", "cid": "a-4", "file": {
+                  "uid": 7, "text": "", "cid": "a-4", "file": {
                       "id": "f0d2", "name": "cat.jpg", "size": 5,
                       "sha256": "4fe7b0dbd9e2ad2e3ec3b1d2c2d3c4f8c2ac5e5d83b6f1d4e1d6a1c0b0a09080",
                       "mime": "image/jpeg"}}, b""),
@@ -36,8 +38,8 @@ VALID = [
      b""),
     ("history_reply_with_cid", {"type": "history", "has_more": True, "cid": "h-1",
                                 "messages": []}, b""),
-    ("hello_takeover", {"type": "hello", "nick": "alice", "client": "web/1", "proto": 1,
-                        "since": 41, "session": "s3f9a"}, b""),
+    ("hello_takeover", {"type": "hello", "nick": "alice", "device": "q8JxV2n0cR4m7tYb1kLp3w",
+                        "client": "web/1", "proto": 1, "since": 41}, b""),
     ("chunk_last", {"type": "chunk", "upload": "u7c1", "offset": 0, "last": True}, b"x"),
     ("join", {"type": "join", "nick": "bob"}, b""),
     ("leave", {"type": "leave", "nick": "bob", "reason": "quit"}, b""),
@@ -60,6 +62,10 @@ VALID = [
                "message": "No user named 'nobody' is online.", "ref": "a-4", "fatal": False},
      b""),
     ("bye", {"type": "bye", "reason": "shutdown"}, b""),
+    ("bye_replaced", {"type": "bye", "reason": "replaced"}, b""),
+    ("error_nick_owned", {"type": "error", "code": "nick_owned",
+                          "message": "The nick 'alice' belongs to another device; pick another "
+                          "one.", "fatal": False}, b""),
 ]
 
 

@@ -106,6 +106,7 @@ enum ErrorCode {
   protoUnsupported('proto_unsupported', fatal: true),
   authFailed('auth_failed', fatal: true),
   nickInvalid('nick_invalid'),
+  nickOwned('nick_owned'),
   nickTaken('nick_taken'),
   notJoined('not_joined'),
   textTooLong('text_too_long'),
