@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import secrets
 import select
 import selectors
 import shutil
@@ -329,7 +330,9 @@ class ChatserverTarget:
         return cmd
 
     def hello(self, nick, role):
-        return encode_frame({"type": "hello", "nick": nick, "client": "bench/1", "proto": 1})
+        # every benchmark client is its own device (docs/PROTOCOL.md, "Devices and nicks")
+        return encode_frame({"type": "hello", "nick": nick, "device": secrets.token_urlsafe(16),
+                             "client": "bench/1", "proto": 1})
 
     def handshake_end(self, data, role):
         pos = 0
