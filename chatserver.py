@@ -1392,13 +1392,15 @@ def ws_accept_key(client_key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def ws_handshake_response(request: HttpRequest, allowed_host: "str | None" = None) -> bytes:
+def ws_handshake_response(request: HttpRequest, allowed_host: "str | None" = None,
+                          origin_ok=None) -> bytes:
     """Validate a WebSocket upgrade request and return the "101 Switching Protocols" head.
 
     Raises HttpError: 405 not GET, 400 not HTTP/1.1 or bad Sec-WebSocket-Key, 426 without
     "Upgrade: websocket" + "Connection: upgrade" or with a version other than 13, 403 when a
     browser's Origin names another host than the Host header (or allowed_host, a
-    "host[:port]" also accepted, e.g. the name a reverse proxy uses).
+    "host[:port]" also accepted, e.g. the name a reverse proxy uses), unless origin_ok(origin)
+    says it is one of the server's own names.
     No subprotocol and no extension is negotiated.
     """
     if request.method != "GET":
@@ -1424,7 +1426,8 @@ def ws_handshake_response(request: HttpRequest, allowed_host: "str | None" = Non
                         [("Sec-WebSocket-Version", "13")])
     origin = request.header("origin")
     if origin is not None and not _ws_origin_allowed(origin, request.header("host"),
-                                                     allowed_host):
+                                                     allowed_host) and \
+            not (origin_ok is not None and origin_ok(origin)):
         # 10.2: "servers that are not intended to process input from any web page but only
         # for certain sites SHOULD verify the |Origin| field is an origin they expect."
         # Without this check any web page could open a chat session (cross-site WebSocket
@@ -4982,7 +4985,7 @@ class HttpConnection:
     def idle(self):
         """Between requests, nothing in flight: the connection can be closed to make room."""
         return self.ws is None and self.request is None and not self.busy and \
-            not self.pending and not self.parser.buffered
+            not self.pending and not self.parser.buffered and self.session_body is None
 
     # -- input ----------------------------------------------------------------
 
@@ -5404,7 +5407,7 @@ class HttpConnection:
     # -- WebSocket ------------------------------------------------------------
 
     def open_websocket(self, req):
-        self.conn.push(ws_handshake_response(req))
+        self.conn.push(ws_handshake_response(req, origin_ok=self.site.origin_allowed))
         # before hello, messages are small (a hello is well under PREJOIN_MAX_HEADER)
         self.ws = WsConnection(max_frame=PREJOIN_MAX_HEADER, max_message=PREJOIN_MAX_HEADER)
         self.ws_events = self.ws.events()
@@ -6297,6 +6300,18 @@ class Server:
             self._hosts = None
             return name in self._known_hosts()
         return False
+
+    def origin_allowed(self, origin):
+        """A browser's WebSocket Origin that names one of the server's hosts (the same list
+        as the Host check) on the server's port."""
+        try:
+            parts = urllib.parse.urlsplit(origin.strip())
+            port = parts.port or _WS_DEFAULT_PORTS.get(parts.scheme.lower())
+        except ValueError:
+            return False
+        if not parts.hostname or port != self.bound[1]:
+            return False
+        return self.host_allowed(parts.hostname)
 
     def _known_hosts(self):
         if self._hosts is None:

@@ -486,6 +486,7 @@ def test_ws_wrong_token_is_auth_failed_then_close_1008(make_server):
 @pytest.mark.parametrize("origin, allowed", [
     (None, True),                                  # not a browser: allowed
     ("http://127.0.0.1:{port}", True),             # the page this server served
+    ("http://localhost:{port}", True),             # another of its names (the Host check's)
     ("http://evil.example", False),                # cross-site WebSocket hijacking
     ("http://127.0.0.1:1", False),                 # same host, another port = another origin
     ("null", False),                               # sandboxed iframe, file:// page
