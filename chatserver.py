@@ -24,6 +24,7 @@ import base64
 import binascii
 import codecs
 import collections
+import datetime
 import email.utils
 import errno
 import hashlib
@@ -48,6 +49,7 @@ import threading
 import time
 import unicodedata
 import urllib.parse
+import zipfile
 import zlib
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -77,6 +79,12 @@ HISTORY_PAGE_DEFAULT = 50
 HISTORY_PAGE_MAX = 200
 MAX_MESSAGE_ID = 2 ** 62              # ids a client may name (SQLite integers are 64-bit)
 PRESENCE_LIMIT = 500                  # no join/leave events above this many users online
+DEFAULT_EDIT_WINDOW_MINUTES = 15.0    # how long a sender may edit a message (--edit-window)
+MAX_ROOM_NAME_CHARS = 80
+MAX_ROOM_TOPIC_CHARS = 300
+MAX_BAN_REASON_CHARS = 200
+OPERATOR_BODY_MAX = 16 * 1024         # the JSON body of an operator request
+OPERATOR_EVENTS_KEPT = 50             # recent events the operator page lists
 WELCOME_USERS_MAX = 500               # nicks listed in welcome.users
 
 # Flood control: token bucket per connection (messages per second, burst).
@@ -204,6 +212,11 @@ ERRORS = {
     "unknown_file": ErrorKind(False, 404, "No such file."),
     "forbidden": ErrorKind(False, 403, "Not allowed."),
     "shutting_down": ErrorKind(True, 503, "The server is stopping.", ws_close=1001),
+    "banned": ErrorKind(True, 403, "The organiser banned this device or address."),
+    "room_locked": ErrorKind(False, 403, "The room is locked: no new nicks may join."),
+    "muted": ErrorKind(False, 403, "The organiser muted you: you can read but not post."),
+    "unknown_message": ErrorKind(False, 404, "No such message."),
+    "edit_expired": ErrorKind(False, 403, "This message can no longer be edited."),
 }
 _UNLISTED_ERROR = ErrorKind(True, 400, "Error.")   # reasons that are not error codes
 
@@ -2872,6 +2885,8 @@ def pairing_banner(urls, token, port, stream_encoding_ok, is_windows, lan):
         lines += _firewall_hint(port)
     lines.append("  - Wrong address? Restart with --advertise-host <this PC's address>.")
     lines.append("Bigger QR code, on this PC: http://%s:%d/pair" % (LOOPBACK_FALLBACK_HOST, port))
+    lines.append("Organiser's page (kick, ban, mute, remove messages), on this PC: "
+                 "http://%s:%d/admin" % (LOOPBACK_FALLBACK_HOST, port))
     return "\n".join(lines)
 
 
@@ -2974,7 +2989,8 @@ class MessageStore:
             cid TEXT NOT NULL,
             body TEXT NOT NULL,
             sender_id INTEGER,
-            recipient_id INTEGER
+            recipient_id INTEGER,
+            kind INTEGER NOT NULL DEFAULT 0
         );
         CREATE TABLE IF NOT EXISTS files (
             id TEXT PRIMARY KEY,
@@ -3017,12 +3033,28 @@ class MessageStore:
         CREATE UNIQUE INDEX IF NOT EXISTS identities_claim ON identities(nick_key)
             WHERE lapsed = 0;
         CREATE INDEX IF NOT EXISTS identities_skeleton ON identities(skeleton) WHERE lapsed = 0;
+        CREATE TABLE IF NOT EXISTS sanctions (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            value TEXT NOT NULL,
+            nick TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            since REAL NOT NULL,
+            until REAL
+        );
     """
-    SCHEMA_VERSION = 2          # 1: nick strings own everything; 2: identities
+    # messages.kind: a message, or a change to the history (docs/PROTOCOL.md section 10),
+    # stored in the same id sequence so that resuming clients get both in order
+    KIND_MESSAGE, KIND_CHANGE = 0, 1
+    # sanctions.kind: what the operator put on a device (its key hash) or an address
+    BAN_DEVICE, BAN_ADDRESS, MUTE = "ban_device", "ban_address", "mute"
+    SCHEMA_VERSION = 3          # 1: nick strings own everything; 2: identities; 3: changes
     # added by version 2 to tables of version 1: (table, column)
     IDENTITY_COLUMNS = (("messages", "sender_id"), ("messages", "recipient_id"),
                         ("files", "sender_id"), ("files", "recipient_id"),
                         ("uploads", "owner_id"), ("uploads", "recipient_id"))
+    # added by version 3: (table, column, declaration)
+    CHANGE_COLUMNS = (("messages", "kind", "INTEGER NOT NULL DEFAULT 0"),)
     INDEXES = """
         DROP INDEX IF EXISTS messages_sender_cid;
         CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_id_cid ON messages(sender_id, cid);
@@ -3062,11 +3094,14 @@ class MessageStore:
         if version >= self.SCHEMA_VERSION:
             self.db.executescript(self.INDEXES)
             return
+        if version >= 2:
+            self._add_change_columns()
+            return
         self.db.execute("BEGIN IMMEDIATE")
+        for table, column, declaration in self.CHANGE_COLUMNS:
+            self._add_column(table, column, declaration)
         for table, column in self.IDENTITY_COLUMNS:
-            columns = {row[1] for row in self.db.execute("PRAGMA table_info(%s)" % table)}
-            if column not in columns:
-                self.db.execute("ALTER TABLE %s ADD COLUMN %s INTEGER" % (table, column))
+            self._add_column(table, column, "INTEGER")
         old_keys = set()
         for query in ("SELECT sender_key FROM messages", "SELECT recipient_key FROM messages",
                       "SELECT sender_key FROM files", "SELECT recipient_key FROM files",
@@ -3103,6 +3138,21 @@ class MessageStore:
         if rows or uids:
             log.info("history upgraded: %d messages, %d nicks waiting to be claimed",
                      len(rows), len(uids))
+
+    def _add_column(self, table, column, declaration):
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(%s)" % table)}
+        if column not in columns:
+            self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, declaration))
+
+    def _add_change_columns(self):
+        """Version 2 to 3: every stored row is a message (kind 0), nothing else changes."""
+        self.db.execute("BEGIN IMMEDIATE")
+        for table, column, declaration in self.CHANGE_COLUMNS:
+            self._add_column(table, column, declaration)
+        self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                        ("schema_version", str(self.SCHEMA_VERSION)))
+        self.db.execute("COMMIT")
+        self.db.executescript(self.INDEXES)
 
     def _lock_exclusively(self):
         """Hold the database's write lock for as long as the server runs.
@@ -3190,20 +3240,106 @@ class MessageStore:
                               (sender_uid, cid)).fetchone()
         return row[0] if row else None
 
-    def history(self, reader_uid, after=0, before=None, limit=HISTORY_PAGE_DEFAULT):
+    def history(self, reader_uid, after=0, before=None, limit=HISTORY_PAGE_DEFAULT,
+                changes=False):
         """Newest `limit` messages visible to identity `reader_uid` with after < id < before,
-        oldest first, and whether older ones remain in that range."""
+        oldest first, and whether older ones remain in that range. `changes`: the changes
+        to the history in that range too (a resume), not only the messages as they are now."""
         if before is None:
             before = self.last_id + 1
         rows = self.db.execute(
             "SELECT id, body FROM messages WHERE id > ? AND id < ? AND "
-            "(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) "
-            "ORDER BY id DESC LIMIT ?",
+            "(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) %s"
+            "ORDER BY id DESC LIMIT ?" % ("" if changes else "AND kind = 0 "),
             (after, before, reader_uid, reader_uid, limit + 1)).fetchall()
         has_more = len(rows) > limit
         bodies = [row[1] for row in rows[:limit]]
         bodies.reverse()
         return bodies, has_more
+
+    def get_message(self, msg_id):
+        """A stored message (not a change) as a row with its decoded JSON, or None."""
+        row = self.db.execute("SELECT id, body, sender_id, recipient_id, recipient_key, "
+                              "sender_key FROM messages WHERE id=? AND kind=0",
+                              (msg_id,)).fetchone()
+        if row is None:
+            return None
+        found = dict(row)
+        found["msg"] = json.loads(row["body"])
+        return found
+
+    def rewrite_message(self, msg_id, body):
+        self.begin()
+        self.db.execute("UPDATE messages SET body=? WHERE id=?", (body, msg_id))
+
+    def add_change(self, target, build_body):
+        """Store a change under the next id, visible to whoever sees `target` (a row of
+        get_message; None: everyone). Returns (id, body)."""
+        self.begin()
+        change_id = self.last_id + 1
+        body = build_body(change_id)
+        self.db.execute(
+            "INSERT INTO messages (id, sender_key, recipient_key, cid, body, sender_id, "
+            "recipient_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (change_id, target["sender_key"] if target else "", target["recipient_key"]
+             if target else None, "~change-%d" % change_id, body,
+             target["sender_id"] if target else None,
+             target["recipient_id"] if target else None, self.KIND_CHANGE))
+        self.last_id = change_id
+        return change_id, body
+
+    def clear_before(self, msg_id):
+        """Remove every message, change and file row older than `msg_id`; returns the ids
+        of the files whose rows went."""
+        self.begin()
+        file_ids = [row[0] for row in self.db.execute("SELECT id FROM files")]
+        self.db.execute("DELETE FROM messages WHERE id < ?", (msg_id,))
+        self.db.execute("DELETE FROM files")
+        return file_ids
+
+    def delete_file(self, file_id):
+        self.begin()
+        self.db.execute("DELETE FROM files WHERE id=?", (file_id,))
+
+    def counters(self):
+        messages = self.db.execute("SELECT COUNT(*) FROM messages WHERE kind=0").fetchone()[0]
+        files, size = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files"
+                                      ).fetchone()
+        return {"messages": messages, "files": files, "file_bytes": size}
+
+    def all_messages(self):
+        """Every stored message as it is now (the operator's export), oldest first."""
+        for row in self.db.execute("SELECT body FROM messages WHERE kind=0 ORDER BY id"):
+            yield row[0]
+
+    # -- sanctions (bans and mutes) -------------------------------------------
+
+    def add_sanction(self, kind, value, nick, reason, since, until):
+        self.begin()
+        return self.db.execute(
+            "INSERT INTO sanctions (kind, value, nick, reason, since, until) VALUES "
+            "(?, ?, ?, ?, ?, ?)", (kind, value, nick, reason, since, until)).lastrowid
+
+    def remove_sanction(self, sanction_id):
+        self.begin()
+        return self.db.execute("DELETE FROM sanctions WHERE id=?", (sanction_id,)).rowcount
+
+    def remove_sanctions(self, kind, value):
+        self.begin()
+        self.db.execute("DELETE FROM sanctions WHERE kind=? AND value=?", (kind, value))
+
+    def sanctions(self):
+        return [dict(row) for row in self.db.execute("SELECT * FROM sanctions ORDER BY id")]
+
+    def device_of(self, key):
+        """The key hash of the device holding the claim of a nick key, or None."""
+        row = self.claim_of(key)
+        return row["key_hash"] if row is not None else None
+
+    def known_identity(self, key, key_hash):
+        """Whether this device has used this nick here before (a locked room lets it in)."""
+        return self.db.execute("SELECT 1 FROM identities WHERE nick_key=? AND key_hash=? "
+                               "AND lapsed=0", (key, key_hash)).fetchone() is not None
 
     # -- files and uploads ----------------------------------------------------
 
@@ -3468,6 +3604,7 @@ class FileStore:
         self.uploads = {}
         self.disk = DiskWriter()
         self.journal = []          # ("started", Upload) / ("finished", path) of this turn
+        self.doomed = []           # files whose rows this turn deleted: removed after commit
         self.free = 0              # free disk space, bytes: the last reading (free_bytes)
         self.free_bytes()
 
@@ -3606,12 +3743,25 @@ class FileStore:
         self.store.add_file(meta)
         return meta
 
+    def remove(self, file_ids):
+        """Delete stored files (a removed message, a cleared history): their rows now, their
+        bytes once the turn's commit has made that final. A file that cannot be removed now
+        (Windows: a download has it open) has no row any more; recover() removes it at the
+        next start."""
+        for file_id in file_ids:
+            self.store.delete_file(file_id)
+            self.doomed.append(self.file_path(file_id))
+
     def turn_committed(self):
         self.journal.clear()
+        doomed, self.doomed = self.doomed, []
+        for path in doomed:
+            _remove_quietly(path)
 
     def undo_turn(self):
         """The turn's commit failed: its rows are gone, so are the files they described."""
         journal, self.journal = self.journal, []
+        self.doomed = []
         for kind, item in reversed(journal):
             if kind == "finished":
                 _remove_quietly(item)
@@ -3748,6 +3898,8 @@ HANDLERS = {
     "upload_cancel": Handler("on_upload_cancel", rate_limited=False),
     "download": Handler("on_download"),
     "download_cancel": Handler("on_download_cancel", rate_limited=False),
+    "delete": Handler("on_delete"),
+    "edit": Handler("on_edit"),
 }
 
 
@@ -3793,6 +3945,68 @@ class AddressBook:
             if now - last < AUTH_FAILURE_MEMORY:
                 break
             del failures[address]
+
+
+class Moderation:
+    """What the operator decided: the room (name, topic, locked), bans and mutes, kept in
+    the store and mirrored here, so that the hot path (a muted check per message) costs a
+    set lookup; and the recent events worth the operator's look (a bounded ring)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.room = {"name": store.get_setting("room_name") or "",
+                     "topic": store.get_setting("room_topic") or "",
+                     "locked": store.get_setting("room_locked") == "1"}
+        self.events = collections.deque(maxlen=OPERATOR_EVENTS_KEPT)
+        self.muted = set()              # key hashes of muted devices
+        self.bans = []                  # sanction rows of bans
+        self.reload()
+
+    def reload(self):
+        rows = self.store.sanctions()
+        self.muted = {r["value"] for r in rows if r["kind"] == MessageStore.MUTE}
+        self.bans = [r for r in rows if r["kind"] != MessageStore.MUTE]
+
+    def note(self, kind, text):
+        self.events.append({"ts": utc_timestamp(), "kind": kind, "text": text})
+
+    def ban_for(self, key_hash, address, now):
+        """The ban that keeps this device or address out now, or None."""
+        for ban in self.bans:
+            if ban["until"] is not None and ban["until"] <= now:
+                continue
+            if (ban["kind"] == MessageStore.BAN_DEVICE and ban["value"] == key_hash) or \
+                    (ban["kind"] == MessageStore.BAN_ADDRESS and ban["value"] == address):
+                return ban
+        return None
+
+    def set_room(self, name=None, topic=None, locked=None):
+        for key, value in (("name", name), ("topic", topic), ("locked", locked)):
+            if value is not None:
+                self.room[key] = value
+                self.store.set_setting("room_" + key, ("1" if value else "0")
+                                       if key == "locked" else value)
+
+
+def ban_sentence(ban):
+    """What a banned client is told: by whom, until when, why."""
+    until = "until the organiser lifts it" if ban["until"] is None else \
+        "until %s UTC" % utc_timestamp(ban["until"])[:16].replace("T", " ")
+    reason = " (%s)" % ban["reason"] if ban["reason"] else ""
+    return "The organiser banned this %s %s%s." % (
+        "device" if ban["kind"] == MessageStore.BAN_DEVICE else "network address", until,
+        reason)
+
+
+def device_name(key_hash):
+    """What the operator sees of a device: a short name derived from its key's hash."""
+    return key_hash[:8] if key_hash else "-"
+
+
+def parse_timestamp(ts):
+    """Seconds since the epoch of a `ts` of ours ("2026-11-25T09:14:03.120Z")."""
+    return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
 
 
 def auth_failure_delay(count):
@@ -3867,6 +4081,7 @@ class Chat:
         self.token = None           # pairing token; None = open server
         self.handlers = {kind: (getattr(self, row.method), row) for kind, row in HANDLERS.items()}
         self.disk_floor = min(MESSAGE_DISK_FLOOR, config.min_free_disk)
+        self.mod = Moderation(store)
 
     # -- entry point ----------------------------------------------------------
 
@@ -3944,6 +4159,8 @@ class Chat:
             frame["ref"] = ref
         frame["fatal"] = err.fatal
         self.outbox.send((conn,), dump_json(frame))
+        if err.code in ("auth_failed", "banned"):
+            self.mod.note(err.code, "%s refused: %s" % (conn.address, err.message))
         if err.fatal:
             hold = 0.0
             if err.code == "auth_failed":
@@ -3968,7 +4185,14 @@ class Chat:
         nick = validate_nick(h["nick"])
         device = _device_key(h.get("device"))
         key = nick_key(nick)
-        uid = self.identity_for(nick, key, device)
+        key_hash = hashlib.sha256(device.encode("ascii")).hexdigest()
+        ban = self.mod.ban_for(key_hash, conn.address, time.time())
+        if ban is not None:
+            raise ChatError("banned", ban_sentence(ban))
+        if self.mod.room["locked"] and not self.store.known_identity(key, key_hash):
+            raise ChatError("room_locked", "The room is locked: no new nicks may join now. "
+                            "Ask the organiser to unlock it.")
+        uid = self.identity_for(nick, key, key_hash)
         holder = self.joined.get(key)
         if holder is not None:
             # The same device again, e.g. reconnecting after a WiFi drop before the server
@@ -3981,6 +4205,7 @@ class Chat:
             holder.close_when_done("replaced")
         log.info("%s joined as %r (%s)", conn.label(), nick, printable(client or "unknown client"))
         conn.nick, conn.key, conn.uid = nick, key, uid
+        conn.device_hash, conn.sent = key_hash, 0
         conn.session = secrets.token_urlsafe(18)
         conn.mark_joined()
         self.joined[key] = conn
@@ -3989,11 +4214,11 @@ class Chat:
         if holder is None and len(self.joined) <= PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "join", "nick": nick}))
 
-    def identity_for(self, nick, key, device):
-        """The identity (uid) this device may use the nick as, claiming it if it is free;
-        ChatError nick_owned if the nick, or one it looks like, is another device's."""
+    def identity_for(self, nick, key, key_hash):
+        """The identity (uid) this device (the hash of its key) may use the nick as, claiming
+        it if it is free; ChatError nick_owned if the nick, or one it looks like, is another
+        device's."""
         store, now = self.store, time.time()
-        key_hash = hashlib.sha256(device.encode("ascii")).hexdigest()
         claim = store.claim_of(key)
         if claim is not None and self.lapsed(claim, now):
             store.lapse(claim["id"])            # unused too long: the name is free again
@@ -4022,7 +4247,7 @@ class Chat:
             bodies, has_more = self.store.history(conn.uid, limit=WELCOME_HISTORY_NEW)
         else:
             bodies, has_more = self.store.history(conn.uid, after=since,
-                                                  limit=WELCOME_HISTORY_RESUME)
+                                                  limit=WELCOME_HISTORY_RESUME, changes=True)
         users = [c.nick for c in itertools.islice(self.joined.values(), WELCOME_USERS_MAX)]
         cfg = self.config
         head = dump_json({
@@ -4030,6 +4255,7 @@ class Chat:
             "server": "chatserver/" + __version__,
             "proto": PROTOCOL_VERSION, "session": conn.session, "users": users,
             "online": len(self.joined), "has_more": has_more, "last_id": self.store.last_id,
+            "room": self.mod.room, "muted": conn.device_hash in self.mod.muted,
             "limits": {"text": MAX_TEXT_BYTES, "chunk": MAX_PAYLOAD_BYTES,
                        "file": cfg.max_file_size, "ping_after": cfg.ping_after,
                        "idle_timeout": cfg.idle_timeout}})
@@ -4045,6 +4271,9 @@ class Chat:
         self.sessions.pop(conn.session, None)
         self.store.seen(conn.uid, conn.nick, time.time())     # the claim is kept from now
         log.info("%s left (%s)", conn.label(), reason)
+        if reason == "slow":
+            self.mod.note("slow", "%s was closed: it did not read what it was sent"
+                          % conn.label())
         if len(self.joined) < PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "leave", "nick": conn.nick,
                                              "reason": reason}))
@@ -4082,9 +4311,15 @@ class Chat:
         if len(text) * 4 > MAX_TEXT_BYTES and len(text.encode("utf-8")) > MAX_TEXT_BYTES:
             raise ChatError("text_too_long", "Messages are limited to %d bytes." % MAX_TEXT_BYTES,
                             cid)
+        self.check_not_muted(conn, cid)
         target = self.recipient(h, cid)
         self.check_disk_floor(cid)
         self.post(conn, cid, target, {"text": text})
+
+    def check_not_muted(self, conn, ref):
+        if conn.device_hash in self.mod.muted:
+            raise ChatError("muted", "The organiser muted you: you can read, but not post "
+                            "or share files.", ref)
 
     def check_disk_floor(self, ref):
         """Refuse to store anything once the disk is nearly full, before SQLite fails
@@ -4112,6 +4347,7 @@ class Chat:
         msg_id, body, is_new = self.store.add_message((conn.uid, conn.key), recipient, cid,
                                                       build_body)
         raw = body.encode("utf-8")
+        conn.sent += is_new
         if not is_new:
             self.outbox.send((conn,), raw)       # a resend: re-acknowledge, store nothing
         elif to is None:
@@ -4125,16 +4361,20 @@ class Chat:
 
     def on_history(self, conn, h, payload):
         before = _opt_int(h, "before", None, 0, MAX_MESSAGE_ID)
-        after = _opt_int(h, "after", 0, 0, MAX_MESSAGE_ID)
+        after = _opt_int(h, "after", None, 0, MAX_MESSAGE_ID)
         limit = _opt_int(h, "limit", HISTORY_PAGE_DEFAULT, 1, HISTORY_PAGE_MAX)
         cid = _opt_str(h, "cid", MAX_CID_CHARS)
-        bodies, has_more = self.store.history(conn.uid, after=after, before=before, limit=limit)
+        # a request with `after` is a resume: it gets the changes in its range too
+        bodies, has_more = self.store.history(conn.uid, after=after or 0, before=before,
+                                              limit=limit, changes=after is not None)
         echo = b',"cid":' + dump_json(cid) if cid is not None else b""
         self.outbox.send((conn,), b'{"type":"history","has_more":' +
                          (b"true" if has_more else b"false") + echo + b',"messages":[' +
                          ",".join(bodies).encode("utf-8") + b"]}")
 
     def on_typing(self, conn, h, payload):
+        if conn.device_hash in self.mod.muted:
+            return                      # a muted user's typing would be a way to post
         target = self.recipient(h, None)
         if target is None:
             if len(self.joined) <= PRESENCE_LIMIT:
@@ -4143,12 +4383,169 @@ class Chat:
             self.outbox.send((target,), dump_json({"type": "typing", "from": conn.nick,
                                                    "to": target.nick}))
 
+    # -- changes to the history (docs/PROTOCOL.md section 10) -------------------
+
+    def visible_message(self, uid, h):
+        """The stored message named by h["id"] that identity `uid` can see, not removed."""
+        msg_id = h.get("id")
+        if type(msg_id) is not int or not 0 < msg_id <= MAX_MESSAGE_ID:
+            raise bad_request("'id' must be a message id.", h.get("cid"))
+        row = self.store.get_message(msg_id)
+        if row is None or row["msg"].get("deleted") or (
+                uid is not None and row["recipient_id"] is not None
+                and uid not in (row["sender_id"], row["recipient_id"])):
+            raise ChatError("unknown_message", "There is no message %d to change (it may "
+                            "have been removed)." % msg_id, h.get("cid"))
+        return row
+
+    def own_message(self, conn, h):
+        row = self.visible_message(conn.uid, h)
+        if row["sender_id"] != conn.uid:
+            raise ChatError("forbidden", "Only its sender (or the organiser) can change "
+                            "this message.", h.get("cid"))
+        return row
+
+    def on_delete(self, conn, h, payload):
+        _opt_str(h, "cid", MAX_CID_CHARS)
+        self.remove_message(self.own_message(conn, h), "sender")
+
+    def on_edit(self, conn, h, payload):
+        cid = _opt_str(h, "cid", MAX_CID_CHARS)
+        text = h.get("text")
+        if not isinstance(text, str) or not text:
+            raise bad_request("'text' must be a non-empty string.", cid)
+        if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise ChatError("text_too_long", "Messages are limited to %d bytes." % MAX_TEXT_BYTES,
+                            cid)
+        self.check_not_muted(conn, cid)
+        row = self.own_message(conn, h)
+        window = self.config.edit_window * 60.0
+        if window <= 0 or time.time() - parse_timestamp(row["msg"]["ts"]) > window:
+            raise ChatError("edit_expired", "Messages can be edited for %g minutes after "
+                            "they are sent; this one no longer." % self.config.edit_window,
+                            cid)
+        self.check_disk_floor(cid)
+        now = utc_timestamp()
+        msg = dict(row["msg"], text=text, edited=now)
+        self.store.rewrite_message(row["id"], _json_encoder.encode(msg))
+        self.publish_change(row, {"change": "edit", "target": row["id"], "by": "sender",
+                                  "text": text, "edited": now})
+
+    def remove_message(self, row, by):
+        """A message becomes "removed" for everyone who sees it; its file goes from the disk."""
+        msg = row["msg"]
+        tombstone = {k: v for k, v in msg.items() if k not in ("file", "edited")}
+        tombstone["text"] = ""
+        tombstone["deleted"] = by
+        self.store.rewrite_message(row["id"], _json_encoder.encode(tombstone))
+        if isinstance(msg.get("file"), dict) and isinstance(msg["file"].get("id"), str):
+            self.files.remove([msg["file"]["id"]])
+        log.info("message %d removed by its %s", row["id"], by)
+        self.publish_change(row, {"change": "delete", "target": row["id"], "by": by})
+
+    def clear_history(self):
+        """Every message and file goes; a `clear` change tells every client."""
+        change_id, body = self.store.add_change(None, lambda i: self.change_body(
+            i, {"change": "clear", "by": "operator"}))
+        self.files.remove(self.store.clear_before(change_id))
+        log.info("the history was cleared by the operator")
+        self.outbox.broadcast(body.encode("utf-8"))
+
+    @staticmethod
+    def change_body(change_id, fields):
+        return _json_encoder.encode(dict({"type": "change", "id": change_id,
+                                          "ts": utc_timestamp()}, **fields))
+
+    def publish_change(self, row, fields):
+        """Store the change in the message sequence; deliver it to whoever sees the message."""
+        change_id, body = self.store.add_change(row, lambda i: self.change_body(i, fields))
+        raw = body.encode("utf-8")
+        if row["recipient_id"] is None:
+            self.outbox.broadcast(raw)
+            return
+        parties = [c for c in (self.joined.get(row["sender_key"]),
+                               self.joined.get(row["recipient_key"]))
+                   if c is not None and c.uid in (row["sender_id"], row["recipient_id"])]
+        self.outbox.send(tuple(dict.fromkeys(parties)), raw)
+
+    # -- moderation: what the operator's requests do (OperatorApi) ---------------
+
+    def online(self, nick):
+        conn = self.joined.get(nick_key(nick)) if isinstance(nick, str) else None
+        if conn is None:
+            raise ChatError("unknown_user", "No user named %r is online." % str(nick)[:40])
+        return conn
+
+    def remove_user(self, conn, reason, sentence):
+        """Say why (bye kicked/banned), then close; everyone else gets `leave`."""
+        self.outbox.send((conn,), dump_json({"type": "bye", "reason": reason,
+                                             "message": sentence}))
+        conn.close_when_done(reason)
+
+    def kick(self, nick, reason=""):
+        conn = self.online(nick)
+        sentence = "The organiser removed you from the chat%s. You may join again." % (
+            " (%s)" % reason if reason else "")
+        log.info("%s kicked by the operator", conn.label())
+        self.mod.note("kick", "%s was removed" % conn.nick)
+        self.remove_user(conn, "kicked", sentence)
+
+    def device_of_nick(self, nick):
+        """The key hash of the device behind a nick: online, or the holder of its claim."""
+        if not isinstance(nick, str) or not nick.strip():
+            raise bad_request("'nick' is required.")
+        conn = self.joined.get(nick_key(nick))
+        key_hash = conn.device_hash if conn is not None else self.store.device_of(nick_key(nick))
+        if key_hash is None:
+            raise ChatError("unknown_user", "No device has used the nick %r." % nick[:40])
+        return key_hash
+
+    def ban(self, kind, value, nick, minutes, reason):
+        now = time.time()
+        until = now + minutes * 60.0 if minutes else None
+        ban_id = self.store.add_sanction(kind, value, nick, reason, now, until)
+        self.mod.reload()
+        ban = self.mod.bans[-1]
+        self.mod.note("ban", "%s banned (%s)" % (nick or value, ban_sentence(ban)))
+        for conn in list(self.joined.values()):
+            if (kind == MessageStore.BAN_DEVICE and conn.device_hash == value) or \
+                    (kind == MessageStore.BAN_ADDRESS and conn.address == value):
+                self.remove_user(conn, "banned", ban_sentence(ban))
+        return ban_id
+
+    def unban(self, ban_id):
+        """Lift a ban; False if there is none with this id."""
+        if not self.store.remove_sanction(ban_id):
+            return False
+        self.mod.reload()
+        return True
+
+    def set_muted(self, nick, muted):
+        key_hash = self.device_of_nick(nick)
+        self.store.remove_sanctions(MessageStore.MUTE, key_hash)
+        if muted:
+            self.store.add_sanction(MessageStore.MUTE, key_hash, nick.strip(), "", time.time(),
+                                    None)
+        self.mod.reload()
+        notice = dump_json({"type": "notice", "code": "muted" if muted else "unmuted",
+                            "message": "The organiser muted you: you can read, but not post "
+                            "or share files." if muted else "The organiser unmuted you: you "
+                            "can post again."})
+        targets = tuple(c for c in self.joined.values() if c.device_hash == key_hash)
+        if targets:
+            self.outbox.send(targets, notice)
+
+    def set_room(self, name=None, topic=None, locked=None):
+        self.mod.set_room(name, topic, locked)
+        self.outbox.broadcast(dump_json(dict({"type": "room"}, **self.mod.room)))
+
     # -- files ----------------------------------------------------------------
 
     def start_upload(self, conn, name, size, cid, sha256=None, mime=None, target=None,
                      caption=""):
         """Validate an announced file and register its partial file (framed and HTTP uploads).
         Every limit is checked before anything is taken."""
+        self.check_not_muted(conn, cid)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise bad_request("'size' must be a non-negative integer.", cid)
         if size > self.config.max_file_size:
@@ -4345,6 +4742,200 @@ def _token_matches(given, expected):
                                                              expected.encode("utf-8"))
 
 
+class OperatorApi:
+    """The operator's requests (docs/PROTOCOL.md section 11): one method per action, JSON in,
+    JSON out, no sockets. The HTTP layer checks who asks (OperatorApi.allowed) and calls
+    `perform`; what the actions send to clients goes through the Chat's Outbox as usual.
+    `site` is what the server tells about itself (pairing_urls, rotate_token, health)."""
+
+    ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "delete", "room", "rotate_token",
+               "clear")
+
+    def __init__(self, chat, site):
+        self.chat = chat
+        self.site = site
+        self.key = secrets.token_urlsafe(24)     # new at every start, never logged
+
+    def key_matches(self, given):
+        return isinstance(given, str) and secrets.compare_digest(
+            given.encode("utf-8", "replace"), self.key.encode("ascii"))
+
+    def perform(self, action, body):
+        if action not in self.ACTIONS:
+            raise HttpError(404, "No operator action %r." % printable(action, 40),
+                            code="not_found")
+        if not isinstance(body, dict):
+            raise HttpError(400, "The body must be a JSON object.", code="bad_request")
+        return getattr(self, "do_" + action)(body)
+
+    # -- what the page shows ----------------------------------------------------
+
+    def state(self):
+        chat, now, mono = self.chat, time.time(), time.monotonic()
+        users = [{"nick": c.nick, "uid": c.uid, "device": device_name(c.device_hash),
+                  "address": c.address, "transport": "websocket" if c.proto == "ws"
+                  else "framed", "since": utc_timestamp(now - (mono - c.connected)),
+                  "messages": c.sent, "muted": c.device_hash in chat.mod.muted}
+                 for c in chat.joined.values()]
+        counters = chat.store.counters()
+        counters["free_disk"] = chat.files.free
+        counters["connections"] = self.site.health()["connections"]
+        bans, mutes = [], []
+        for row in chat.store.sanctions():
+            if row["kind"] == MessageStore.MUTE:
+                mutes.append({"device": device_name(row["value"]), "nick": row["nick"],
+                              "since": utc_timestamp(row["since"])})
+            elif row["until"] is None or row["until"] > now:
+                bans.append({"id": row["id"], "kind": "device" if row["kind"] ==
+                             MessageStore.BAN_DEVICE else "address",
+                             "value": device_name(row["value"]) if row["kind"] ==
+                             MessageStore.BAN_DEVICE else row["value"], "nick": row["nick"],
+                             "reason": row["reason"], "since": utc_timestamp(row["since"]),
+                             "until": utc_timestamp(row["until"]) if row["until"] else None})
+        return {"room": chat.mod.room, "users": users, "counters": counters, "bans": bans,
+                "mutes": mutes, "events": list(chat.mod.events),
+                "pairing_url": self.site.pairing_urls()[0]}
+
+    # -- actions ------------------------------------------------------------------
+
+    def do_kick(self, body):
+        self.chat.kick(body.get("nick"), self._text(body, "reason", MAX_BAN_REASON_CHARS))
+        return {"ok": True}
+
+    def do_ban(self, body):
+        minutes = body.get("minutes") or 0
+        if type(minutes) not in (int, float) or not 0 <= minutes <= 10 ** 7:
+            raise HttpError(400, "'minutes' must be a number of minutes (0: until lifted).",
+                            code="bad_request")
+        reason = self._text(body, "reason", MAX_BAN_REASON_CHARS)
+        address = body.get("address")
+        if address is not None:
+            try:
+                address = str(ipaddress.ip_address(address))
+            except ValueError:
+                raise HttpError(400, "'address' must be an IP address.",
+                                code="bad_request") from None
+            ban_id = self.chat.ban(MessageStore.BAN_ADDRESS, address, "", minutes, reason)
+        else:
+            nick = body.get("nick")
+            key_hash = self.chat.device_of_nick(nick)
+            ban_id = self.chat.ban(MessageStore.BAN_DEVICE, key_hash, nick.strip(), minutes,
+                                   reason)
+        return {"ok": True, "ban": ban_id}
+
+    def do_unban(self, body):
+        ban_id = body.get("id")
+        if type(ban_id) is not int or not self.chat.unban(ban_id):
+            raise HttpError(404, "No ban %r." % printable(str(ban_id), 20), code="not_found")
+        return {"ok": True}
+
+    def do_mute(self, body):
+        self.chat.set_muted(body.get("nick"), True)
+        return {"ok": True}
+
+    def do_unmute(self, body):
+        self.chat.set_muted(body.get("nick"), False)
+        return {"ok": True}
+
+    def do_delete(self, body):
+        self.chat.remove_message(self.chat.visible_message(None, body), "operator")
+        return {"ok": True}
+
+    def do_room(self, body):
+        locked = body.get("locked")
+        if locked is not None and type(locked) is not bool:
+            raise HttpError(400, "'locked' must be true or false.", code="bad_request")
+        self.chat.set_room(self._text(body, "name", MAX_ROOM_NAME_CHARS, None),
+                           self._text(body, "topic", MAX_ROOM_TOPIC_CHARS, None), locked)
+        return {"ok": True, "room": self.chat.mod.room}
+
+    def do_rotate_token(self, body):
+        self.site.rotate_token()
+        self.chat.mod.note("token", "the pairing token was replaced")
+        return {"ok": True, "pairing_url": self.site.pairing_urls()[0]}
+
+    def do_clear(self, body):
+        if body.get("confirm") != "clear":
+            raise HttpError(400, "Send {\"confirm\": \"clear\"} to clear the whole history.",
+                            code="bad_request")
+        self.chat.clear_history()
+        self.chat.mod.note("clear", "the history was cleared")
+        return {"ok": True}
+
+    @staticmethod
+    def _text(body, name, limit, default=""):
+        value = body.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or len(value) > limit or \
+                any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise HttpError(400, "'%s' must be text of at most %d characters, on one line."
+                            % (name, limit), code="bad_request")
+        return value.strip()
+
+    # -- exports ------------------------------------------------------------------
+
+    def export_json(self):
+        messages = ",".join(self.chat.store.all_messages())
+        head = dump_json({"room": self.chat.mod.room, "exported": utc_timestamp(),
+                          "server": "chatserver/" + __version__})
+        return head[:-1] + b',"messages":[' + messages.encode("utf-8") + b"]}"
+
+    def export_html(self):
+        room = self.chat.mod.room
+        title = room["name"] or "Chat history"
+        rows = []
+        for body in self.chat.store.all_messages():
+            msg = json.loads(body)
+            text = html.escape(msg.get("text") or "")
+            if msg.get("deleted"):
+                text = "<em>message removed</em>"
+            elif isinstance(msg.get("file"), dict):
+                f = msg["file"]
+                text += ' <a href="files/%s">%s</a> (%s bytes)' % (
+                    html.escape(urllib.parse.quote(export_file_name(f))), html.escape(
+                        str(f.get("name", "file"))), html.escape(str(f.get("size", ""))))
+            rows.append('<tr><td>%s</td><td>%s%s</td><td>%s%s</td></tr>' % (
+                html.escape(str(msg.get("ts", ""))[:19].replace("T", " ")),
+                html.escape(str(msg.get("from", ""))),
+                " &rarr; " + html.escape(str(msg["to"])) if msg.get("to") else "", text,
+                " <small>(edited)</small>" if msg.get("edited") else ""))
+        return fill_markers(_EXPORT_PAGE, {
+            "title": html.escape(title), "topic": html.escape(room["topic"]),
+            "exported": html.escape(utc_timestamp()[:19].replace("T", " ")),
+            "rows": "\n".join(rows)}).encode("utf-8")
+
+    def export_zip(self, path):
+        """Write the export with every file into a zip at `path` (a temporary file that the
+        caller sends and removes). Files are stored, not compressed: photos and videos do
+        not shrink, and storing keeps this quick."""
+        files = self.chat.files
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("history.json", self.export_json())
+            zf.writestr("history.html", self.export_html())
+            for body in self.chat.store.all_messages():
+                f = json.loads(body).get("file")
+                if isinstance(f, dict) and os.path.exists(files.file_path(f["id"])):
+                    zf.write(files.file_path(f["id"]), "files/" + export_file_name(f))
+
+
+def export_file_name(f):
+    return "%s-%s" % (f.get("id"), sanitize_file_name(str(f.get("name") or "file")))
+
+
+_EXPORT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{title}}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:15px/1.4 system-ui,sans-serif;margin:2rem;color:#1c1b1f}
+table{border-collapse:collapse;width:100%}td{border-bottom:1px solid #ddd;padding:.4rem;
+vertical-align:top}td:first-child{white-space:nowrap;color:#555}</style></head>
+<body><h1>{{title}}</h1><p>{{topic}}</p><p><small>Exported {{exported}} UTC</small></p>
+<table><tbody>
+{{rows}}
+</tbody></table></body></html>
+"""
+
+
 def _storage_reason(exc):
     text = str(exc)
     return text if len(text) < 80 else text[:77] + "..."
@@ -4450,7 +5041,8 @@ class Connection:
                  "out_bytes", "out_pending", "out_budget", "read_size", "nick", "key",
                  "session", "uid", "bucket", "connected", "last_rx", "last_tx", "soft_since", "state",
                  "close_reason", "hold_until", "goodbye_sent", "paused", "events",
-                 "registered_write", "downloads", "http_download", "hello_due")
+                 "registered_write", "downloads", "http_download", "hello_due",
+                 "device_hash", "sent")
 
     def __init__(self, loop, sock, peer, bucket):
         self.loop = loop                  # the event loop (call_later, config, fds)
@@ -4482,6 +5074,8 @@ class Connection:
         self.downloads = {}               # file id (or "http") -> Download
         self.http_download = None         # called when a raw HTTP download has been queued
         self.hello_due = None             # when the client must have joined (hello_deadline)
+        self.device_hash = None           # the hash of its device key, once joined
+        self.sent = 0                     # messages it posted (the operator page)
 
     @property
     def closed(self):
@@ -4933,17 +5527,22 @@ SESSION_COOKIE = "lanchat_session"
 SESSION_BODY_MAX = 256
 
 
-def request_session(req):
-    """The session a request presents: `Authorization: Bearer <s>`, else the cookie."""
+def request_session(req, cookie=SESSION_COOKIE):
+    """The secret a request presents: `Authorization: Bearer <s>`, else the cookie."""
     auth = req.header("authorization") or ""
     scheme, _, credentials = auth.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     for part in (req.header("cookie") or "").split(";"):
         name, _, value = part.strip().partition("=")
-        if name == SESSION_COOKIE:
+        if name == cookie:
             return value.strip()
     return ""
+
+
+OPERATOR_COOKIE = "lanchat_operator"
+EXPORT_TYPES = {"json": "application/json", "html": "text/html; charset=utf-8",
+                "zip": "application/zip"}
 
 
 def chat_error_as_http(err):
@@ -4975,6 +5574,7 @@ class HttpConnection:
         self.request = None
         self.upload = None          # (session connection, Upload) of a POST /files
         self.session_body = None    # the body of a POST /session being read
+        self.operator_body = None   # the body of a POST /admin/api/<action> being read
         self.busy = False           # a file is being sent: later requests wait their turn
         self.held = bytearray()     # bytes that arrived while busy
         self.pending = []           # events parsed but not handled yet (busy, or paced)
@@ -4985,7 +5585,8 @@ class HttpConnection:
     def idle(self):
         """Between requests, nothing in flight: the connection can be closed to make room."""
         return self.ws is None and self.request is None and not self.busy and \
-            not self.pending and not self.parser.buffered and self.session_body is None
+            not self.pending and not self.parser.buffered and self.session_body is None \
+            and self.operator_body is None
 
     # -- input ----------------------------------------------------------------
 
@@ -5143,8 +5744,12 @@ class HttpConnection:
             raise HttpError(421, "This server does not answer to the name %r; open it by its "
                             "address (or start it with --allow-host)." % printable(host, 80),
                             code="misdirected")
+        if path == "/admin" or path.startswith("/admin/"):
+            self.check_operator(req, need_key=path != "/admin")
         if path == "/ws":
             self.open_websocket(req)
+        elif path.startswith("/admin/api/") and method == "POST":
+            self.start_operator_request(req)
         elif path == "/files" or path == "/files/":
             if method not in ("POST", "PUT"):
                 raise HttpError(405, "Upload with POST.", [("Allow", "POST, PUT")])
@@ -5163,6 +5768,12 @@ class HttpConnection:
     def on_body(self, data):
         if self.session_body is not None:
             self.session_body += data
+            return
+        if self.operator_body is not None:
+            self.operator_body += data
+            if len(self.operator_body) > OPERATOR_BODY_MAX:
+                raise HttpError(413, "An operator request is at most %d bytes."
+                                % OPERATOR_BODY_MAX)
             return
         if self.upload is None:
             raise HttpError(400, "Unexpected request body.")
@@ -5187,6 +5798,10 @@ class HttpConnection:
             self.set_session_cookie(bytes(self.session_body))
             self.session_body = None
             return
+        if self.operator_body is not None:
+            body, self.operator_body = bytes(self.operator_body), None
+            self.operator_request(req, body)
+            return
         if req.method in ("POST", "PUT"):
             if self.upload is not None:      # fewer bytes than Content-Length cannot happen;
                 self.abandon_upload()        # this is a zero-length or aborted body
@@ -5206,6 +5821,12 @@ class HttpConnection:
             return self.get_health
         if path in ("/pair", "/qr.svg", "/qr.png"):
             return self.get_pairing
+        if path == "/admin":
+            return self.get_operator_page
+        if path == "/admin/api/state":
+            return lambda req: self.respond_json(200, self.site.operator.state())
+        if path.startswith("/admin/export."):
+            return self.get_export
         if path.startswith("/files/"):
             return self.get_file
         if path == "/favicon.ico":
@@ -5246,6 +5867,94 @@ class HttpConnection:
         else:
             self.respond(200, pair_page_html(url, qr_render_svg(qr)), "text/html; charset=utf-8",
                          [("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP)])
+
+    # -- the operator page (docs/PROTOCOL.md section 11) -------------------------
+
+    def check_operator(self, req, need_key=True):
+        """Operator requests come from the PC itself, by a loopback name (DNS rebinding), and
+        (but for the page, which hands the key over as a cookie) carry the operator key."""
+        if not is_loopback_peer(self.conn.peer) or \
+                not _is_loopback_url_host("//" + (req.header("host") or "")):
+            raise HttpError(403, "The operator page is only shown on the server's own screen: "
+                            "open http://127.0.0.1:<port>/admin there.", code="forbidden")
+        if need_key and not self.site.operator.key_matches(
+                request_session(req, OPERATOR_COOKIE)):
+            raise HttpError(401, "Open http://127.0.0.1:<port>/admin again: the operator key "
+                            "is new at every start of the server.", code="auth_failed")
+
+    def start_operator_request(self, req):
+        content_type = (req.header("content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            # a form of another site cannot send this type without asking first (CORS)
+            raise HttpError(415, "Operator requests are JSON (Content-Type: application/json).",
+                            code="bad_request")
+        origin = req.header("origin")
+        if origin is not None and not _is_loopback_url_host(origin):
+            raise HttpError(403, "Operator requests come from the operator page only.",
+                            code="forbidden")
+        if req.chunked or (req.content_length or 0) > OPERATOR_BODY_MAX:
+            raise HttpError(413, "An operator request is at most %d bytes." % OPERATOR_BODY_MAX)
+        self.operator_body = bytearray()
+
+    def operator_request(self, req, body):
+        try:
+            parsed = json.loads(body.decode("utf-8")) if body.strip() else {}
+        except ValueError:                      # UnicodeDecodeError is one too
+            raise HttpError(400, "The body is not JSON.", code="bad_json") from None
+        action = req.path[len("/admin/api/"):]
+        log.info("operator: %s", action)
+        # run() makes what the action sends wait for the turn's commit, like a client's
+        answer = self.chat.run(lambda: None, self.site.operator.perform, action, parsed)
+        if answer is None:
+            raise HttpError(507, "The server could not store this.", code="disk_full")
+        self.respond_json(200, answer)
+
+    def get_operator_page(self, req):
+        self.respond(200, ADMIN_PAGE_HTML, "text/html; charset=utf-8", [
+            ("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP),
+            ("Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/admin"
+             % (OPERATOR_COOKIE, self.site.operator.key))])
+
+    def get_export(self, req):
+        kind = req.path[len("/admin/export."):]
+        if kind not in EXPORT_TYPES:
+            raise HttpError(404, "Exports are export.json, export.html and export.zip.",
+                            code="not_found")
+        operator = self.site.operator
+        disposition = [("Content-Disposition", 'attachment; filename="chat-history.%s"' % kind)]
+        if kind == "json":
+            self.respond(200, operator.export_json(), EXPORT_TYPES[kind],
+                         [("Cache-Control", "no-store")] + disposition)
+        elif kind == "html":
+            self.respond(200, operator.export_html(), EXPORT_TYPES[kind],
+                         [("Cache-Control", "no-store"), ("Content-Security-Policy", FILE_CSP)])
+        else:
+            self.send_export_zip(req)
+
+    def send_export_zip(self, req):
+        """Written to a temporary file, then sent like a download; the file is unlinked
+        once open where the system allows it (else at the next start, with the data
+        folder's other leftovers)."""
+        folder = self.chat.files.uploads_dir
+        fd, path = tempfile.mkstemp(prefix="export-", suffix=".zip.part", dir=folder)
+        os.close(fd)
+        try:
+            self.site.operator.export_zip(path)
+            size = os.path.getsize(path)
+            meta = {"id": "export", "name": "chat-history.zip", "size": size}
+            self.conn.start_download(path, meta, 0, size, framed=False)
+        except OSError:
+            _remove_quietly(path)
+            raise HttpError(507, "The export could not be written.", code="disk_full") from None
+        _remove_quietly(path)
+        headers = SECURITY_HEADERS + [
+            ("Content-Type", "application/zip"), ("Cache-Control", "no-store"),
+            ("Content-Disposition", 'attachment; filename="chat-history.zip"'),
+            ("Connection", "keep-alive" if req.keep_alive else "close")]
+        self.conn.push(http_response_head(200, headers, size))
+        self.conn.http_download = self.download_done
+        self.busy = True
+        self.keep_alive_after = req.keep_alive
 
     def session_of(self, req):
         """The live connection whose session the request presents: in an Authorization
@@ -5529,6 +6238,8 @@ SETTINGS = (
     Setting("nick_expiry", "--nick-expiry", float, DEFAULT_NICK_EXPIRY_DAYS, "days after which "
             "the claim of a nick that nobody used lapses, so another device may take it",
             "30 days"),
+    Setting("edit_window", "--edit-window", float, DEFAULT_EDIT_WINDOW_MINUTES, "minutes "
+            "during which a sender may edit a message, 0 = no editing", "15 min"),
     Setting("allow_host", "--allow-host", str, "", "more names the server answers to, comma "
             "separated (e.g. chat.local); its addresses and loopback names always work",
             "none"),
@@ -5591,7 +6302,8 @@ def _leave_reason(close_reason):
     """The `leave.reason` of docs/PROTOCOL.md for why a connection closed."""
     if close_reason == "shutting_down":
         return "shutdown"
-    return close_reason if close_reason in ("quit", "timeout", "slow", "shutdown") else "error"
+    return close_reason if close_reason in ("quit", "timeout", "slow", "shutdown", "kicked",
+                                            "banned") else "error"
 
 
 def _host_name(host):
@@ -5671,6 +6383,7 @@ class Server:
         self.addresses = AddressBook()
         self.chat = Chat(self.store, self.files, config, self.addresses)
         self.chat.token = None if config.open else self._pairing_token()
+        self.operator = OperatorApi(self.chat, self)
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
@@ -5714,6 +6427,16 @@ class Server:
         except BaseException:
             self.store.close()
             raise
+
+    def rotate_token(self):
+        """The operator asks for a new pairing token: phones that joined stay, new ones need
+        the new QR code. An open server stays open."""
+        if self.chat.token is None:
+            raise HttpError(409, "This server runs with --open: it has no pairing token.",
+                            code="bad_request")
+        self.chat.token = secrets.token_urlsafe(16)
+        self.store.set_setting("pairing_token", self.chat.token)
+        self._write_pairing_link()
 
     def _pairing_token(self):
         token = self.store.get_setting("pairing_token")

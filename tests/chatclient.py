@@ -154,11 +154,67 @@ class ChatClient:
                                         h.get("from") == me) or
                              (h["type"] == "error" and h.get("ref") == cid))
 
+    def change(self, kind, msg_id, text=None, wait=True):
+        """`delete` or `edit` one message; returns the `change` for it, or the error."""
+        cid = self.next_cid()
+        header = {"type": kind, "id": msg_id, "cid": cid}
+        if text is not None:
+            header["text"] = text
+        self.send(header)
+        if not wait:
+            return cid
+        return self.wait_for(lambda h: (h["type"] == "change" and h.get("target") == msg_id)
+                             or (h["type"] == "error" and h.get("ref") == cid))
+
     def close(self):
         try:
             self.sock.close()
         except OSError:
             pass
+
+
+class Operator:
+    """The operator page's requests (docs/PROTOCOL.md section 11), from the server's PC: the
+    key comes as the page's cookie, as it does for a browser."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        import http.client
+        self.port, self.host = port, host
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", "/admin")
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        assert response.status == 200, response.status
+        cookie = response.getheader("Set-Cookie") or ""
+        found = re.match(r"lanchat_operator=([A-Za-z0-9_-]+);", cookie)
+        assert found, cookie
+        self.key = found.group(1)
+
+    def request(self, method, path, body=None, headers=None):
+        """(status, decoded JSON or raw bytes) of one request carrying the key."""
+        import http.client
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=20)
+        sent = {"Authorization": "Bearer " + self.key}
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+            body = json.dumps(body).encode("utf-8")
+        sent.update(headers or {})
+        conn.request(method, path, body=body, headers=sent)
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        if (response.getheader("Content-Type") or "").startswith("application/json"):
+            return response.status, json.loads(data)
+        return response.status, data
+
+    def act(self, action, **body):
+        return self.request("POST", "/admin/api/" + action, body)
+
+    def state(self):
+        status, state = self.request("GET", "/admin/api/state")
+        assert status == 200, state
+        return state
 
 
 def free_port():
@@ -217,6 +273,9 @@ class ServerProcess:
         found = re.search(r"#k=([A-Za-z0-9_-]+)", page)
         assert found, "no token on the /pair page: %r" % page[:300]
         return found.group(1)
+
+    def operator(self):
+        return Operator(self.port)
 
     def client(self, nick=None, source=None, rcvbuf=None, **hello):
         c = ChatClient(self.port, source=source, rcvbuf=rcvbuf)

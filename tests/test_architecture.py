@@ -23,7 +23,8 @@ LAYERED = ("Chat", "Connection", "FramedSession", "HttpConnection", "Outbox", "F
 # the site (`self.site.X`): the Server's docstring lists the same.
 LOOP_API = {"call_later", "wants_flush", "watch", "abort_after_pass", "joined", "sniff",
             "resume_soon", "lingering", "drop", "hello_deadline", "config", "fds"}
-SITE_API = {"health", "pairing_urls", "host_allowed", "origin_allowed"}
+SITE_API = {"health", "pairing_urls", "host_allowed", "origin_allowed", "operator",
+            "rotate_token"}
 
 
 def classes(names):

@@ -181,8 +181,8 @@ mutation("dm_to_everyone",
          "a direct message reaches everyone online")
 
 mutation("dm_in_everyones_history",
-         '"(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) "',
-         '"(recipient_id IS NULL OR recipient_id = ? OR sender_id = ? OR 1) "',
+         '"(recipient_id IS NULL OR recipient_id = ? OR sender_id = ?) %s"',
+         '"(recipient_id IS NULL OR recipient_id = ? OR sender_id = ? OR 1) %s"',
          "test_core::test_direct_message_reaches_only_the_two_parties",
          "direct messages appear in everyone's history")
 
@@ -794,8 +794,8 @@ mutation("upgrade_forgets_dms",
          "after the upgrade, old direct messages are shown to everyone")
 
 mutation("no_link_for_show_link",
-         "        self._write_pairing_link()\n",
-         "",
+         "            log.warning(\"%s\", notice)\n        self._write_pairing_link()\n",
+         "            log.warning(\"%s\", notice)\n",
          I + "test_show_link_prints_the_link_and_qr_code_with_or_without_a_running_server",
          "--show-link cannot show the link while the server runs")
 
@@ -805,3 +805,104 @@ mutation("bye_replaced_missing",
          "test_core::test_reconnect_with_the_device_key_takes_over_a_dead_connection "
          "test_web_e2e::test_the_same_browser_in_two_tabs_does_not_fight_over_the_nick",
          "two tabs of one browser take the nick from each other forever")
+
+
+# -- moderation and changes to the history (issue 17) ------------------------------------
+M = "test_moderation::"
+
+mutation("anyone_changes_any_message",
+         '        if row["sender_id"] != conn.uid:\n            raise ChatError("forbidden"',
+         '        if False:\n            raise ChatError("forbidden"',
+         M + "test_a_user_cannot_delete_or_edit_someone_elses_message",
+         "a classmate deletes or rewrites someone else's message")
+
+mutation("dm_change_to_everyone",
+         '        if row["recipient_id"] is None:\n            self.outbox.broadcast(raw)\n'
+         '            return\n',
+         '        if True:\n            self.outbox.broadcast(raw)\n            return\n',
+         M + "test_a_direct_message_and_its_changes_stay_between_its_two_parties",
+         "the edited text of a direct message reaches everyone")
+
+mutation("dm_visible_to_changers",
+         '                uid is not None and row["recipient_id"] is not None',
+         '                False and row["recipient_id"] is not None',
+         M + "test_a_direct_message_and_its_changes_stay_between_its_two_parties",
+         "a third user learns that a direct message exists, and which id it has")
+
+mutation("removed_file_stays_on_disk",
+         '            self.files.remove([msg["file"]["id"]])\n',
+         '            pass\n',
+         M + "test_deleting_a_file_message_removes_its_bytes_and_its_links",
+         "an unsent file can still be downloaded by whoever saved its link")
+
+mutation("removed_file_deleted_before_commit_is_kept",
+         '        for path in doomed:\n            _remove_quietly(path)\n',
+         '        pass\n',
+         M + "test_deleting_a_file_message_removes_its_bytes_and_its_links " +
+         M + "test_clear_removes_everything_and_resuming_clients_learn_it",
+         "removed files' bytes stay on the PC's disk forever")
+
+mutation("resume_misses_changes",
+         'limit=WELCOME_HISTORY_RESUME, changes=True)',
+         'limit=WELCOME_HISTORY_RESUME, changes=False)',
+         M + "test_a_resuming_client_sees_what_changed_while_it_was_away " +
+         M + "test_clear_removes_everything_and_resuming_clients_learn_it",
+         "a phone that was offline keeps showing a message everyone else saw removed")
+
+mutation("no_edit_window",
+         "        if window <= 0 or time.time() - parse_timestamp(row[\"msg\"][\"ts\"]) > window:",
+         "        if window < 0:",
+         M + "test_edits_end_with_the_edit_window",
+         "a message can be rewritten days later, after everyone read and answered it")
+
+mutation("ban_not_enforced",
+         "        if ban is not None:\n            raise ChatError(\"banned\", ban_sentence(ban))",
+         "        if False:\n            raise ChatError(\"banned\", ban_sentence(ban))",
+         M + "test_a_banned_device_stays_out_until_unbanned_also_after_a_restart",
+         "a banned student reconnects at once and gets the whole history")
+
+mutation("ban_forgotten_at_restart",
+         '        self.bans = []                  # sanction rows of bans\n        self.reload()\n',
+         '        self.bans = []                  # sanction rows of bans\n',
+         M + "test_a_banned_device_stays_out_until_unbanned_also_after_a_restart",
+         "restarting the server lifts every ban")
+
+mutation("mute_not_enforced",
+         "        if conn.device_hash in self.mod.muted:\n            raise ChatError(\"muted\"",
+         "        if False:\n            raise ChatError(\"muted\"",
+         M + "test_a_muted_user_reads_but_cannot_post",
+         "a muted user keeps posting")
+
+mutation("lock_not_enforced",
+         '        if self.mod.room["locked"] and not self.store.known_identity(key, key_hash):',
+         '        if False:',
+         M + "test_a_locked_room_keeps_new_nicks_out_and_lets_members_back",
+         "a locked room still lets strangers in")
+
+mutation("operator_page_for_the_lan",
+         "        if not is_loopback_peer(self.conn.peer) or \\\n"
+         "                not _is_loopback_url_host(\"//\" + (req.header(\"host\") or \"\")):\n"
+         "            raise HttpError(403, \"The operator page",
+         "        if not _is_loopback_url_host(\"//\" + (req.header(\"host\") or \"\")):\n"
+         "            raise HttpError(403, \"The operator page",
+         M + "test_the_operator_page_is_refused_to_a_peer_on_the_network",
+         "anyone on the WiFi kicks, bans and clears the history")
+
+mutation("operator_without_key",
+         "        if need_key and not self.site.operator.key_matches(",
+         "        if False and not self.site.operator.key_matches(",
+         M + "test_operator_requests_need_the_key",
+         "any program on the PC, or a page that gets past the Host check, drives the room")
+
+mutation("operator_accepts_forms",
+         '        if content_type != "application/json":',
+         '        if content_type not in ("application/json", "text/plain", '
+         '"application/x-www-form-urlencoded"):',
+         M + "test_no_other_web_page_can_drive_the_operator",
+         "a web page the organiser visits clears the history with a hidden form (CSRF)")
+
+mutation("clear_without_confirmation",
+         '        if body.get("confirm") != "clear":',
+         '        if False:',
+         M + "test_clear_removes_everything_and_resuming_clients_learn_it",
+         "one stray click on the operator page wipes the class's history")

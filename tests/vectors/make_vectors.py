@@ -17,8 +17,9 @@ VALID = [
     ("welcome", {"type": "welcome", "nick": "alice", "uid": 7,
                  "device": "q8JxV2n0cR4m7tYb1kLp3w", "server": "chatserver/1.0.0", "proto": 1,
                  "session": "s3f9a", "users": ["alice", "bob"], "online": 2, "has_more": False,
-                 "last_id": 42, "limits": {"text": 16384, "chunk": 1048576, "file": 4294967296,
-                                           "ping_after": 30.0, "idle_timeout": 90.0},
+                 "last_id": 42, "room": {"name": "Class 4B", "topic": "", "locked": False},
+                 "muted": False, "limits": {"text": 16384, "chunk": 1048576, "file": 4294967296,
+                                            "ping_after": 30.0, "idle_timeout": 90.0},
                  "history": [{"type": "msg", "id": 42, "ts": "2026-11-25T09:14:03.120Z",
                               "from": "bob", "uid": 3, "text": "morning", "cid": "b-7"}]}, b""),
     ("msg_public", {"type": "msg", "text": "hi all", "cid": "a-1"}, b""),
@@ -66,6 +67,44 @@ VALID = [
     ("error_nick_owned", {"type": "error", "code": "nick_owned",
                           "message": "The nick 'alice' belongs to another device; pick another "
                           "one.", "fatal": False}, b""),
+    # section 10: changes, moderation and the room
+    ("delete", {"type": "delete", "id": 43, "cid": "a-5"}, b""),
+    ("edit", {"type": "edit", "id": 43, "text": "psst!", "cid": "a-6"}, b""),
+    ("change_delete", {"type": "change", "id": 45, "ts": "2026-11-25T09:16:00.000Z",
+                       "change": "delete", "target": 43, "by": "sender"}, b""),
+    ("change_edit", {"type": "change", "id": 46, "ts": "2026-11-25T09:16:30.000Z",
+                     "change": "edit", "target": 42, "by": "sender", "text": "morning!",
+                     "edited": "2026-11-25T09:16:30.000Z"}, b""),
+    ("change_clear", {"type": "change", "id": 47, "ts": "2026-11-25T09:17:00.000Z",
+                      "change": "clear", "by": "operator"}, b""),
+    ("msg_edited", {"type": "msg", "id": 42, "ts": "2026-11-25T09:14:03.120Z", "from": "bob",
+                    "uid": 3, "text": "morning!", "cid": "b-7",
+                    "edited": "2026-11-25T09:16:30.000Z"}, b""),
+    ("msg_deleted", {"type": "msg", "id": 43, "ts": "2026-11-25T09:14:03.120Z",
+                     "from": "alice", "uid": 7, "cid": "a-2", "to": "bob", "text": "",
+                     "deleted": "operator"}, b""),
+    ("room", {"type": "room", "name": "Class 4B", "topic": "Fractions today", "locked": True},
+     b""),
+    ("notice_muted", {"type": "notice", "code": "muted", "message": "The organiser muted you: "
+                      "you can read, but not post or share files."}, b""),
+    ("notice_unmuted", {"type": "notice", "code": "unmuted",
+                        "message": "The organiser unmuted you: you can post again."}, b""),
+    ("bye_kicked", {"type": "bye", "reason": "kicked", "message": "The organiser removed you "
+                    "from the chat. You may join again."}, b""),
+    ("bye_banned", {"type": "bye", "reason": "banned", "message": "The organiser banned this "
+                    "device until the organiser lifts it."}, b""),
+    ("error_banned", {"type": "error", "code": "banned", "message": "The organiser banned this "
+                      "device until the organiser lifts it.", "fatal": True}, b""),
+    ("error_room_locked", {"type": "error", "code": "room_locked", "message": "The room is "
+                           "locked: no new nicks may join now.", "fatal": False}, b""),
+    ("error_muted", {"type": "error", "code": "muted", "message": "The organiser muted you.",
+                     "ref": "a-7", "fatal": False}, b""),
+    ("error_unknown_message", {"type": "error", "code": "unknown_message",
+                               "message": "There is no message 99 to change.", "ref": "a-8",
+                               "fatal": False}, b""),
+    ("error_edit_expired", {"type": "error", "code": "edit_expired",
+                            "message": "This message can no longer be edited.", "ref": "a-9",
+                            "fatal": False}, b""),
 ]
 
 
