@@ -835,7 +835,7 @@ mutation("removed_file_stays_on_disk",
          M + "test_deleting_a_file_message_removes_its_bytes_and_its_links",
          "an unsent file can still be downloaded by whoever saved its link")
 
-mutation("removed_file_deleted_before_commit_is_kept",
+mutation("doomed_files_never_removed",
          '        for path in doomed:\n            _remove_quietly(path)\n',
          '        pass\n',
          M + "test_deleting_a_file_message_removes_its_bytes_and_its_links " +
