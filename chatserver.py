@@ -85,6 +85,7 @@ MAX_ROOM_TOPIC_CHARS = 300
 MAX_BAN_REASON_CHARS = 200
 OPERATOR_BODY_MAX = 16 * 1024         # the JSON body of an operator request
 OPERATOR_EVENTS_KEPT = 50             # recent events the operator page lists
+EXPORT_POLL_SECONDS = 0.05            # how often the loop looks whether a zip export is done
 WELCOME_USERS_MAX = 500               # nicks listed in welcome.users
 
 # Flood control: token bucket per connection (messages per second, burst).
@@ -4905,18 +4906,30 @@ class OperatorApi:
             "exported": html.escape(utc_timestamp()[:19].replace("T", " ")),
             "rows": "\n".join(rows)}).encode("utf-8")
 
-    def export_zip(self, path):
-        """Write the export with every file into a zip at `path` (a temporary file that the
-        caller sends and removes). Files are stored, not compressed: photos and videos do
-        not shrink, and storing keeps this quick."""
-        files = self.chat.files
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr("history.json", self.export_json())
-            zf.writestr("history.html", self.export_html())
-            for body in self.chat.store.all_messages():
-                f = json.loads(body).get("file")
-                if isinstance(f, dict) and os.path.exists(files.file_path(f["id"])):
-                    zf.write(files.file_path(f["id"]), "files/" + export_file_name(f))
+    def export_parts(self):
+        """What the zip export holds, read in the loop (the database is the loop's): the two
+        pages and (path, name in the zip) of every stored file."""
+        files = []
+        for body in self.chat.store.all_messages():
+            f = json.loads(body).get("file")
+            if isinstance(f, dict) and isinstance(f.get("id"), str):
+                files.append((self.chat.files.file_path(f["id"]), "files/" + export_file_name(f)))
+        return self.export_json(), self.export_html(), files
+
+
+def write_export_zip(path, parts):
+    """Write the zip export at `path`, in a thread of its own (gigabytes of files must not
+    stall the loop). Files are stored, not compressed: photos and videos do not shrink. A
+    file removed meanwhile is left out."""
+    history_json, history_html, files = parts
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        zf.writestr("history.json", history_json)
+        zf.writestr("history.html", history_html)
+        for file_path, name in files:
+            try:
+                zf.write(file_path, name)
+            except OSError:
+                pass
 
 
 def export_file_name(f):
@@ -5932,20 +5945,46 @@ class HttpConnection:
             self.send_export_zip(req)
 
     def send_export_zip(self, req):
-        """Written to a temporary file, then sent like a download; the file is unlinked
-        once open where the system allows it (else at the next start, with the data
-        folder's other leftovers)."""
+        """Written to a temporary file by a thread, then sent like a download; the file is
+        unlinked once open where the system allows it (else at the next start, with the
+        data folder's other leftovers). Later requests on this connection wait (busy)."""
         folder = self.chat.files.uploads_dir
         fd, path = tempfile.mkstemp(prefix="export-", suffix=".zip.part", dir=folder)
         os.close(fd)
+        failed = []
+
+        def write():
+            try:
+                write_export_zip(path, parts)
+            except Exception as exc:         # reported by the loop, below
+                failed.append(exc)
+        parts = self.site.operator.export_parts()
+        writer = threading.Thread(target=write, name="export", daemon=True)
+        writer.start()
+        self.busy = True
+
+        def check(now):
+            if writer.is_alive():
+                self.conn.loop.call_later(EXPORT_POLL_SECONDS, check)
+            elif self.conn.state != OPEN:
+                _remove_quietly(path)
+            else:
+                self.busy = False
+                self.serve_export_zip(req, path, failed)
+        self.conn.loop.call_later(EXPORT_POLL_SECONDS, check)
+
+    def serve_export_zip(self, req, path, failed):
         try:
-            self.site.operator.export_zip(path)
+            if failed:
+                raise OSError(str(failed[0]))
             size = os.path.getsize(path)
             meta = {"id": "export", "name": "chat-history.zip", "size": size}
             self.conn.start_download(path, meta, 0, size, framed=False)
-        except OSError:
+        except OSError as exc:
             _remove_quietly(path)
-            raise HttpError(507, "The export could not be written.", code="disk_full") from None
+            log.warning("the history export failed: %s", exc)
+            self.fail(HttpError(507, "The export could not be written.", code="disk_full"))
+            return
         _remove_quietly(path)
         headers = SECURITY_HEADERS + [
             ("Content-Type", "application/zip"), ("Cache-Control", "no-store"),
