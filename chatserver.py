@@ -85,6 +85,7 @@ MAX_ROOM_TOPIC_CHARS = 300
 MAX_BAN_REASON_CHARS = 200
 OPERATOR_BODY_MAX = 16 * 1024         # the JSON body of an operator request
 OPERATOR_EVENTS_KEPT = 50             # recent events the operator page lists
+OPERATOR_RECENT_MESSAGES = 30         # newest messages the operator page lists
 EXPORT_POLL_SECONDS = 0.05            # how often the loop looks whether a zip export is done
 WELCOME_USERS_MAX = 500               # nicks listed in welcome.users
 
@@ -2886,8 +2887,8 @@ def pairing_banner(urls, token, port, stream_encoding_ok, is_windows, lan):
         lines += _firewall_hint(port)
     lines.append("  - Wrong address? Restart with --advertise-host <this PC's address>.")
     lines.append("Bigger QR code, on this PC: http://%s:%d/pair" % (LOOPBACK_FALLBACK_HOST, port))
-    lines.append("Organiser's page (kick, ban, mute, remove messages), on this PC: "
-                 "http://%s:%d/admin" % (LOOPBACK_FALLBACK_HOST, port))
+    lines.append("Organiser's page (kick, ban, mute, remove messages), on this PC:")
+    lines.append("  http://%s:%d/admin" % (LOOPBACK_FALLBACK_HOST, port))
     return "\n".join(lines)
 
 
@@ -2925,11 +2926,20 @@ def _is_loopback_url_host(url):
 
 # -- the /pair page (served to the PC itself only) ------------------------------------
 
-def pair_page_html(url, svg_text):
-    """The pairing page for GET /pair: a big QR code (inline SVG), the URL as text,
-    short instructions; no script, no external resource. svg_text is qr_render_svg's."""
+def pair_page_html(url, svg_text, room=None):
+    """The pairing page for GET /pair: the room's name and topic, a big QR code (inline
+    SVG), the URL as text, short instructions; no script, no external resource. svg_text is
+    qr_render_svg's; room: {"name", "topic"} (Moderation.room)."""
     return fill_markers(_PAIR_PAGE, {"svg": _inline_svg(svg_text), "url": html.escape(url),
+                                     "room": _room_html(room),
                                      "firewall": FIREWALL_SCRIPT}).encode("utf-8")
+
+
+def _room_html(room):
+    if not room or not (room.get("name") or room.get("topic")):
+        return ""
+    return '<p class="room"><strong>%s</strong>%s</p>' % (
+        html.escape(room.get("name") or ""), html.escape(room.get("topic") or ""))
 
 
 def _inline_svg(svg_text):
@@ -3308,9 +3318,15 @@ class MessageStore:
                                       ).fetchone()
         return {"messages": messages, "files": files, "file_bytes": size}
 
-    def all_messages(self):
-        """Every stored message as it is now (the operator's export), oldest first."""
-        for row in self.db.execute("SELECT body FROM messages WHERE kind=0 ORDER BY id"):
+    def all_messages(self, newest=None):
+        """Every stored message as it is now (the operator's export), oldest first; or only
+        the `newest` ones."""
+        if newest is None:
+            rows = self.db.execute("SELECT body FROM messages WHERE kind=0 ORDER BY id")
+        else:
+            rows = reversed(self.db.execute("SELECT body FROM messages WHERE kind=0 ORDER BY "
+                                            "id DESC LIMIT ?", (newest,)).fetchall())
+        for row in rows:
             yield row[0]
 
     # -- sanctions (bans and mutes) -------------------------------------------
@@ -4793,8 +4809,10 @@ class OperatorApi:
                              MessageStore.BAN_DEVICE else row["value"], "nick": row["nick"],
                              "reason": row["reason"], "since": utc_timestamp(row["since"]),
                              "until": utc_timestamp(row["until"]) if row["until"] else None})
+        recent = [operator_view(json.loads(body))
+                  for body in chat.store.all_messages(newest=OPERATOR_RECENT_MESSAGES)]
         return {"room": chat.mod.room, "users": users, "counters": counters, "bans": bans,
-                "mutes": mutes, "events": list(chat.mod.events),
+                "mutes": mutes, "events": list(chat.mod.events), "recent": recent,
                 "pairing_url": self.site.pairing_urls()[0]}
 
     # -- actions ------------------------------------------------------------------
@@ -4877,7 +4895,8 @@ class OperatorApi:
     # -- exports ------------------------------------------------------------------
 
     def export_json(self):
-        messages = ",".join(self.chat.store.all_messages())
+        messages = ",".join(_json_encoder.encode(operator_view(json.loads(body)))
+                            for body in self.chat.store.all_messages())
         head = dump_json({"room": self.chat.mod.room, "exported": utc_timestamp(),
                           "server": "chatserver/" + __version__})
         return head[:-1] + b',"messages":[' + messages.encode("utf-8") + b"]}"
@@ -4887,10 +4906,12 @@ class OperatorApi:
         title = room["name"] or "Chat history"
         rows = []
         for body in self.chat.store.all_messages():
-            msg = json.loads(body)
+            msg = operator_view(json.loads(body))
             text = html.escape(msg.get("text") or "")
             if msg.get("deleted"):
                 text = "<em>message removed</em>"
+            elif msg.get("private"):
+                text = "<em>private message</em>"
             elif isinstance(msg.get("file"), dict):
                 f = msg["file"]
                 text += ' <a href="files/%s">%s</a> (%s bytes)' % (
@@ -4911,10 +4932,19 @@ class OperatorApi:
         pages and (path, name in the zip) of every stored file."""
         files = []
         for body in self.chat.store.all_messages():
-            f = json.loads(body).get("file")
+            f = operator_view(json.loads(body)).get("file")
             if isinstance(f, dict) and isinstance(f.get("id"), str):
                 files.append((self.chat.files.file_path(f["id"]), "files/" + export_file_name(f)))
         return self.export_json(), self.export_html(), files
+
+
+def operator_view(msg):
+    """What the operator sees of a stored message: all of a public one; of a direct message
+    only who wrote to whom, and when (its text and file are its two parties' alone)."""
+    if msg.get("to") is None:
+        return msg
+    return {k: v for k, v in msg.items() if k not in ("text", "file", "edited")} | \
+        {"private": True}
 
 
 def write_export_zip(path, parts):
@@ -4934,19 +4964,6 @@ def write_export_zip(path, parts):
 
 def export_file_name(f):
     return "%s-%s" % (f.get("id"), sanitize_file_name(str(f.get("name") or "file")))
-
-
-_EXPORT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{title}}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:15px/1.4 system-ui,sans-serif;margin:2rem;color:#1c1b1f}
-table{border-collapse:collapse;width:100%}td{border-bottom:1px solid #ddd;padding:.4rem;
-vertical-align:top}td:first-child{white-space:nowrap;color:#555}</style></head>
-<body><h1>{{title}}</h1><p>{{topic}}</p><p><small>Exported {{exported}} UTC</small></p>
-<table><tbody>
-{{rows}}
-</tbody></table></body></html>
-"""
 
 
 def _storage_reason(exc):
@@ -5878,7 +5895,8 @@ class HttpConnection:
         elif req.path == "/qr.png":
             self.respond(200, qr_render_png(qr), "image/png", [("Cache-Control", "no-store")])
         else:
-            self.respond(200, pair_page_html(url, qr_render_svg(qr)), "text/html; charset=utf-8",
+            self.respond(200, pair_page_html(url, qr_render_svg(qr), self.chat.mod.room),
+                         "text/html; charset=utf-8",
                          [("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP)])
 
     # -- the operator page (docs/PROTOCOL.md section 11) -------------------------
@@ -7982,11 +8000,128 @@ dialog label {
   font-weight: 650;
   font-size: 16px;
 }
+/* the room's topic line under its name */
+.topic {
+  font-size: 13px;
+  color: var(--muted);
+  white-space: nowrap;
+  overflow: hidden;
+  text-overflow: ellipsis;
+}
+/* a removed message keeps its place */
+.removed .b {
+  background: transparent;
+  color: var(--muted);
+  border: 1px dashed var(--line);
+  font-style: italic;
+}
+.me.removed .b {
+  color: var(--muted);
+}
+.ed {
+  font-style: italic;
+}
+.me .ed, .me .meta {
+  color: var(--me-muted);
+}
+.me.removed .meta {
+  color: var(--muted);
+}
+/* the actions of one's own message: on hover or focus; always on touch screens */
+.m {
+  position: relative;
+}
+.acts {
+  position: absolute;
+  top: 2px;
+  left: -34px;
+}
+.actbtn {
+  width: 30px;
+  height: 30px;
+  border-radius: 15px;
+  border: 1px solid var(--line);
+  background: var(--panel);
+  color: var(--text);
+  font: inherit;
+  cursor: pointer;
+  opacity: 0;
+}
+.m:hover .actbtn, .actbtn:focus, .actbtn[aria-expanded="true"] {
+  opacity: 1;
+}
+@media (hover: none) {
+  .actbtn {
+    opacity: .7;
+  }
+}
+.actmenu {
+  position: absolute;
+  top: 32px;
+  right: 0;
+  z-index: 5;
+  display: flex;
+  flex-direction: column;
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 10px;
+  box-shadow: 0 4px 16px rgba(0,0,0,.18);
+  overflow: hidden;
+}
+.actmenu[hidden] {
+  display: none;
+}
+.actmenu button {
+  font: inherit;
+  padding: 8px 16px;
+  border: 0;
+  background: none;
+  color: var(--text);
+  text-align: left;
+  cursor: pointer;
+}
+.actmenu button:hover, .actmenu button:focus {
+  background: var(--bg);
+}
+.actmenu .danger {
+  color: var(--bad);
+}
+.editbox {
+  display: flex;
+  flex-wrap: wrap;
+  gap: 6px;
+  margin-top: 6px;
+}
+.editbox textarea {
+  flex: 1 1 100%;
+  font: inherit;
+  color: var(--text);
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 8px;
+  padding: 6px 8px;
+}
+.editbox button {
+  font: inherit;
+  font-size: 14px;
+  padding: 4px 12px;
+  border-radius: 8px;
+  border: 1px solid var(--line);
+  background: var(--panel);
+  color: var(--text);
+  cursor: pointer;
+}
+#composer.muted textarea {
+  font-style: italic;
+}
+#banner .pill {
+  margin-left: 8px;
+}
 </style>
 </head>
 <body>
 <header>
- <div class="brand"><h1>LAN Chat</h1><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting…</span></div></div>
+ <div class="brand"><h1 id="roomName">LAN Chat</h1><div class="topic" id="topic" hidden></div><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting…</span></div></div>
  <button class="iconbtn" id="usersBtn" type="button" aria-label="Users" aria-controls="users" aria-expanded="false"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="9" cy="8" r="3.5"/><path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5"/><path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18 14.8c2 .8 3.2 2.5 3.5 5.2"/></svg><span class="count" id="ucount" aria-hidden="true">0</span></button>
 </header>
 <div id="banner" role="status" hidden></div>
@@ -8190,6 +8325,8 @@ var H = {
     S.session = m.session || ''; S.limits = m.limits || {};
     if (typeof m.uid === 'number') S.uid = m.uid;
     if (m.device && m.device !== device) { device = m.device; store.set('device', device); }
+    applyRoom(m.room);
+    setMuted(!!m.muted, 'The organiser muted you: you can read, but not post or share files.');
     touch();   // re-arm the liveness timers with the server's own timings
     S.users = new Map();
     (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
@@ -8252,6 +8389,12 @@ var H = {
     S.typers.set(k, { nick: m.from, t: setTimeout(function () { S.typers.delete(k); renderTyping(); }, TYPING_SHOW_MS) });
     renderTyping();
   },
+  change: function (m) { applyChange(m); },
+  room: function (m) { applyRoom(m); },
+  notice: function (m) {
+    if (m.code === 'muted' || m.code === 'unmuted') setMuted(m.code === 'muted', m.message || '');
+    if (m.message) toast(m.message);
+  },
   ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
   pong: function () {},
   bye: function (m) {
@@ -8261,6 +8404,13 @@ var H = {
       setBanner('This chat was opened in another tab or window. Reload the page to use it here.', true);
       return;
     }
+    if (m.reason === 'kicked' || m.reason === 'banned') {
+      // Removed by the organiser: say why; a kicked user may come back by hand, never by itself.
+      S.stopped = true; lost();
+      setBanner(m.message || (m.reason === 'kicked' ? 'The organiser removed you from the chat.'
+        : 'The organiser banned this device.'), true, m.reason === 'kicked' ? 'Join again' : '');
+      return;
+    }
     setBanner('The server is restarting. Reconnecting…');
   },
   error: onError
@@ -8268,7 +8418,11 @@ var H = {
 
 function onError(m) {
   var code = m.code || '', text = m.message || code;
-  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid' || code === 'nick_owned')) {
+  if (code === 'banned') {
+    S.stopped = true; lost(); setBanner(text, true); return;
+  }
+  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid' || code === 'nick_owned' ||
+                      code === 'room_locked')) {
     if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
       // Probably our own previous connection, not yet timed out on the server: wait for it.
       setBanner('Reconnecting… (waiting for the previous connection to expire)');
@@ -8351,14 +8505,25 @@ function buildMsg(m, mine) {
   box.appendChild(who);
   var b = el('div', 'b');
   if (mine) b.appendChild(el('span', 'vh', 'You: '));
-  if (m.text) b.appendChild(el('div', 't', m.text));
-  if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
+  if (m.deleted) {
+    box.classList.add('removed');
+    b.appendChild(el('div', 't', m.deleted === 'operator' ? 'Message removed by the organiser'
+                                                          : 'Message removed'));
+  } else {
+    if (m.text) b.appendChild(el('div', 't', m.text));
+    if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
+  }
   var meta = el('div', 'meta');
+  if (m.edited && !m.deleted) {
+    var ed = el('span', 'ed', 'edited'); ed.title = 'Edited ' + new Date(m.edited).toLocaleString();
+    meta.appendChild(ed);
+  }
   var tm = el('time', null, m.ts ? fmtTime(m.ts) : '');
   if (m.ts) { tm.dateTime = m.ts; tm.title = new Date(m.ts).toLocaleString(); }
   meta.appendChild(tm);
   meta.appendChild(el('span', 'st'));
   b.appendChild(meta);
+  if (mine && typeof m.id === 'number' && !m.deleted) box.appendChild(buildActions(m));
   if (m.text && !m.file) {   // short text: the time sits on the last line, chat-app style
     b.classList.add('inl');
     b.style.setProperty('--mw', (tm.textContent.length * 6.5 + 16) + 'px');
@@ -8414,6 +8579,7 @@ function refreshFileUrls() {
   });
 }
 function addMsg(m, live) {
+  if (m && m.type === 'change') { applyChange(m); return false; }
   if (!m || typeof m.id !== 'number' || S.byId.has(m.id)) {
     if (m && m.cid && isMine(m)) ack(m.cid);
     return false;
@@ -8422,11 +8588,100 @@ function addMsg(m, live) {
   if (mine && m.cid) ack(m.cid);
   var node = buildMsg(m, mine);
   node.dataset.id = m.id;
+  node.msg = m;
   S.byId.set(m.id, node);
   if (m.id > S.lastId) S.lastId = m.id;
   place(node, m.id);
   updateChrome();
   return true;
+}
+// ---- changes to the history: unsend, edit, clear (PROTOCOL.md section 10) ----
+// Changes come live and inside histories, in id order; they apply to the message we hold.
+function applyChange(c) {
+  if (!c || typeof c.id !== 'number') return;
+  if (c.id > S.lastId) S.lastId = c.id;
+  if (c.change === 'clear') {
+    Array.from(S.byId.keys()).forEach(function (id) {
+      if (id < c.id) { S.byId.get(id).remove(); S.byId.delete(id); }
+    });
+    log.querySelectorAll('.note').forEach(function (n) { n.remove(); });
+    S.hasOlder = false;
+    note('The organiser cleared the history');
+    updateChrome();
+    return;
+  }
+  var node = S.byId.get(c.target);
+  if (!node || !node.msg) return;
+  var m = Object.assign({}, node.msg);
+  if (c.change === 'delete') { m.text = ''; delete m.file; delete m.edited; m.deleted = c.by || 'sender'; }
+  else if (c.change === 'edit' && typeof c.text === 'string' && !m.deleted) { m.text = c.text; m.edited = c.edited || c.ts; }
+  else return;
+  var fresh = buildMsg(m, isMine(m));
+  fresh.dataset.id = m.id; fresh.msg = m;
+  fresh.dataset.k = node.dataset.k;
+  if (node.classList.contains('g')) fresh.classList.add('g');
+  node.replaceWith(fresh);
+  S.byId.set(m.id, fresh);
+}
+// The menu of one's own message: Edit (text only) and Delete. A button that shows on hover or
+// focus (and always on touch screens), so keyboard and phone users reach it too.
+function buildActions(m) {
+  var wrap = el('div', 'acts');
+  var btn = el('button', 'actbtn', '⋯'); btn.type = 'button';
+  btn.setAttribute('aria-label', 'Actions for your message'); btn.setAttribute('aria-expanded', 'false');
+  var menu = el('div', 'actmenu'); menu.hidden = true;
+  if (m.text && !m.file) {
+    var edit = el('button', null, 'Edit'); edit.type = 'button';
+    edit.addEventListener('click', function () { menu.hidden = true; startEdit(m.id); });
+    menu.appendChild(edit);
+  }
+  var del = el('button', 'danger', 'Delete'); del.type = 'button';
+  del.addEventListener('click', function () {
+    menu.hidden = true;
+    if (window.confirm('Delete this message for everyone?')) raw({ type: 'delete', id: m.id, cid: newCid() });
+  });
+  menu.appendChild(del);
+  btn.addEventListener('click', function () {
+    menu.hidden = !menu.hidden; btn.setAttribute('aria-expanded', String(!menu.hidden));
+  });
+  wrap.appendChild(btn); wrap.appendChild(menu);
+  return wrap;
+}
+function startEdit(id) {
+  var node = S.byId.get(id);
+  if (!node || !node.msg || node.querySelector('.editbox')) return;
+  var box = el('form', 'editbox');
+  var area = el('textarea'); area.value = node.msg.text || ''; area.rows = 2;
+  area.setAttribute('aria-label', 'Edit your message');
+  var save = el('button', 'primary', 'Save'); save.type = 'submit';
+  var cancel = el('button', null, 'Cancel'); cancel.type = 'button';
+  box.appendChild(area); box.appendChild(save); box.appendChild(cancel);
+  box.addEventListener('submit', function (e) {
+    e.preventDefault();
+    var text = area.value.trim();
+    if (text && text !== node.msg.text) raw({ type: 'edit', id: id, text: text, cid: newCid() });
+    box.remove();
+  });
+  cancel.addEventListener('click', function () { box.remove(); });
+  area.addEventListener('keydown', function (e) { if (e.key === 'Escape') box.remove(); });
+  node.querySelector('.b').appendChild(box);
+  area.focus();
+}
+// ---- the room: its name and topic from the organiser; muted ----
+function applyRoom(room) {
+  if (!room || typeof room !== 'object') return;
+  S.room = { name: String(room.name || ''), topic: String(room.topic || ''), locked: !!room.locked };
+  TITLE = S.room.name || 'LAN Chat';
+  $('roomName').textContent = TITLE;
+  $('topic').textContent = S.room.topic;
+  $('topic').hidden = !S.room.topic;
+  updateTitle();
+}
+function setMuted(muted, text) {
+  S.muted = muted;
+  ta.disabled = muted; $('send').disabled = muted; $('attach').disabled = muted;
+  ta.placeholder = muted ? (text || 'The organiser muted you.') : (S.to ? 'Private message to ' + S.to : 'Message');
+  $('composer').classList.toggle('muted', muted);
 }
 function ack(cid) {
   var i = outboxIndex(cid);
@@ -8501,7 +8756,7 @@ function setTo(nick) {
   S.to = nick || '';
   $('dmChip').hidden = !S.to;
   $('dmText').textContent = S.to ? 'To: ' + S.to + ' (private)' : '';
-  ta.placeholder = S.to ? 'Private message to ' + S.to : 'Message';
+  if (!S.muted) ta.placeholder = S.to ? 'Private message to ' + S.to : 'Message';
   renderUsers();
 }
 $('dmClose').addEventListener('click', function () { setTo(''); ta.focus(); });
@@ -8581,10 +8836,15 @@ function setConn(on) {
   $('subText').textContent = on ? S.nick + ' · online' : (S.stopped ? 'Offline' : 'Connecting…');
   updateChrome();
 }
-function setBanner(text, bad) {
+function setBanner(text, bad, action) {
   var b = $('banner');
   S.bannerText = text;
   b.textContent = text; b.hidden = !text; b.classList.toggle('bad', !!bad);
+  if (action) {   // e.g. "Join again" after a kick: the user decides, nothing reconnects alone
+    var again = el('button', 'pill', action); again.type = 'button';
+    again.addEventListener('click', function () { S.stopped = false; setBanner(''); S.attempt = 0; connect(); });
+    b.appendChild(document.createTextNode(' ')); b.appendChild(again);
+  }
 }
 var toastTimer = 0;
 function toast(text) {
@@ -8688,8 +8948,8 @@ connect();
 """.encode("utf-8")
 
 # client_web/pair.html: the template of GET /pair (shown on the PC itself only);
-# pair_page_html() replaces its {{svg}}, {{url}} and {{firewall}} markers. No script, no
-# external resource.
+# pair_page_html() replaces its {{svg}}, {{url}}, {{room}} and {{firewall}} markers. No
+# script, no external resource.
 _PAIR_PAGE = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -8764,6 +9024,13 @@ ol {
   margin: 12px 0 0;
   padding-left: 1.4em;
 }
+.room {
+  margin: 0 0 12px;
+}
+.room strong {
+  display: block;
+  font-size: 1.15em;
+}
 .muted {
   color: var(--muted);
   font-size: .9em;
@@ -8773,6 +9040,7 @@ ol {
 <body>
 <main>
 <h1>Pair your phone</h1>
+{{room}}
 <div class="qr" role="img" aria-label="QR code of the chat address">{{svg}}</div>
 <p class="url">{{url}}</p>
 <ol>
@@ -8783,6 +9051,465 @@ ol {
 <p class="muted">The code contains the chat's key: show it only to people you want in.
 Phone cannot connect? On Windows, right-click {{firewall}} &gt; Run with PowerShell.</p>
 </main>
+</body>
+</html>
+"""
+
+# client_web/admin.html: the organiser's page served at GET /admin (on the PC itself only),
+# with admin.css and admin.js inlined: it polls /admin/api/state and posts the operator's
+# requests; the key comes with the page as an HttpOnly cookie, never in the page.
+ADMIN_PAGE_HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<meta name="referrer" content="no-referrer">
+<title>Organiser - LAN Chat</title>
+<link rel="icon" href="data:,">
+<style>
+:root {
+  --bg: #f2f4f7;
+  --panel: #fff;
+  --text: #14171c;
+  --muted: #5b6472;
+  --line: #e1e5eb;
+  --accent: #1f5fd6;
+  --on-accent: #fff;
+  --bad: #b42318;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0e1116;
+    --panel: #161a21;
+    --text: #e7eaf0;
+    --muted: #a0a8b6;
+    --line: #272d38;
+    --accent: #7aa2ff;
+    --on-accent: #0b1020;
+    --bad: #ff8a80;
+  }
+}
+* {
+  box-sizing: border-box;
+}
+body {
+  margin: 0;
+  background: var(--bg);
+  color: var(--text);
+  font: 15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+}
+header {
+  display: flex;
+  align-items: baseline;
+  gap: 16px;
+  padding: 12px 20px;
+  background: var(--panel);
+  border-bottom: 1px solid var(--line);
+}
+h1 {
+  margin: 0;
+  font-size: 20px;
+}
+#status {
+  color: var(--muted);
+  font-size: 14px;
+}
+main {
+  display: grid;
+  grid-template-columns: repeat(auto-fit,minmax(420px,1fr));
+  gap: 16px;
+  padding: 16px;
+}
+section {
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 12px;
+  padding: 12px 16px;
+  min-width: 0;
+}
+h2 {
+  margin: 0 0 8px;
+  font-size: 16px;
+}
+.grid {
+  display: grid;
+  grid-template-columns: auto 1fr;
+  gap: 8px 10px;
+  align-items: center;
+}
+.row {
+  display: flex;
+  flex-wrap: wrap;
+  gap: 8px;
+  align-items: center;
+}
+input, select, button {
+  font: inherit;
+  color: var(--text);
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 8px;
+  padding: 5px 10px;
+}
+button {
+  cursor: pointer;
+}
+button.primary {
+  background: var(--accent);
+  color: var(--on-accent);
+  border-color: transparent;
+}
+button.danger {
+  color: var(--bad);
+  border-color: var(--bad);
+}
+a {
+  color: var(--accent);
+}
+.muted {
+  color: var(--muted);
+  font-size: 14px;
+}
+.scroll {
+  overflow-x: auto;
+}
+table {
+  border-collapse: collapse;
+  width: 100%;
+  font-size: 14px;
+}
+th, td {
+  text-align: left;
+  padding: 5px 6px;
+  border-bottom: 1px solid var(--line);
+  vertical-align: top;
+}
+td.t {
+  overflow-wrap: anywhere;
+}
+td .row {
+  gap: 4px;
+}
+td button {
+  padding: 2px 8px;
+  font-size: 13px;
+}
+.pair {
+  display: flex;
+  gap: 16px;
+  align-items: flex-start;
+  flex-wrap: wrap;
+}
+#qr {
+  background: #fff;
+  border-radius: 8px;
+  padding: 6px;
+}
+.url {
+  font-family: ui-monospace,Consolas,monospace;
+  word-break: break-all;
+}
+ul {
+  padding-left: 18px;
+  margin: 4px 0 8px;
+}
+li {
+  margin: 3px 0;
+}
+#toast {
+  position: fixed;
+  left: 50%;
+  bottom: 16px;
+  transform: translateX(-50%);
+  background: #222;
+  color: #fff;
+  padding: 8px 14px;
+  border-radius: 8px;
+}
+#toast:empty {
+  display: none;
+}
+.vh {
+  position: absolute;
+  width: 1px;
+  height: 1px;
+  overflow: hidden;
+  clip: rect(0 0 0 0);
+}
+</style>
+</head>
+<body>
+<header><h1>Organiser</h1><span id="status" role="status">Loading…</span></header>
+<main>
+ <section aria-labelledby="roomTitle">
+  <h2 id="roomTitle">Room</h2>
+  <form id="roomForm" class="grid">
+   <label for="roomName">Name</label><input id="roomName" maxlength="80" placeholder="e.g. Class 4B">
+   <label for="roomTopic">Topic</label><input id="roomTopic" maxlength="300" placeholder="shown under the name">
+   <span></span><div class="row"><button type="submit" class="primary">Save name and topic</button>
+   <button type="button" id="lockBtn">Lock the room</button></div>
+  </form>
+  <p id="lockState" class="muted"></p>
+ </section>
+ <section aria-labelledby="pairTitle">
+  <h2 id="pairTitle">Pairing</h2>
+  <div class="pair"><img id="qr" alt="QR code of the chat address" width="200" height="200">
+   <div><p class="url" id="pairUrl"></p>
+   <button type="button" id="rotateBtn">Replace the pairing code</button>
+   <p class="muted">Phones that joined stay; new ones need the new code.</p></div></div>
+ </section>
+ <section aria-labelledby="usersTitle">
+  <h2 id="usersTitle">Online</h2>
+  <div class="scroll"><table id="users"><thead><tr><th scope="col">Nick</th><th scope="col">Device</th><th scope="col">Address</th><th scope="col">Via</th><th scope="col">Since</th><th scope="col">Messages</th><th scope="col">Actions</th></tr></thead><tbody></tbody></table></div>
+  <p id="noUsers" class="muted" hidden>Nobody is online.</p>
+  <div class="row"><label for="banFor">Ban for</label>
+   <select id="banFor"><option value="10">10 minutes</option><option value="60">1 hour</option><option value="1440">1 day</option><option value="0" selected>until lifted</option></select>
+   <label for="reason">Reason</label><input id="reason" maxlength="200" placeholder="optional, shown to them"></div>
+ </section>
+ <section aria-labelledby="bansTitle">
+  <h2 id="bansTitle">Bans and mutes</h2>
+  <ul id="bans"></ul>
+  <form id="banAddr" class="row"><label for="addr">Ban an address</label><input id="addr" placeholder="192.168.1.23" inputmode="decimal"><button type="submit">Ban address</button></form>
+ </section>
+ <section aria-labelledby="msgTitle">
+  <h2 id="msgTitle">Messages and files</h2>
+  <p id="counters"></p>
+  <form id="delForm" class="row"><label for="delId">Remove message number</label><input id="delId" type="number" min="1" inputmode="numeric"><button type="submit">Remove for everyone</button></form>
+  <div class="scroll"><table id="recent"><thead><tr><th scope="col">#</th><th scope="col">From</th><th scope="col">Message</th><th scope="col"><span class="vh">Remove</span></th></tr></thead><tbody></tbody></table></div>
+  <p class="row"><a href="/admin/export.html" target="_blank" rel="noopener">Open the history</a>
+   <a href="/admin/export.json" download>Export JSON</a><a href="/admin/export.zip" download>Export zip (with files)</a></p>
+  <button type="button" id="clearBtn" class="danger">Clear the whole history…</button>
+ </section>
+ <section aria-labelledby="evTitle">
+  <h2 id="evTitle">Recent events</h2>
+  <ul id="events"></ul>
+ </section>
+</main>
+<div id="toast" role="alert"></div>
+<script>
+(function () {
+'use strict';
+// The organiser's page (docs/PROTOCOL.md section 11). The server handed the operator key over
+// as an HttpOnly cookie with this page: every request below carries it by itself.
+var POLL_MS = 1000, TOAST_MS = 5000;
+
+function $(id) { return document.getElementById(id); }
+function el(tag, cls, text) {
+  var e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;   // data is always text, never markup
+  return e;
+}
+function when(ts) { var d = new Date(ts); return isNaN(d) ? '' : d.toLocaleString(); }
+function size(n) {
+  var u = ['B', 'KB', 'MB', 'GB', 'TB'], i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i && n < 10 ? n.toFixed(1) : Math.round(n)) + ' ' + u[i];
+}
+var toastTimer = 0;
+function toast(text) {
+  $('toast').textContent = text;
+  clearTimeout(toastTimer); toastTimer = setTimeout(function () { $('toast').textContent = ''; }, TOAST_MS);
+}
+
+function act(action, body) {
+  return fetch('/admin/api/' + action, {
+    method: 'POST', credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body || {})
+  }).then(function (r) {
+    return r.json().catch(function () { return {}; }).then(function (j) {
+      if (!r.ok) throw new Error(j.message || ('HTTP ' + r.status));
+      return j;
+    });
+  }).then(function (j) { refresh(); return j; },
+          function (e) { toast(e.message); throw e; });
+}
+
+var S = { state: null, editing: false, qr: 0 };
+
+function refresh() {
+  return fetch('/admin/api/state', { credentials: 'same-origin' }).then(function (r) {
+    if (r.status === 401) { $('status').textContent = 'The server restarted: reload this page.'; return null; }
+    return r.json();
+  }).then(function (st) {
+    if (!st) return;
+    S.state = st; render(st);
+    $('status').textContent = 'Live · ' + new Date().toLocaleTimeString();
+  }, function () { $('status').textContent = 'The server does not answer.'; });
+}
+
+function render(st) {
+  var room = st.room || {};
+  if (!S.editing) { $('roomName').value = room.name || ''; $('roomTopic').value = room.topic || ''; }
+  $('lockBtn').textContent = room.locked ? 'Unlock the room' : 'Lock the room';
+  $('lockState').textContent = room.locked ? 'Locked: nobody new may join; people already in, and those coming back, can.'
+                                           : 'Open: anyone with the pairing code may join.';
+  if ($('pairUrl').textContent !== st.pairing_url) {
+    $('pairUrl').textContent = st.pairing_url;
+    $('qr').src = '/qr.svg?v=' + (++S.qr);
+  }
+  renderUsers(st.users || []);
+  renderBans(st.bans || [], st.mutes || []);
+  var c = st.counters || {};
+  $('counters').textContent = (c.messages || 0) + ' messages, ' + (c.files || 0) + ' files (' +
+    size(c.file_bytes || 0) + '), ' + size(c.free_disk || 0) + ' free on the disk, ' +
+    (c.connections || 0) + ' connections.';
+  renderRecent(st.recent || []);
+  var ev = $('events'); ev.textContent = '';
+  (st.events || []).slice().reverse().forEach(function (e) {
+    ev.appendChild(el('li', null, when(e.ts) + ' — ' + e.text));
+  });
+  if (!ev.firstChild) ev.appendChild(el('li', 'muted', 'Nothing to report.'));
+}
+
+function button(text, onClick, cls) {
+  var b = el('button', cls || null, text); b.type = 'button';
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+function renderUsers(users) {
+  var body = $('users').tBodies[0]; body.textContent = '';
+  users.forEach(function (u) {
+    var tr = el('tr');
+    [u.nick + (u.muted ? ' (muted)' : ''), u.device, u.address, u.transport, when(u.since),
+     String(u.messages)].forEach(function (v) { tr.appendChild(el('td', null, v)); });
+    var td = el('td'), row = el('div', 'row');
+    row.appendChild(button('Kick', function () {
+      act('kick', { nick: u.nick, reason: $('reason').value.trim() || undefined });
+    }));
+    row.appendChild(button(u.muted ? 'Unmute' : 'Mute', function () {
+      act(u.muted ? 'unmute' : 'mute', { nick: u.nick });
+    }));
+    row.appendChild(button('Ban', function () {
+      var minutes = +$('banFor').value;
+      if (!window.confirm('Ban ' + u.nick + "'s device " + $('banFor').selectedOptions[0].text + '?')) return;
+      act('ban', { nick: u.nick, minutes: minutes, reason: $('reason').value.trim() || undefined });
+    }, 'danger'));
+    row.querySelectorAll('button').forEach(function (b) { b.setAttribute('aria-label', b.textContent + ' ' + u.nick); });
+    td.appendChild(row); tr.appendChild(td); body.appendChild(tr);
+  });
+  $('noUsers').hidden = users.length > 0;
+}
+
+function renderBans(bans, mutes) {
+  var ul = $('bans'); ul.textContent = '';
+  bans.forEach(function (b) {
+    var li = el('li', null, (b.kind === 'device' ? 'Device ' + b.value + (b.nick ? ' (' + b.nick + ')' : '')
+                                                 : 'Address ' + b.value) +
+                ', ' + (b.until ? 'until ' + when(b.until) : 'until lifted') + (b.reason ? ' — ' + b.reason : '') + ' ');
+    var un = button('Unban', function () { act('unban', { id: b.id }); });
+    un.setAttribute('aria-label', 'Unban ' + (b.nick || b.value));
+    li.appendChild(un); ul.appendChild(li);
+  });
+  mutes.forEach(function (m) {
+    var li = el('li', null, 'Muted: ' + m.nick + ' (device ' + m.device + ') ');
+    var un = button('Unmute', function () { act('unmute', { nick: m.nick }); });
+    un.setAttribute('aria-label', 'Unmute ' + m.nick);
+    li.appendChild(un); ul.appendChild(li);
+  });
+  if (!ul.firstChild) ul.appendChild(el('li', 'muted', 'No bans, nobody muted.'));
+}
+
+function renderRecent(msgs) {
+  var body = $('recent').tBodies[0]; body.textContent = '';
+  msgs.slice().reverse().forEach(function (m) {
+    var tr = el('tr');
+    tr.appendChild(el('td', null, String(m.id)));
+    tr.appendChild(el('td', null, (m.from || '?') + (m.to ? ' → ' + m.to : '')));
+    var text = m.deleted ? 'message removed' : m.private ? 'private message' :
+      (m.text || '') + (m.file ? ' [' + m.file.name + ', ' + size(m.file.size) + ']' : '') + (m.edited ? ' (edited)' : '');
+    tr.appendChild(el('td', 't', text));
+    var td = el('td');
+    if (!m.deleted) {
+      var b = button('Remove', function () { if (window.confirm('Remove message ' + m.id + ' for everyone?')) act('delete', { id: m.id }); }, 'danger');
+      b.setAttribute('aria-label', 'Remove message ' + m.id);
+      td.appendChild(b);
+    }
+    tr.appendChild(td); body.appendChild(tr);
+  });
+}
+
+$('roomForm').addEventListener('submit', function (e) {
+  e.preventDefault();
+  act('room', { name: $('roomName').value.trim(), topic: $('roomTopic').value.trim() })
+    .then(function () { S.editing = false; toast('Saved.'); }, function () {});
+});
+['roomName', 'roomTopic'].forEach(function (id) {
+  $(id).addEventListener('input', function () { S.editing = true; });
+});
+$('lockBtn').addEventListener('click', function () {
+  act('room', { locked: !(S.state && S.state.room && S.state.room.locked) });
+});
+$('rotateBtn').addEventListener('click', function () {
+  if (window.confirm('Replace the pairing code? Phones that have not joined yet need the new one.')) {
+    act('rotate_token').then(function () { toast('New pairing code.'); }, function () {});
+  }
+});
+$('banAddr').addEventListener('submit', function (e) {
+  e.preventDefault();
+  var a = $('addr').value.trim(); if (!a) return;
+  act('ban', { address: a, minutes: +$('banFor').value, reason: $('reason').value.trim() || undefined })
+    .then(function () { $('addr').value = ''; }, function () {});
+});
+$('delForm').addEventListener('submit', function (e) {
+  e.preventDefault();
+  var id = parseInt($('delId').value, 10); if (!id) return;
+  act('delete', { id: id }).then(function () { $('delId').value = ''; toast('Removed.'); }, function () {});
+});
+$('clearBtn').addEventListener('click', function () {
+  var typed = window.prompt('This removes every message and file for everyone. Type "clear" to confirm.');
+  if (typed === 'clear') act('clear', { confirm: 'clear' }).then(function () { toast('History cleared.'); }, function () {});
+});
+
+refresh();
+setInterval(refresh, POLL_MS);
+})();
+</script>
+</body>
+</html>
+""".encode("utf-8")
+
+# client_web/export.html: the template of the readable history export (GET
+# /admin/export.html and the zip's history.html); OperatorApi.export_html() fills
+# {{title}}, {{topic}}, {{exported}} and {{rows}}, all escaped. No script.
+_EXPORT_PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>{{title}}</title>
+<style>
+body {
+  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  margin: 2rem;
+}
+table {
+  border-collapse: collapse;
+  width: 100%;
+}
+td {
+  border-bottom: 1px solid #8884;
+  padding: .4rem;
+  vertical-align: top;
+}
+td:first-child {
+  white-space: nowrap;
+  opacity: .75;
+}
+</style>
+</head>
+<body>
+<h1>{{title}}</h1>
+<p>{{topic}}</p>
+<p><small>Exported {{exported}} UTC</small></p>
+<table>
+<tbody>
+{{rows}}
+</tbody>
+</table>
 </body>
 </html>
 """

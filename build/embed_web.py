@@ -46,7 +46,16 @@ PAGES = (
          "liveness timers follow welcome.limits (ping_after, idle_timeout)."),
     Page("_PAIR_PAGE", "pair.html", str,
          "the template of GET /pair (shown on the PC itself only); pair_page_html() replaces "
-         "its {{svg}}, {{url}} and {{firewall}} markers. No script, no external resource."),
+         "its {{svg}}, {{url}}, {{room}} and {{firewall}} markers. No script, no external "
+         "resource."),
+    Page("ADMIN_PAGE_HTML", "admin.html", bytes,
+         "the organiser's page served at GET /admin (on the PC itself only), with admin.css "
+         "and admin.js inlined: it polls /admin/api/state and posts the operator's requests; "
+         "the key comes with the page as an HttpOnly cookie, never in the page."),
+    Page("_EXPORT_PAGE", "export.html", str,
+         "the template of the readable history export (GET /admin/export.html and the zip's "
+         "history.html); OperatorApi.export_html() fills {{title}}, {{topic}}, {{exported}} "
+         "and {{rows}}, all escaped. No script."),
 )
 
 INLINE_STYLESHEET = re.compile(r'^<link rel="stylesheet" href="([^"]*)">$', re.M)

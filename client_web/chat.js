@@ -159,6 +159,8 @@ var H = {
     S.session = m.session || ''; S.limits = m.limits || {};
     if (typeof m.uid === 'number') S.uid = m.uid;
     if (m.device && m.device !== device) { device = m.device; store.set('device', device); }
+    applyRoom(m.room);
+    setMuted(!!m.muted, 'The organiser muted you: you can read, but not post or share files.');
     touch();   // re-arm the liveness timers with the server's own timings
     S.users = new Map();
     (m.users || []).forEach(function (n) { S.users.set(fold(n), n); });
@@ -221,6 +223,12 @@ var H = {
     S.typers.set(k, { nick: m.from, t: setTimeout(function () { S.typers.delete(k); renderTyping(); }, TYPING_SHOW_MS) });
     renderTyping();
   },
+  change: function (m) { applyChange(m); },
+  room: function (m) { applyRoom(m); },
+  notice: function (m) {
+    if (m.code === 'muted' || m.code === 'unmuted') setMuted(m.code === 'muted', m.message || '');
+    if (m.message) toast(m.message);
+  },
   ping: function (m) { var p = { type: 'pong' }; if (m.t !== undefined) p.t = m.t; raw(p); },
   pong: function () {},
   bye: function (m) {
@@ -230,6 +238,13 @@ var H = {
       setBanner('This chat was opened in another tab or window. Reload the page to use it here.', true);
       return;
     }
+    if (m.reason === 'kicked' || m.reason === 'banned') {
+      // Removed by the organiser: say why; a kicked user may come back by hand, never by itself.
+      S.stopped = true; lost();
+      setBanner(m.message || (m.reason === 'kicked' ? 'The organiser removed you from the chat.'
+        : 'The organiser banned this device.'), true, m.reason === 'kicked' ? 'Join again' : '');
+      return;
+    }
     setBanner('The server is restarting. Reconnecting…');
   },
   error: onError
@@ -237,7 +252,11 @@ var H = {
 
 function onError(m) {
   var code = m.code || '', text = m.message || code;
-  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid' || code === 'nick_owned')) {
+  if (code === 'banned') {
+    S.stopped = true; lost(); setBanner(text, true); return;
+  }
+  if (!S.welcomed && (code === 'nick_taken' || code === 'nick_invalid' || code === 'nick_owned' ||
+                      code === 'room_locked')) {
     if (code === 'nick_taken' && S.everWelcomed && Date.now() < S.nickRetryUntil) {
       // Probably our own previous connection, not yet timed out on the server: wait for it.
       setBanner('Reconnecting… (waiting for the previous connection to expire)');
@@ -320,14 +339,25 @@ function buildMsg(m, mine) {
   box.appendChild(who);
   var b = el('div', 'b');
   if (mine) b.appendChild(el('span', 'vh', 'You: '));
-  if (m.text) b.appendChild(el('div', 't', m.text));
-  if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
+  if (m.deleted) {
+    box.classList.add('removed');
+    b.appendChild(el('div', 't', m.deleted === 'operator' ? 'Message removed by the organiser'
+                                                          : 'Message removed'));
+  } else {
+    if (m.text) b.appendChild(el('div', 't', m.text));
+    if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
+  }
   var meta = el('div', 'meta');
+  if (m.edited && !m.deleted) {
+    var ed = el('span', 'ed', 'edited'); ed.title = 'Edited ' + new Date(m.edited).toLocaleString();
+    meta.appendChild(ed);
+  }
   var tm = el('time', null, m.ts ? fmtTime(m.ts) : '');
   if (m.ts) { tm.dateTime = m.ts; tm.title = new Date(m.ts).toLocaleString(); }
   meta.appendChild(tm);
   meta.appendChild(el('span', 'st'));
   b.appendChild(meta);
+  if (mine && typeof m.id === 'number' && !m.deleted) box.appendChild(buildActions(m));
   if (m.text && !m.file) {   // short text: the time sits on the last line, chat-app style
     b.classList.add('inl');
     b.style.setProperty('--mw', (tm.textContent.length * 6.5 + 16) + 'px');
@@ -383,6 +413,7 @@ function refreshFileUrls() {
   });
 }
 function addMsg(m, live) {
+  if (m && m.type === 'change') { applyChange(m); return false; }
   if (!m || typeof m.id !== 'number' || S.byId.has(m.id)) {
     if (m && m.cid && isMine(m)) ack(m.cid);
     return false;
@@ -391,11 +422,100 @@ function addMsg(m, live) {
   if (mine && m.cid) ack(m.cid);
   var node = buildMsg(m, mine);
   node.dataset.id = m.id;
+  node.msg = m;
   S.byId.set(m.id, node);
   if (m.id > S.lastId) S.lastId = m.id;
   place(node, m.id);
   updateChrome();
   return true;
+}
+// ---- changes to the history: unsend, edit, clear (PROTOCOL.md section 10) ----
+// Changes come live and inside histories, in id order; they apply to the message we hold.
+function applyChange(c) {
+  if (!c || typeof c.id !== 'number') return;
+  if (c.id > S.lastId) S.lastId = c.id;
+  if (c.change === 'clear') {
+    Array.from(S.byId.keys()).forEach(function (id) {
+      if (id < c.id) { S.byId.get(id).remove(); S.byId.delete(id); }
+    });
+    log.querySelectorAll('.note').forEach(function (n) { n.remove(); });
+    S.hasOlder = false;
+    note('The organiser cleared the history');
+    updateChrome();
+    return;
+  }
+  var node = S.byId.get(c.target);
+  if (!node || !node.msg) return;
+  var m = Object.assign({}, node.msg);
+  if (c.change === 'delete') { m.text = ''; delete m.file; delete m.edited; m.deleted = c.by || 'sender'; }
+  else if (c.change === 'edit' && typeof c.text === 'string' && !m.deleted) { m.text = c.text; m.edited = c.edited || c.ts; }
+  else return;
+  var fresh = buildMsg(m, isMine(m));
+  fresh.dataset.id = m.id; fresh.msg = m;
+  fresh.dataset.k = node.dataset.k;
+  if (node.classList.contains('g')) fresh.classList.add('g');
+  node.replaceWith(fresh);
+  S.byId.set(m.id, fresh);
+}
+// The menu of one's own message: Edit (text only) and Delete. A button that shows on hover or
+// focus (and always on touch screens), so keyboard and phone users reach it too.
+function buildActions(m) {
+  var wrap = el('div', 'acts');
+  var btn = el('button', 'actbtn', '⋯'); btn.type = 'button';
+  btn.setAttribute('aria-label', 'Actions for your message'); btn.setAttribute('aria-expanded', 'false');
+  var menu = el('div', 'actmenu'); menu.hidden = true;
+  if (m.text && !m.file) {
+    var edit = el('button', null, 'Edit'); edit.type = 'button';
+    edit.addEventListener('click', function () { menu.hidden = true; startEdit(m.id); });
+    menu.appendChild(edit);
+  }
+  var del = el('button', 'danger', 'Delete'); del.type = 'button';
+  del.addEventListener('click', function () {
+    menu.hidden = true;
+    if (window.confirm('Delete this message for everyone?')) raw({ type: 'delete', id: m.id, cid: newCid() });
+  });
+  menu.appendChild(del);
+  btn.addEventListener('click', function () {
+    menu.hidden = !menu.hidden; btn.setAttribute('aria-expanded', String(!menu.hidden));
+  });
+  wrap.appendChild(btn); wrap.appendChild(menu);
+  return wrap;
+}
+function startEdit(id) {
+  var node = S.byId.get(id);
+  if (!node || !node.msg || node.querySelector('.editbox')) return;
+  var box = el('form', 'editbox');
+  var area = el('textarea'); area.value = node.msg.text || ''; area.rows = 2;
+  area.setAttribute('aria-label', 'Edit your message');
+  var save = el('button', 'primary', 'Save'); save.type = 'submit';
+  var cancel = el('button', null, 'Cancel'); cancel.type = 'button';
+  box.appendChild(area); box.appendChild(save); box.appendChild(cancel);
+  box.addEventListener('submit', function (e) {
+    e.preventDefault();
+    var text = area.value.trim();
+    if (text && text !== node.msg.text) raw({ type: 'edit', id: id, text: text, cid: newCid() });
+    box.remove();
+  });
+  cancel.addEventListener('click', function () { box.remove(); });
+  area.addEventListener('keydown', function (e) { if (e.key === 'Escape') box.remove(); });
+  node.querySelector('.b').appendChild(box);
+  area.focus();
+}
+// ---- the room: its name and topic from the organiser; muted ----
+function applyRoom(room) {
+  if (!room || typeof room !== 'object') return;
+  S.room = { name: String(room.name || ''), topic: String(room.topic || ''), locked: !!room.locked };
+  TITLE = S.room.name || 'LAN Chat';
+  $('roomName').textContent = TITLE;
+  $('topic').textContent = S.room.topic;
+  $('topic').hidden = !S.room.topic;
+  updateTitle();
+}
+function setMuted(muted, text) {
+  S.muted = muted;
+  ta.disabled = muted; $('send').disabled = muted; $('attach').disabled = muted;
+  ta.placeholder = muted ? (text || 'The organiser muted you.') : (S.to ? 'Private message to ' + S.to : 'Message');
+  $('composer').classList.toggle('muted', muted);
 }
 function ack(cid) {
   var i = outboxIndex(cid);
@@ -470,7 +590,7 @@ function setTo(nick) {
   S.to = nick || '';
   $('dmChip').hidden = !S.to;
   $('dmText').textContent = S.to ? 'To: ' + S.to + ' (private)' : '';
-  ta.placeholder = S.to ? 'Private message to ' + S.to : 'Message';
+  if (!S.muted) ta.placeholder = S.to ? 'Private message to ' + S.to : 'Message';
   renderUsers();
 }
 $('dmClose').addEventListener('click', function () { setTo(''); ta.focus(); });
@@ -550,10 +670,15 @@ function setConn(on) {
   $('subText').textContent = on ? S.nick + ' · online' : (S.stopped ? 'Offline' : 'Connecting…');
   updateChrome();
 }
-function setBanner(text, bad) {
+function setBanner(text, bad, action) {
   var b = $('banner');
   S.bannerText = text;
   b.textContent = text; b.hidden = !text; b.classList.toggle('bad', !!bad);
+  if (action) {   // e.g. "Join again" after a kick: the user decides, nothing reconnects alone
+    var again = el('button', 'pill', action); again.type = 'button';
+    again.addEventListener('click', function () { S.stopped = false; setBanner(''); S.attempt = 0; connect(); });
+    b.appendChild(document.createTextNode(' ')); b.appendChild(again);
+  }
 }
 var toastTimer = 0;
 function toast(text) {

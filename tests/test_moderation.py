@@ -411,11 +411,15 @@ def test_exports_hold_the_history_and_its_files(server):
     op = server.operator()
     status, exported = op.request("GET", "/admin/export.json")
     assert status == 200
-    texts = [m["text"] for m in exported["messages"]]
-    assert "<b>not markup</b>" in texts and "secret" in texts and "removed one" not in texts
+    texts = [m.get("text") for m in exported["messages"]]
+    assert "<b>not markup</b>" in texts and "removed one" not in texts
+    # a direct message is its two parties' alone: the operator sees who wrote to whom
+    [private] = [m for m in exported["messages"] if m["id"] == dm["id"]]
+    assert private["private"] is True and "text" not in private and private["to"] == "bob"
+    assert b"secret" not in json.dumps(exported).encode()
     status, page = op.request("GET", "/admin/export.html")
     assert status == 200 and b"&lt;b&gt;not markup&lt;/b&gt;" in page
-    assert b"message removed" in page and b"worksheet.pdf" in page
+    assert b"message removed" in page and b"worksheet.pdf" in page and b"secret" not in page
     status, blob = op.request("GET", "/admin/export.zip")
     assert status == 200
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
@@ -443,6 +447,25 @@ def test_the_state_lists_users_counters_and_events(make_server):
     assert any(e["kind"] == "auth_failed" and "127.0.0.5" in e["text"]
                for e in state["events"])
     assert token in state["pairing_url"]
+    assert [m["text"] for m in state["recent"]] == ["hi"]
+
+
+def test_the_operator_sees_no_direct_message_or_private_file(server):
+    alice, bob = server.client("alice"), server.client("bob")
+    dm = alice.say("the wifi password is hunter2", to="bob")
+    bob.wait_for(lambda h: h["type"] == "msg" and h["id"] == dm["id"])
+    shared = upload(bob, b"private notes", name="notes.txt", to="alice", cid="up1")
+    op = server.operator()
+    state = op.state()
+    assert "hunter2" not in json.dumps(state) and "notes.txt" not in json.dumps(state)
+    assert [m["private"] for m in state["recent"]] == [True, True]
+    status, blob = op.request("GET", "/admin/export.zip")
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        assert not [n for n in zf.namelist() if n.startswith("files/")]
+        assert b"hunter2" not in zf.read("history.json") + zf.read("history.html")
+    # the operator may still remove a reported direct message, by its number
+    assert op.act("delete", id=shared["id"]) == (200, {"ok": True})
+    assert files_on_disk(server) == []
 
 
 def test_rotating_the_token_keeps_connected_users_and_refuses_the_old_one(make_server):

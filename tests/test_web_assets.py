@@ -72,8 +72,10 @@ def test_regenerating_changes_nothing():
 def test_served_pages_are_the_built_client_web_files():
     assert cs.WEB_CLIENT_HTML == embed_web.build_page(WEB, embed_web.PAGES[0]).encode("utf-8")
     assert cs._PAIR_PAGE == embed_web.build_page(WEB, embed_web.PAGES[1])
+    assert cs.ADMIN_PAGE_HTML == embed_web.build_page(WEB, embed_web.PAGES[2]).encode("utf-8")
     assert [(p.name, p.source) for p in embed_web.PAGES] == [
-        ("WEB_CLIENT_HTML", "chat.html"), ("_PAIR_PAGE", "pair.html")]
+        ("WEB_CLIENT_HTML", "chat.html"), ("_PAIR_PAGE", "pair.html"),
+        ("ADMIN_PAGE_HTML", "admin.html"), ("_EXPORT_PAGE", "export.html")]
     assert isinstance(cs.WEB_CLIENT_HTML, bytes) and isinstance(cs._PAIR_PAGE, str)
 
 
@@ -93,7 +95,10 @@ def test_the_pages_inline_their_css_and_js_and_fetch_nothing_else():
         assert "<style>\n" + f.read() + "</style>" in page
     with open(os.path.join(WEB, "chat.js"), encoding="utf-8") as f:
         assert "<script>\n" + f.read() + "</script>" in page
-    for served in (page, pair_page()):
+    admin = cs.ADMIN_PAGE_HTML.decode("utf-8")
+    with open(os.path.join(WEB, "admin.js"), encoding="utf-8") as f:
+        assert "<script>\n" + f.read() + "</script>" in admin
+    for served in (page, pair_page(), admin):
         assert not re.search(r"<script[^>]*\ssrc=|<link[^>]*stylesheet", served)
 
 
@@ -188,7 +193,8 @@ def test_css_has_one_declaration_per_line():
             assert line.count(";") <= 1 and not ("{" in line and ";" in line), \
                 "%s: more than one declaration on a line: %s" % (name, line)
             declarations += line.count(";")
-    assert {name for name, _ in stylesheets()} == {"chat.css", "pair.html"}
+    assert {name for name, _ in stylesheets()} == {"chat.css", "pair.html", "admin.css",
+                                                    "export.html"}
     assert declarations > 500
 
 
@@ -209,9 +215,13 @@ def pair_page():
 
 
 def test_pair_template_markers_are_all_filled_and_css_braces_stay_single():
-    assert set(re.findall(r"\{\{(\w+)\}\}", cs._PAIR_PAGE)) == {"svg", "url", "firewall"}
+    assert set(re.findall(r"\{\{(\w+)\}\}", cs._PAIR_PAGE)) == {"svg", "url", "firewall",
+                                                               "room"}
     page = pair_page()
     assert "{{" not in page and "}}" not in page
+    named = cs.pair_page_html("http://x/#k=t", "<svg></svg>",
+                              {"name": "Class <4B>", "topic": "Fractions & more"}).decode()
+    assert '<p class="room"><strong>Class &lt;4B&gt;</strong>Fractions &amp; more</p>' in named
     assert ":root {\n  --bg: #f4f5f7;" in page
     assert "right-click %s &gt; Run" % cs.FIREWALL_SCRIPT in page
 
@@ -252,7 +262,8 @@ def inline_scripts(page):
 
 
 def served_pages():
-    return {"GET /": cs.WEB_CLIENT_HTML.decode("utf-8"), "GET /pair": pair_page()}
+    return {"GET /": cs.WEB_CLIENT_HTML.decode("utf-8"), "GET /pair": pair_page(),
+            "GET /admin": cs.ADMIN_PAGE_HTML.decode("utf-8")}
 
 
 @pytest.fixture(scope="module")
