@@ -82,9 +82,20 @@ class WebUser:
         self.context = browser.new_context(viewport=PHONE, accept_downloads=True, **context_options)
         self.page = self.context.new_page()
         self.dialogs = []          # any alert() would land here: none may ever appear
+        self.answers = []          # answers for the confirm()/prompt() a test expects, in order
+        self.answered = []         # the questions those answers went to
         self.errors = []
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("dialog", self._on_dialog)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def _on_dialog(self, dialog):
+        if self.answers:
+            self.answered.append(dialog.message)
+            answer = self.answers.pop(0)          # None: OK to a confirm(); a string: typed
+            dialog.accept() if answer is None else dialog.accept(answer)
+        else:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
 
     def join(self):
         self.page.goto("http://127.0.0.1:%d/" % self.port)
