@@ -9050,6 +9050,8 @@ ol {
 </ol>
 <p class="muted">The code contains the chat's key: show it only to people you want in.
 Phone cannot connect? On Windows, right-click {{firewall}} &gt; Run with PowerShell.</p>
+<p><a href="/admin">Run the room: the organiser page</a> (who is online, remove a message,
+kick, mute or ban, lock the room, a new pairing code) opens on this PC only.</p>
 </main>
 </body>
 </html>

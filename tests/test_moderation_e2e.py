@@ -301,6 +301,10 @@ def test_room_name_topic_and_lock_from_the_page(browser, make_server, tmp_path):
         pair = op.context.new_page()
         pair.goto("http://127.0.0.1:%d/pair" % srv.port)
         expect(pair.locator("body")).to_contain_text("Class 4B")
+        # the page the exe opens at start leads to the organiser's page
+        pair.get_by_role("link", name="Run the room: the organiser page").click()
+        expect(pair.locator("#status")).to_contain_text("Live")
+        expect(pair.get_by_label("Name", exact=True)).to_have_value("Class 4B")
         pair.close()
 
         op.button("Lock the room").click()
