@@ -9,6 +9,7 @@ import 'package:shared_preferences/shared_preferences.dart';
 import '../models/server_address.dart';
 import '../services/chat_client.dart';
 import '../services/device.dart';
+import '../services/device_keys.dart';
 import '../services/file_io.dart';
 import '../services/file_transfers.dart';
 import '../services/http_transfers.dart';
@@ -22,6 +23,7 @@ import 'device_plugins.dart';
 class AppDependencies {
   AppDependencies({
     required this.recentServers,
+    required this.deviceKeys,
     required this.connector,
     required this.fileStore,
     required this.framedFiles,
@@ -41,8 +43,10 @@ class AppDependencies {
         debugPrint('No documents folder, downloads disabled: $error');
       }
     }
+    final preferences = _PreferencesStore(SharedPreferencesAsync());
     return AppDependencies(
-      recentServers: RecentServers(_PreferencesStore(SharedPreferencesAsync())),
+      recentServers: RecentServers(preferences),
+      deviceKeys: DeviceKeys(preferences),
       connector: connectTransport,
       fileStore: createFileStore(documents),
       framedFiles: framedFileTransfers,
@@ -55,6 +59,10 @@ class AppDependencies {
   }
 
   final RecentServers recentServers;
+
+  /// One device key per server, kept across app starts: the nicks this
+  /// device claimed stay its own (PROTOCOL.md §2).
+  final DeviceKeys deviceKeys;
   final TransportConnector connector;
   final FileStore? fileStore;
 
@@ -75,7 +83,8 @@ class AppDependencies {
 
   /// One chat session: its client, its transfer service, its view model.
   ChatViewModel chatSession(ServerAddress address, String nick) {
-    final client = ChatClient(connector: connector, address: address, nick: nick);
+    final client =
+        ChatClient(connector: connector, address: address, nick: nick, deviceKeys: deviceKeys);
     final FileTransfers transfers =
         framedFiles ? FramedTransfers(client, fileStore) : HttpTransfers(client);
     return ChatViewModel(

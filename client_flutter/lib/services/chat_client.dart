@@ -12,7 +12,9 @@ import 'dart:typed_data';
 
 import '../models/chat_message.dart';
 import '../models/result.dart';
+import '../models/room.dart';
 import '../models/server_address.dart';
+import 'device_keys.dart';
 import 'frame_codec.dart';
 import 'messages.dart';
 import 'protocol.dart';
@@ -109,11 +111,27 @@ final class SessionStarted extends ChatEvent {
   final bool resumed;
 }
 
-/// Stored messages: live ones, welcome history, or history pages.
+/// Stored messages and changes: live ones, welcome history, or history
+/// pages. Apply [messages], then [changes] in order: that is the same as id
+/// order, since a change only touches ids below its own.
 final class MessagesAdded extends ChatEvent {
-  const MessagesAdded(this.messages, {required this.live});
+  const MessagesAdded(this.messages, {required this.live, this.changes = const []});
   final List<ChatMessage> messages;
   final bool live;
+  final List<MessageChange> changes;
+}
+
+/// The room's name, topic or lock changed (also at every welcome).
+final class RoomUpdated extends ChatEvent {
+  const RoomUpdated(this.room);
+  final RoomInfo room;
+}
+
+/// The operator muted or unmuted this user; [message] is the sentence.
+final class MutedChanged extends ChatEvent {
+  const MutedChanged(this.muted, this.message);
+  final bool muted;
+  final String message;
 }
 
 final class OutboxChanged extends ChatEvent {
@@ -189,7 +207,9 @@ class ChatClient {
     this.liveness = const Liveness(),
     Future<void> Function(Duration)? sleep,
     String Function()? newCid,
+    DeviceKeys? deviceKeys,
   })  : _connector = connector,
+        _deviceKeys = deviceKeys,
         _nick = nick,
         _sleep = sleep ?? _defaultSleep,
         _newCid = newCid ?? randomCid;
@@ -200,6 +220,10 @@ class ChatClient {
   final Liveness liveness;
 
   final TransportConnector _connector;
+
+  /// Where this server's device key is kept; null: in memory only, for the
+  /// life of this object (tests, tools).
+  final DeviceKeys? _deviceKeys;
   final Future<void> Function(Duration) _sleep;
   final String Function() _newCid;
 
@@ -208,6 +232,10 @@ class ChatClient {
       StreamController<ServerMessage>.broadcast();
 
   String _nick;
+  String? _device;
+  int? _uid;
+  RoomInfo _room = const RoomInfo();
+  bool _muted = false;
   String? _session;
   List<String> _users = const [];
   int _online = 0;
@@ -243,6 +271,8 @@ class ChatClient {
 
   bool _started = false;
   bool _stopped = false;
+  bool _running = false;
+  bool _disposed = false;
   Completer<void>? _wake;
   Completer<Result<Welcome>>? _firstAttempt;
 
@@ -256,8 +286,33 @@ class ChatClient {
   /// The nick as the server accepted it.
   String get nick => _nick;
 
-  /// `welcome.session`, needed by the HTTP file routes.
+  /// `welcome.session`, needed by the HTTP file routes (in the
+  /// `Authorization` header, never in a URL).
   String? get session => _session;
+
+  /// `welcome.uid`: this identity. Null before the first welcome.
+  int? get uid => _uid;
+
+  /// The device key sent in `hello.device`, once known.
+  String? get deviceKey => _device;
+
+  /// The room as the operator set it up (`welcome.room`, then `room`).
+  RoomInfo get room => _room;
+
+  /// Whether the operator muted this user (may read, not post).
+  bool get muted => _muted;
+
+  /// Whether this user sent [message]: "a client's own messages are those
+  /// whose uid equals welcome.uid (not those whose from equals its nick: a
+  /// nick whose claim lapsed may belong to someone else now)" — §2. Only
+  /// messages stored before identities (no uid), or a server that sends no
+  /// welcome.uid, leave the nick as the one clue.
+  bool isMine(ChatMessage message) {
+    final mine = _uid;
+    final theirs = message.uid;
+    if (mine != null && theirs != null) return mine == theirs;
+    return sameNick(message.from, _nick);
+  }
   List<String> get users => List.unmodifiable(_users);
 
   /// Users online, you included (`users` may be cut short in big rooms).
@@ -302,6 +357,18 @@ class ChatClient {
   /// Skips the rest of the back-off pause (the person tapped "retry").
   void reconnectNow() => _wakeUp();
 
+  /// Connects again after the client stopped on its own — the person tapped
+  /// "Join again" after being removed by the organiser ("you may come
+  /// back"). Resumes from the last seen id. False when it is still running,
+  /// was never started, or was disposed.
+  bool rejoin() {
+    if (!_started || !_stopped || _running || _disposed) return false;
+    _stopped = false;
+    _error = null;
+    unawaited(_run());
+    return true;
+  }
+
   /// The app came back to the foreground. A connection that died while it
   /// was in the background would otherwise be noticed only by the keep-alive
   /// timer, up to a minute later: ping at once and drop the connection when
@@ -316,12 +383,22 @@ class ChatClient {
   }
 
   Future<void> dispose() async {
+    _disposed = true;
     await stop();
     await _events.close();
     await _serverMessages.close();
   }
 
   Future<void> _run() async {
+    _running = true;
+    try {
+      await _loop();
+    } finally {
+      _running = false;
+    }
+  }
+
+  Future<void> _loop() async {
     var attempt = 0;
     var firstAttempts = 0;
     while (!_stopped) {
@@ -362,14 +439,23 @@ class ChatClient {
       reason.code == 'timeout' ||
       reason.code == 'disconnected';
 
-  /// Errors that reconnecting cannot fix. `nick_taken` is not one of them
-  /// once welcomed: `hello.session` normally takes the nick over, and should
-  /// the server have forgotten the session, the old connection still times
-  /// out within 90 s, so trying again is right.
-  static bool _givesUp(AppError reason) =>
-      reason.code == ErrorCode.authFailed.wire ||
-      reason.code == ErrorCode.protoUnsupported.wire ||
-      reason.code == ErrorCode.nickInvalid.wire;
+  /// Ends after which reconnecting on its own would be wrong: refusals
+  /// that trying again cannot fix (token, version, nick), the organiser's
+  /// decisions (`banned`; `kicked`: coming back is the person's choice,
+  /// [rejoin]), and `replaced` — another connection of this device took the
+  /// nick, and taking it back would start a tug of war. `nick_taken` is
+  /// reserved (no longer sent): should an old server send it after a drop,
+  /// the old connection times out within 90 s, so trying again is right.
+  static bool _givesUp(AppError reason) => const {
+        'auth_failed',
+        'proto_unsupported',
+        'nick_invalid',
+        'nick_owned',
+        'room_locked',
+        'banned',
+        ByeReason.kicked,
+        ByeReason.replaced,
+      }.contains(reason.code);
 
   Future<void> _pause(Duration delay) async {
     final wake = Completer<void>();
@@ -394,6 +480,8 @@ class ChatClient {
 
   /// One connection, from connect to close. Returns why it ended.
   Future<AppError?> _runSession() async {
+    final device = _device ??= await _loadDeviceKey();
+    if (_stopped) return null;
     final ChatTransport transport;
     try {
       transport = await _openTransport();
@@ -424,14 +512,14 @@ class ChatClient {
       }
     });
     _helloSince = _lastSeenId > 0 ? _lastSeenId : null;
-    // "A client that reconnects with the same nick and the session of its
-    // last welcome in hello.session takes the nick over" — PROTOCOL.md §4.
+    // "A client that reconnects with the same nick and its device key takes
+    // the nick over at once" — PROTOCOL.md §4. No session: it is ignored.
     await _send(ClientMessages.hello(
       nick: _nick,
+      device: device,
       client: clientName,
       token: address.token,
       since: _helloSince,
-      session: _session,
     ));
     final reason = await end.future;
     _handshakeTimer?.cancel();
@@ -440,6 +528,19 @@ class ChatClient {
     _transport = null;
     _failHistoryWaiters(reason ?? _disconnected);
     return reason;
+  }
+
+  /// This server's device key: stored, else created and stored now. When
+  /// the storage fails, a key kept in memory still lets this session take
+  /// its nick back after a drop.
+  Future<String> _loadDeviceKey() async {
+    final keys = _deviceKeys;
+    if (keys == null) return newDeviceKey();
+    try {
+      return await keys.keyFor(address);
+    } on Object {
+      return newDeviceKey();
+    }
   }
 
   /// Opens a transport within the handshake timeout; one that opens too late
@@ -559,6 +660,13 @@ class ChatClient {
         _onWelcome(welcome);
       case final MessageReceived received:
         _absorb([received.message], live: true);
+      case final ChangeReceived received:
+        _absorb([received.change], live: true);
+      case final RoomChanged changed:
+        _room = changed.room;
+        _emit(RoomUpdated(changed.room));
+      case final NoticeReceived notice:
+        _onNotice(notice);
       case final HistoryPage page:
         _onHistory(page);
       case final UserJoined joined:
@@ -577,7 +685,7 @@ class ChatClient {
       case final ServerError error:
         _onError(error);
       case final ByeReceived bye:
-        _endReason ??= AppError('shutting_down', 'The server is stopping (${bye.reason}).');
+        _endReason ??= byeReason(bye); // the server closes the connection next
       case PongReceived():
       case UploadReady():
       case DownloadStart():
@@ -595,7 +703,11 @@ class ChatClient {
     _welcomed = true;
     _welcomedOnce = true;
     _nick = welcome.nick;
+    _uid = welcome.uid;
     _session = welcome.session;
+    _room = welcome.room;
+    _muted = welcome.muted;
+    _keepDevice(welcome.device);
     _users = List.of(welcome.users);
     _online = welcome.online;
     _limits = welcome.limits;
@@ -604,6 +716,7 @@ class ChatClient {
     if (liveness.keepAlive) _armLiveness(_pingEvery);
     _emit(SessionStarted(welcome, resumed: since != null));
     _emit(UsersChanged(users));
+    _emit(RoomUpdated(welcome.room));
     // "Resuming: welcome.history holds the messages with id > since, at most
     // the newest 200; has_more is true when more than that were missed. The
     // client then pages backward with history {before: <oldest id it got>,
@@ -618,6 +731,26 @@ class ChatClient {
     if (_gapOpen && since != null) {
       unawaited(_fillGap(since, welcome.history.first.id));
     }
+  }
+
+  /// "A client without one omits the field: welcome.device then carries a
+  /// new key, which the client stores and sends from then on" — §2.
+  void _keepDevice(String? device) {
+    if (device == null || device == _device || !isDeviceKey(device)) return;
+    _device = device;
+    final keys = _deviceKeys;
+    if (keys != null) unawaited(keys.remember(address, device).catchError((Object _) {}));
+  }
+
+  void _onNotice(NoticeReceived notice) {
+    final muted = switch (notice.code) {
+      NoticeCode.muted => true,
+      NoticeCode.unmuted => false,
+      _ => null, // a newer notice: nothing to change
+    };
+    if (muted == null) return;
+    _muted = muted;
+    _emit(MutedChanged(muted, notice.message));
   }
 
   Future<void> _fillGap(int since, int oldestId) async {
@@ -647,21 +780,24 @@ class ChatClient {
     _historyWaiters.remove(key)?.complete(Ok(page));
   }
 
-  /// Takes in stored messages: advances the resume point, acknowledges own
-  /// messages by cid, tells the app.
-  void _absorb(List<ChatMessage> messages, {required bool live}) {
-    if (messages.isEmpty) return;
-    for (final message in messages) {
-      if (message.id > _newestId) _newestId = message.id;
+  /// Takes in stored messages and changes: advances the resume point (a
+  /// change's id counts, so a resume does not ask for it again),
+  /// acknowledges own messages by cid, tells the app.
+  void _absorb(List<HistoryItem> items, {required bool live}) {
+    if (items.isEmpty) return;
+    for (final item in items) {
+      if (item.id > _newestId) _newestId = item.id;
     }
     if (!_gapOpen) _lastSeenId = _newestId;
+    final messages = [for (final item in items) if (item is ChatMessage) item];
+    final changes = [for (final item in items) if (item is MessageChange) item];
     final acknowledged = {
       for (final message in messages)
-        if (sameNick(message.from, _nick)) message.cid,
+        if (isMine(message)) message.cid,
     };
     final before = _outbox.length;
     _outbox.removeWhere((pending) => acknowledged.contains(pending.cid));
-    _emit(MessagesAdded(messages, live: live));
+    _emit(MessagesAdded(messages, live: live, changes: changes));
     if (_outbox.length != before) _emitOutbox();
   }
 
@@ -753,6 +889,30 @@ class ChatClient {
     return waiter.future;
   }
 
+  /// Removes one of this user's messages for everyone (`delete`). The
+  /// answer is a `change`, or an error whose `ref` is the returned cid
+  /// (`forbidden`, `unknown_message`). Not queued: offline, it fails now.
+  Result<String> deleteMessage(int id) {
+    if (!isOnline) return const Err(AppError('offline', 'Not connected: try again once back online.'));
+    final cid = _newCid();
+    unawaited(_send(ClientMessages.delete(id: id, cid: cid)));
+    return Ok(cid);
+  }
+
+  /// Replaces the text of one of this user's messages (`edit`), answered
+  /// by a `change` or an error (`edit_expired`, `muted`, `forbidden`...).
+  Result<String> editMessage(int id, String text) {
+    if (text.trim().isEmpty) return const Err(AppError('empty', 'A message cannot be empty.'));
+    if (utf8.encode(text).length > _limits.text) {
+      return Err(AppError(ErrorCode.textTooLong.wire,
+          'Messages are limited to ${_limits.text} bytes.'));
+    }
+    if (!isOnline) return const Err(AppError('offline', 'Not connected: try again once back online.'));
+    final cid = _newCid();
+    unawaited(_send(ClientMessages.edit(id: id, text: text, cid: cid)));
+    return Ok(cid);
+  }
+
   /// Tells others this user is typing (callers throttle it).
   void sendTyping({String? to}) {
     if (isOnline) unawaited(_send(ClientMessages.typing(to: to)));
@@ -780,4 +940,20 @@ class ChatClient {
     _status = status;
     _emit(StatusChanged(status, _error));
   }
+}
+
+/// Why the server said `bye`, as the reason the session ended.
+AppError byeReason(ByeReceived bye) {
+  final said = bye.message.trim();
+  return switch (bye.reason) {
+    ByeReason.replaced => const AppError(ByeReason.replaced,
+        'This nick was opened again from this device on another connection, so this one '
+        'was closed. Connect again to use it here.'),
+    ByeReason.kicked =>
+      AppError(ByeReason.kicked, said.isNotEmpty ? said : 'The organiser removed you from the chat.'),
+    ByeReason.banned =>
+      AppError(ByeReason.banned, said.isNotEmpty ? said : 'The organiser banned this device.'),
+    _ => AppError(ErrorCode.shuttingDown.wire,
+        said.isNotEmpty ? said : 'The server is stopping; reconnecting when it is back.'),
+  };
 }

@@ -87,6 +87,11 @@ abstract interface class FileTransfers {
   /// Whether [download] works here (false in browsers: use [browserUrl]).
   bool get canDownload;
 
+  /// Headers that a request for a [browserUrl] must carry (the session, as
+  /// `Authorization: Bearer`): given to `Image.network` for thumbnails.
+  /// Empty where files do not go over HTTP.
+  Map<String, String> get requestHeaders;
+
   Future<void> dispose();
 }
 
@@ -144,6 +149,9 @@ class FramedTransfers implements FileTransfers {
 
   @override
   Uri? browserUrl(SharedFile file, {bool inline = false}) => null;
+
+  @override
+  Map<String, String> get requestHeaders => const {};
 
   @override
   Future<String?> localPath(SharedFile file) async {
@@ -264,7 +272,7 @@ class FramedTransfers implements FileTransfers {
     for (final message in messages) {
       final task = _uploads[message.cid];
       if (task == null || task.state == TransferState.done) continue;
-      if (!sameNick(message.from, _client.nick) || message.file == null) continue;
+      if (!_client.isMine(message) || message.file == null) continue;
       task
         ..offset = task.source.size
         ..state = TransferState.done

@@ -1,6 +1,12 @@
 // File transfers for the web build, over the HTTP routes of PROTOCOL.md §5
 // ("Files over HTTP (browsers)"): POST /files to upload, GET /files/<id>/<name>
 // to download — the browser itself saves what it downloads.
+//
+// The session never goes into a URL ("a session in the query string is
+// refused"): requests this code makes carry `Authorization: Bearer <session>`,
+// and links the browser follows by itself (a download opened in a new tab)
+// work through the `lanchat_session` cookie that `POST /session` sets after
+// every welcome.
 
 import 'dart:async';
 import 'dart:convert';
@@ -13,14 +19,20 @@ import 'chat_client.dart';
 import 'file_io.dart';
 import 'file_transfers.dart';
 
+/// `Authorization: Bearer <session>` for the HTTP file routes.
+Map<String, String> sessionHeaders(String session) => {'Authorization': 'Bearer $session'};
+
 class HttpTransfers implements FileTransfers {
   HttpTransfers(this._client, {http.Client Function()? httpClient})
-      : _newHttpClient = httpClient ?? http.Client.new;
+      : _newHttpClient = httpClient ?? http.Client.new {
+    _subscription = _client.events.listen(_onChatEvent);
+  }
 
   final ChatClient _client;
   final http.Client Function() _newHttpClient;
   final StreamController<TransferStatus> _updates = StreamController<TransferStatus>.broadcast();
   final Map<String, http.Client> _running = {};
+  StreamSubscription<ChatEvent>? _subscription;
 
   @override
   Stream<TransferStatus> get updates => _updates.stream;
@@ -34,17 +46,49 @@ class HttpTransfers implements FileTransfers {
   @override
   Future<String?> localPath(SharedFile file) async => null;
 
-  /// `GET /files/<id>/<name>?session=S[&inline=1]`, with the session of the
-  /// current connection ("links are rebuilt with the new session after a
-  /// reconnect").
+  /// `GET /files/<id>/<name>[?inline=1]`: no secret in it, so a link that
+  /// is copied or pasted lets nobody read a file they could not read anyway.
+  /// Null until the first welcome (nothing could read it yet).
   @override
   Uri? browserUrl(SharedFile file, {bool inline = false}) {
-    final session = _client.session;
-    if (session == null) return null;
+    if (_client.session == null) return null;
     return _client.address.httpBase.replace(
       pathSegments: ['files', file.id, file.name],
-      queryParameters: {'session': session, if (inline) 'inline': '1'},
+      queryParameters: inline ? {'inline': '1'} : null,
     );
+  }
+
+  /// The session of the current connection ("the session changes with
+  /// every connection, a takeover included").
+  @override
+  Map<String, String> get requestHeaders {
+    final session = _client.session;
+    return session == null ? const {} : sessionHeaders(session);
+  }
+
+  /// After every welcome: `POST /session` with the new session as the body,
+  /// answered with the HttpOnly cookie that the browser then sends with the
+  /// file links it opens itself.
+  void _onChatEvent(ChatEvent event) {
+    if (event case SessionStarted(:final welcome) when welcome.session.isNotEmpty) {
+      unawaited(_postSession(welcome.session));
+    }
+  }
+
+  Future<void> _postSession(String session) async {
+    final client = _newHttpClient();
+    try {
+      await client.post(
+        _client.address.httpBase.replace(path: '/session'),
+        headers: {'Content-Type': 'text/plain'},
+        body: session,
+      );
+    } on Exception {
+      // Thumbnails and uploads carry the header anyway; only links opened
+      // by the browser itself need the cookie, and the next welcome retries.
+    } finally {
+      client.close();
+    }
   }
 
   @override
@@ -54,8 +98,9 @@ class HttpTransfers implements FileTransfers {
     return cid;
   }
 
-  /// `POST /files?session=S&name=N&cid=C[&to=T][&sha256=H][&text=CAPTION]`
-  /// with the raw file as the body; the answer is 201 with the file `msg`.
+  /// `POST /files?name=N&cid=C[&to=T][&sha256=H][&text=CAPTION]` with the
+  /// raw file as the body and the session in `Authorization`; the answer is
+  /// 201 with the file `msg`.
   Future<void> _upload(String cid, UploadSource source, String? to, String? caption) async {
     void report(TransferState state, {int sent = 0, AppError? error}) => _emit(TransferStatus(
           key: cid,
@@ -79,7 +124,6 @@ class HttpTransfers implements FileTransfers {
     try {
       final body = await source.read(0, source.size);
       final uri = _client.address.httpBase.replace(path: '/files', queryParameters: {
-        'session': session,
         'name': source.name,
         'cid': cid,
         'to': ?to,
@@ -88,7 +132,10 @@ class HttpTransfers implements FileTransfers {
       });
       final response = await client.post(
         uri,
-        headers: {'Content-Type': source.mime ?? 'application/octet-stream'},
+        headers: {
+          ...sessionHeaders(session),
+          'Content-Type': source.mime ?? 'application/octet-stream',
+        },
         body: body,
       );
       if (response.statusCode == 201) {
@@ -129,6 +176,7 @@ class HttpTransfers implements FileTransfers {
 
   @override
   Future<void> dispose() async {
+    await _subscription?.cancel();
     for (final client in _running.values) {
       client.close();
     }

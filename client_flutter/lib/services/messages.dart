@@ -4,6 +4,7 @@
 import 'dart:typed_data';
 
 import '../models/chat_message.dart';
+import '../models/room.dart';
 import 'frame_codec.dart';
 import 'protocol.dart';
 
@@ -11,21 +12,24 @@ typedef Json = Map<String, Object?>;
 
 /// Builders for the client → server messages of PROTOCOL.md §3.
 abstract final class ClientMessages {
+  /// No `session`: "the session is not a credential for this (it travels
+  /// in HTTP requests), and hello.session is ignored" — the device key is
+  /// what takes a live nick over (PROTOCOL.md §4).
   static Json hello({
     required String nick,
     required String client,
+    String? device,
     String? token,
     int? since,
-    String? session,
   }) =>
       {
         'type': ClientType.hello,
         'nick': nick,
+        'device': ?device,
         'client': client,
         'proto': protocolVersion,
         'token': ?token,
         'since': ?since,
-        'session': ?session,
       };
 
   static Json msg({required String text, required String cid, String? to}) => {
@@ -90,6 +94,22 @@ abstract final class ClientMessages {
       };
 
   static Json downloadCancel(String file) => {'type': ClientType.downloadCancel, 'file': file};
+
+  /// Removes one of your own messages; answered by a `change`, or an error
+  /// whose `ref` is [cid].
+  static Json delete({required int id, String? cid}) => {
+        'type': ClientType.delete,
+        'id': id,
+        'cid': ?cid,
+      };
+
+  /// New text for one of your own messages (within the edit window).
+  static Json edit({required int id, required String text, String? cid}) => {
+        'type': ClientType.edit,
+        'id': id,
+        'text': text,
+        'cid': ?cid,
+      };
 }
 
 /// Server limits announced in `welcome.limits`. Fields a server does not
@@ -101,6 +121,7 @@ class ServerLimits {
     this.file = 0,
     this.pingAfter = defaultPingAfter,
     this.idleTimeout = defaultIdleTimeout,
+    this.editWindow,
   });
 
   factory ServerLimits.fromJson(Object? json) {
@@ -111,6 +132,7 @@ class ServerLimits {
       file: _int(json['file'], 0),
       pingAfter: _seconds(json['ping_after'], defaultPingAfter),
       idleTimeout: _seconds(json['idle_timeout'], defaultIdleTimeout),
+      editWindow: _minutes(json['edit_window']),
     );
   }
 
@@ -127,6 +149,13 @@ class ServerLimits {
   /// "... and closes the connection after 90 s without any"
   /// (`limits.idle_timeout`, seconds).
   final Duration idleTimeout;
+
+  /// How long after sending a message its text may be edited, when the
+  /// server announces it (`limits.edit_window`, minutes, as --edit-window;
+  /// 0: no editing). PROTOCOL.md does not list it in welcome.limits today:
+  /// then null, Edit is always offered and the server answers a late one
+  /// with `edit_expired`.
+  final Duration? editWindow;
 }
 
 /// A message from the server, parsed from a frame (or a WebSocket text).
@@ -148,8 +177,11 @@ sealed class ServerMessage {
   static ServerMessage _parse(String type, Json h, Uint8List payload) => switch (type) {
         ServerType.welcome => Welcome.fromJson(h),
         ServerType.msg => MessageReceived(ChatMessage.fromJson(h)),
+        ServerType.change => ChangeReceived(MessageChange.fromJson(h)),
+        ServerType.room => RoomChanged(RoomInfo.fromJson(h)),
+        ServerType.notice => NoticeReceived(h['code'] as String, h['message'] as String? ?? ''),
         ServerType.history => HistoryPage(
-            messages: _messages(h['messages']),
+            messages: _items(h['messages']),
             hasMore: h['has_more'] == true,
             cid: h['cid'] as String?,
           ),
@@ -182,7 +214,10 @@ sealed class ServerMessage {
             ref: h['ref'] as String?,
             fatal: h['fatal'] == true,
           ),
-        ServerType.bye => ByeReceived(h['reason'] as String? ?? 'shutdown'),
+        ServerType.bye => ByeReceived(
+            h['reason'] as String? ?? ByeReason.shutdown,
+            h['message'] as String? ?? '',
+          ),
         _ => UnknownMessage(type, h),
       };
 }
@@ -190,6 +225,8 @@ sealed class ServerMessage {
 final class Welcome extends ServerMessage {
   const Welcome({
     required this.nick,
+    this.uid,
+    this.device,
     required this.server,
     required this.session,
     required this.users,
@@ -198,21 +235,34 @@ final class Welcome extends ServerMessage {
     required this.hasMore,
     required this.lastId,
     required this.limits,
+    this.room = const RoomInfo(),
+    this.muted = false,
   });
 
   factory Welcome.fromJson(Json h) => Welcome(
         nick: h['nick'] as String,
+        uid: (h['uid'] as num?)?.toInt(),
+        device: h['device'] as String?,
         server: h['server'] as String? ?? '',
         session: h['session'] as String? ?? '',
         users: [for (final u in h['users'] as List<Object?>? ?? const []) u as String],
         online: _int(h['online'], (h['users'] as List<Object?>?)?.length ?? 0),
-        history: _messages(h['history']),
+        history: _items(h['history']),
         hasMore: h['has_more'] == true,
         lastId: _int(h['last_id'], 0),
         limits: ServerLimits.fromJson(h['limits']),
+        room: RoomInfo.fromJson(h['room']),
+        muted: h['muted'] == true,
       );
 
   final String nick;
+
+  /// This identity (the nick as claimed by this device): own messages are
+  /// those whose `uid` equals it. Null from a server before identities.
+  final int? uid;
+
+  /// The device key to store: ours echoed, or a new one when we sent none.
+  final String? device;
   final String server;
 
   /// Opaque id of this connection, for the HTTP file routes.
@@ -223,10 +273,17 @@ final class Welcome extends ServerMessage {
 
   /// How many users are online (the list may be cut short in big rooms).
   final int online;
-  final List<ChatMessage> history;
+
+  /// Messages, oldest first; after a `hello` with `since`, the changes in
+  /// the range as well (PROTOCOL.md §10, "Resume sees them").
+  final List<HistoryItem> history;
   final bool hasMore;
   final int lastId;
   final ServerLimits limits;
+  final RoomInfo room;
+
+  /// You may read but not post (`notice muted` while connected).
+  final bool muted;
 }
 
 final class MessageReceived extends ServerMessage {
@@ -234,9 +291,30 @@ final class MessageReceived extends ServerMessage {
   final ChatMessage message;
 }
 
+/// A `change`: a message removed or edited, or the history cleared.
+final class ChangeReceived extends ServerMessage {
+  const ChangeReceived(this.change);
+  final MessageChange change;
+}
+
+/// A `room`: the operator changed its name, topic or lock.
+final class RoomChanged extends ServerMessage {
+  const RoomChanged(this.room);
+  final RoomInfo room;
+}
+
+/// A `notice`: [code] is `muted` or `unmuted`; [message] is the sentence.
+final class NoticeReceived extends ServerMessage {
+  const NoticeReceived(this.code, this.message);
+  final String code;
+  final String message;
+}
+
 final class HistoryPage extends ServerMessage {
   const HistoryPage({required this.messages, required this.hasMore, this.cid});
-  final List<ChatMessage> messages;
+
+  /// Messages (and, for a request with `after`, changes), oldest first.
+  final List<HistoryItem> messages;
   final bool hasMore;
 
   /// Echo of the request's `cid`, when it sent one (PROTOCOL.md section 3).
@@ -335,8 +413,13 @@ final class ServerError extends ServerMessage {
 }
 
 final class ByeReceived extends ServerMessage {
-  const ByeReceived(this.reason);
+  const ByeReceived(this.reason, [this.message = '']);
+
+  /// `shutdown`, `replaced`, `kicked` or `banned` ([ByeReason]).
   final String reason;
+
+  /// Why, for `kicked` and `banned` (a sentence to show).
+  final String message;
 }
 
 /// A type this client version does not know (newer server): ignored.
@@ -360,7 +443,13 @@ Duration _seconds(Object? value, Duration fallback) => value is num && value > 0
     ? Duration(microseconds: (value * Duration.microsecondsPerSecond).round())
     : fallback;
 
-List<ChatMessage> _messages(Object? list) => [
+/// A number of minutes (0 or more) as a Duration; null when absent.
+Duration? _minutes(Object? value) => value is num && value >= 0
+    ? Duration(microseconds: (value * Duration.microsecondsPerMinute).round())
+    : null;
+
+/// A history list: `msg` entries and, in resumed ranges, `change` entries.
+List<HistoryItem> _items(Object? list) => [
       for (final item in list as List<Object?>? ?? const <Object?>[])
-        ChatMessage.fromJson(item as Map<String, Object?>),
+        HistoryItem.fromJson(item as Map<String, Object?>),
     ];

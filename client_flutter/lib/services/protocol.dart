@@ -45,6 +45,12 @@ abstract final class ClientType {
   static const String download = 'download';
   static const String downloadCancel = 'download_cancel';
 
+  /// Removes one of your own messages (section 10).
+  static const String delete = 'delete';
+
+  /// Changes the text of one of your own messages (section 10).
+  static const String edit = 'edit';
+
   static const Set<String> all = {
     hello,
     msg,
@@ -58,6 +64,8 @@ abstract final class ClientType {
     uploadCancel,
     download,
     downloadCancel,
+    delete,
+    edit,
   };
 }
 
@@ -78,6 +86,15 @@ abstract final class ServerType {
   static const String error = 'error';
   static const String bye = 'bye';
 
+  /// A change to the history (delete, edit, clear), in the id sequence.
+  static const String change = 'change';
+
+  /// The room's name, topic and lock, when the operator changes them.
+  static const String room = 'room';
+
+  /// The operator muted or unmuted you.
+  static const String notice = 'notice';
+
   static const Set<String> all = {
     welcome,
     msg,
@@ -93,7 +110,44 @@ abstract final class ServerType {
     downloadEnd,
     error,
     bye,
+    change,
+    room,
+    notice,
   };
+}
+
+/// `change.change`: what a change does (PROTOCOL.md §4 and §10).
+abstract final class ChangeKind {
+  static const String delete = 'delete';
+  static const String edit = 'edit';
+  static const String clear = 'clear';
+}
+
+/// Who removed a message: `change.by` and `msg.deleted`.
+abstract final class ChangedBy {
+  static const String sender = 'sender';
+  static const String operator = 'operator';
+}
+
+/// `notice.code` (PROTOCOL.md §4).
+abstract final class NoticeCode {
+  static const String muted = 'muted';
+  static const String unmuted = 'unmuted';
+}
+
+/// `bye.reason` (PROTOCOL.md §4).
+abstract final class ByeReason {
+  /// The server is stopping: reconnect later.
+  static const String shutdown = 'shutdown';
+
+  /// Another connection of this device took the nick: do not fight it.
+  static const String replaced = 'replaced';
+
+  /// The operator removed you; you may join again by hand.
+  static const String kicked = 'kicked';
+
+  /// The operator banned this device or address.
+  static const String banned = 'banned';
 }
 
 /// The stable error codes of PROTOCOL.md §6, with their "fatal" column.
@@ -127,6 +181,11 @@ enum ErrorCode {
   unknownFile('unknown_file'),
   forbidden('forbidden'),
   shuttingDown('shutting_down', fatal: true),
+  banned('banned', fatal: true),
+  roomLocked('room_locked'),
+  muted('muted'),
+  unknownMessage('unknown_message'),
+  editExpired('edit_expired'),
 
   /// Not on the wire: a code this client version does not know yet.
   unknown('unknown');
@@ -148,10 +207,13 @@ enum ErrorCode {
   }
 
   /// Errors after which reconnecting cannot help: the user must change
-  /// something (token, nick, app version) first.
+  /// something (token, nick, app version) first, or the operator must.
   bool get needsUserAction =>
       this == ErrorCode.authFailed ||
       this == ErrorCode.protoUnsupported ||
       this == ErrorCode.nickInvalid ||
-      this == ErrorCode.nickTaken;
+      this == ErrorCode.nickTaken ||
+      this == ErrorCode.nickOwned ||
+      this == ErrorCode.roomLocked ||
+      this == ErrorCode.banned;
 }

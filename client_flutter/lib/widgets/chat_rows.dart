@@ -1,5 +1,5 @@
 // Small rows of the message list: day separator, "new messages" line,
-// "load older" row and the typing line.
+// "load older" row, a note (the history was cleared) and the typing line.
 
 import 'package:flutter/material.dart';
 
@@ -65,6 +65,28 @@ class OlderMessagesRow extends StatelessWidget {
         child: loading
             ? const SizedBox.square(dimension: 24, child: CircularProgressIndicator(strokeWidth: 2))
             : TextButton(onPressed: onLoad, child: const Text('Load older messages')),
+      ),
+    );
+  }
+}
+
+/// A line of the room's own, such as "The organiser cleared the history."
+class NoteRow extends StatelessWidget {
+  const NoteRow({super.key, required this.text});
+
+  final String text;
+
+  @override
+  Widget build(BuildContext context) {
+    final theme = Theme.of(context);
+    return Padding(
+      padding: const EdgeInsets.symmetric(vertical: 12),
+      child: Center(
+        child: Text(
+          text,
+          textAlign: TextAlign.center,
+          style: theme.textTheme.bodySmall?.copyWith(fontStyle: FontStyle.italic),
+        ),
       ),
     );
   }

@@ -1,4 +1,5 @@
-// Text field with attach and send buttons.
+// Text field with attach and send buttons. Off while the organiser has
+// muted this user, with the sentence in its place.
 
 import 'package:flutter/material.dart';
 
@@ -12,6 +13,7 @@ class Composer extends StatelessWidget {
     required this.onChanged,
     this.focusNode,
     this.offline = false,
+    this.disabledText,
   });
 
   final TextEditingController controller;
@@ -26,8 +28,19 @@ class Composer extends StatelessWidget {
   /// Messages are still accepted offline (queued); files wait too.
   final bool offline;
 
+  /// When set, nothing can be written or sent (muted), and this says why.
+  final String? disabledText;
+
   @override
   Widget build(BuildContext context) {
+    final disabledText = this.disabledText;
+    final enabled = disabledText == null;
+    final String hintText;
+    if (disabledText != null) {
+      hintText = disabledText;
+    } else {
+      hintText = offline ? '$hint (will be sent when back online)' : hint;
+    }
     return Padding(
       padding: const EdgeInsets.fromLTRB(8, 4, 8, 8),
       child: Row(
@@ -35,13 +48,14 @@ class Composer extends StatelessWidget {
         children: [
           IconButton(
             tooltip: 'Send a file',
-            onPressed: onAttach,
+            onPressed: enabled ? onAttach : null,
             icon: const Icon(Icons.attach_file),
           ),
           Expanded(
             child: TextField(
               controller: controller,
               focusNode: focusNode,
+              enabled: enabled,
               minLines: 1,
               maxLines: 5,
               textInputAction: TextInputAction.send,
@@ -51,7 +65,8 @@ class Composer extends StatelessWidget {
               onEditingComplete: () {},
               onSubmitted: (_) => onSend(),
               decoration: InputDecoration(
-                hintText: offline ? '$hint (will be sent when back online)' : hint,
+                hintText: hintText,
+                hintMaxLines: 2,
                 border: const OutlineInputBorder(
                   borderRadius: BorderRadius.all(Radius.circular(24)),
                 ),
@@ -63,7 +78,7 @@ class Composer extends StatelessWidget {
           const SizedBox(width: 4),
           IconButton.filled(
             tooltip: 'Send',
-            onPressed: onSend,
+            onPressed: enabled ? onSend : null,
             icon: const Icon(Icons.send),
           ),
         ],

@@ -23,6 +23,7 @@ class FileTile extends StatelessWidget {
     this.localPath,
     this.webUrl,
     this.webThumbnailUrl,
+    this.headers = const {},
     this.onView,
     this.onShare,
     this.onSaveToGallery,
@@ -40,6 +41,10 @@ class FileTile extends StatelessWidget {
 
   /// The same, served inline, for an image thumbnail (browser build).
   final Uri? webThumbnailUrl;
+
+  /// What the thumbnail request carries: the session, as `Authorization:
+  /// Bearer` (the URL has no secret in it).
+  final Map<String, String> headers;
   final bool canDownload;
   final VoidCallback onDownload;
   final VoidCallback onOpen;
@@ -141,6 +146,7 @@ class FileTile extends StatelessWidget {
     if (kIsWeb && url != null) {
       return Image.network(
         url.toString(),
+        headers: headers.isEmpty ? null : headers,
         width: _thumbnailWidth,
         height: _thumbnailHeight,
         fit: BoxFit.cover,

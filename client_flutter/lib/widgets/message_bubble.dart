@@ -1,5 +1,7 @@
 // One message: own messages on the right in the primary colour, others on
 // the left with the sender's name at the start of a group, time at its end.
+// A removed message keeps its place as "Message removed"; an edited one is
+// marked "edited". Own stored messages have a menu (message_actions.dart).
 
 import 'package:flutter/gestures.dart';
 import 'package:flutter/material.dart';
@@ -7,6 +9,7 @@ import 'package:flutter/material.dart';
 import '../models/links.dart';
 import '../screens/chat/chat_view_model.dart';
 import '../services/chat_client.dart';
+import 'message_actions.dart';
 
 /// Bubbles never take the whole width, so left and right stay readable.
 const double _maxWidthFraction = 0.8;
@@ -20,6 +23,8 @@ class MessageBubble extends StatelessWidget {
     this.onRetry,
     this.onDiscard,
     this.onOpenLink,
+    this.actions = const [],
+    this.onAction,
   });
 
   final ChatEntry entry;
@@ -32,6 +37,10 @@ class MessageBubble extends StatelessWidget {
   final Widget? attachment;
   final VoidCallback? onRetry;
   final VoidCallback? onDiscard;
+
+  /// What the menu of an own message offers; empty: no menu.
+  final List<MessageAction> actions;
+  final ValueChanged<MessageAction>? onAction;
 
   @override
   Widget build(BuildContext context) {
@@ -50,6 +59,52 @@ class MessageBubble extends StatelessWidget {
     );
     final pending = entry.pending;
     final failed = pending?.state == PendingState.failed;
+    final removed = entry.removedLabel;
+    final onAction = this.onAction;
+    final withMenu = removed == null && actions.isNotEmpty && onAction != null;
+    final small = theme.textTheme.labelSmall?.copyWith(
+      color: foreground.withValues(alpha: 0.7),
+      fontStyle: FontStyle.italic,
+    );
+    Widget bubble = DecoratedBox(
+      decoration: BoxDecoration(
+        color: failed ? scheme.errorContainer : background,
+        borderRadius: radius,
+      ),
+      child: Padding(
+        padding: const EdgeInsets.symmetric(horizontal: 12, vertical: 8),
+        child: Column(
+          crossAxisAlignment: CrossAxisAlignment.start,
+          mainAxisSize: MainAxisSize.min,
+          children: [
+            if (removed != null)
+              Row(
+                mainAxisSize: MainAxisSize.min,
+                children: [
+                  Icon(Icons.block, size: 14, color: small?.color),
+                  const SizedBox(width: 4),
+                  Flexible(child: Text(removed, style: theme.textTheme.bodyMedium?.merge(small))),
+                ],
+              ),
+            if (removed == null && attachment != null) attachment!,
+            if (removed == null && entry.text.isNotEmpty)
+              MessageText(
+                text: entry.text,
+                style: TextStyle(color: foreground),
+                linkColor: mine ? scheme.onPrimaryContainer : scheme.primary,
+                onOpenLink: onOpenLink,
+                // A long press opens the menu of an own message, which
+                // has "Copy text"; selection would take the long press.
+                selectable: !withMenu,
+              ),
+            if (removed == null && entry.edited) Text('edited', style: small),
+          ],
+        ),
+      ),
+    );
+    if (withMenu && onAction != null) {
+      bubble = OwnMessageActions(actions: actions, onSelected: onAction, child: bubble);
+    }
 
     return Padding(
       padding: EdgeInsets.only(top: entry.firstOfGroup ? 8 : 2),
@@ -70,29 +125,7 @@ class MessageBubble extends StatelessWidget {
                     style: theme.textTheme.labelMedium?.copyWith(color: scheme.primary),
                   ),
                 ),
-              DecoratedBox(
-                decoration: BoxDecoration(
-                  color: failed ? scheme.errorContainer : background,
-                  borderRadius: radius,
-                ),
-                child: Padding(
-                  padding: const EdgeInsets.symmetric(horizontal: 12, vertical: 8),
-                  child: Column(
-                    crossAxisAlignment: CrossAxisAlignment.start,
-                    mainAxisSize: MainAxisSize.min,
-                    children: [
-                      if (attachment != null) attachment!,
-                      if (entry.text.isNotEmpty)
-                        MessageText(
-                          text: entry.text,
-                          style: TextStyle(color: foreground),
-                          linkColor: mine ? scheme.onPrimaryContainer : scheme.primary,
-                          onOpenLink: onOpenLink,
-                        ),
-                    ],
-                  ),
-                ),
-              ),
+              bubble,
               if (entry.lastOfGroup || pending != null)
                 Padding(
                   padding: const EdgeInsets.fromLTRB(8, 2, 8, 0),
@@ -168,12 +201,16 @@ class MessageText extends StatefulWidget {
     required this.style,
     required this.linkColor,
     this.onOpenLink,
+    this.selectable = true,
   });
 
   final String text;
   final TextStyle style;
   final Color linkColor;
   final ValueChanged<Uri>? onOpenLink;
+
+  /// Whether the text can be selected (a long press selects a word).
+  final bool selectable;
 
   @override
   State<MessageText> createState() => _MessageTextState();
@@ -200,6 +237,7 @@ class _MessageTextState extends State<MessageText> {
     final pieces = splitLinks(widget.text);
     final open = widget.onOpenLink;
     if (open == null || !pieces.any((p) => p.isLink)) {
+      if (!widget.selectable) return Text(widget.text, style: widget.style);
       return SelectableText(widget.text, style: widget.style);
     }
     _disposeRecognizers();

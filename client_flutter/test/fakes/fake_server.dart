@@ -123,22 +123,34 @@ Future<void> settle() async {
   }
 }
 
+/// A `welcome` as PROTOCOL.md §4 has it. [uid] and [device] are left out
+/// unless given (a server before identities sends neither); [room] and
+/// [muted] likewise.
 Json welcome({
   String nick = 'alice',
+  int? uid,
+  String? device,
   List<String> users = const ['alice', 'bob'],
   List<Json> history = const [],
   bool hasMore = false,
   int lastId = 0,
   Json limits = const {'text': 16384, 'chunk': 1048576, 'file': 4294967296},
+  Json? room,
+  bool? muted,
+  String session = 'sess-1',
 }) =>
     {
       'type': 'welcome',
       'nick': nick,
+      'uid': ?uid,
+      'device': ?device,
       'server': 'chatserver/1.0.0',
       'proto': 1,
-      'session': 'sess-1',
+      'session': session,
       'users': users,
       'online': users.length,
+      'room': ?room,
+      'muted': ?muted,
       'history': history,
       'has_more': hasMore,
       'last_id': lastId,
@@ -148,19 +160,61 @@ Json welcome({
 Json msg(
   int id, {
   String from = 'bob',
+  int? uid,
   String text = 'hello',
   String? cid,
   String? to,
   String ts = '2026-11-25T09:14:03.120Z',
   Json? file,
+  String? edited,
+  String? deleted,
 }) =>
     {
       'type': 'msg',
       'id': id,
       'ts': ts,
       'from': from,
+      'uid': ?uid,
       'text': text,
       'cid': cid ?? 'c-$id',
       'to': ?to,
       'file': ?file,
+      'edited': ?edited,
+      'deleted': ?deleted,
+    };
+
+/// A `change` (PROTOCOL.md §4 and §10): `delete`, `edit` or `clear`.
+Json changeFrame(
+  int id,
+  String kind, {
+  int? target,
+  String by = 'sender',
+  String? text,
+  String ts = '2026-11-25T09:20:00.000Z',
+}) =>
+    {
+      'type': 'change',
+      'id': id,
+      'ts': ts,
+      'change': kind,
+      'target': ?target,
+      'by': by,
+      'text': ?text,
+      if (kind == 'edit') 'edited': ts,
+    };
+
+/// An `error` frame as the server sends it.
+Json errorFrame(String code, String message, {bool fatal = false, String? ref}) => {
+      'type': 'error',
+      'code': code,
+      'message': message,
+      'ref': ?ref,
+      'fatal': fatal,
+    };
+
+/// A `bye` with its reason (and the organiser's sentence).
+Json byeFrame(String reason, [String? message]) => {
+      'type': 'bye',
+      'reason': reason,
+      'message': ?message,
     };

@@ -1,6 +1,10 @@
 // The chat screen over the real view model and the fake server: sending keeps
-// the keyboard open, and a refused text stays in the field.
+// the keyboard open, and a refused text stays in the field; the room in the
+// app bar, the composer while muted, the menu of one's own messages (long
+// press, and the hover button where a mouse is usual), removed messages,
+// server refusals as snack bars, and "Join again" after a kick.
 
+import 'package:flutter/gestures.dart';
 import 'package:flutter/material.dart';
 import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/models/server_address.dart';
@@ -17,7 +21,7 @@ void main() {
   late FakeTransport connection;
   late ChatViewModel viewModel;
 
-  Future<void> showChat(WidgetTester tester) async {
+  Future<void> showChat(WidgetTester tester, {Json? reply}) async {
     server = FakeServer();
     final client = ChatClient(
       connector: server.connect,
@@ -32,7 +36,7 @@ void main() {
       final started = viewModel.start();
       connection = await server.connection(1);
       await connection.nextOfType('hello');
-      connection.reply(welcome());
+      connection.reply(reply ?? welcome());
       await started;
       await settle();
     });
@@ -76,6 +80,168 @@ void main() {
     expect(composerText(tester), long);
     expect(find.textContaining('limited to 16384 bytes'), findsOneWidget);
     expect(connection.sent.where((f) => f.type == 'msg'), isEmpty);
+    await closeChat(tester);
+  });
+
+  /// The server sends [frame]; the screen shows what follows from it.
+  Future<void> serverSends(WidgetTester tester, Json frame) async {
+    connection.reply(frame);
+    await tester.pump(); // delivered (microtasks)
+    await tester.pump(); // rebuilt
+    await tester.pump(); // a snack bar, if any, is built
+  }
+
+  /// Lets a sheet, menu or dialog open or close.
+  Future<void> settleRoute(WidgetTester tester) async {
+    await tester.pump();
+    await tester.pump(const Duration(milliseconds: 500));
+  }
+
+  List<Json> sentOfType(String type) =>
+      [for (final frame in connection.sent) if (frame.type == type) frame.header];
+
+  /// alice (uid 7) said "my note"; bob (uid 8) said "their note".
+  Json twoNotes({bool muted = false, Json? room}) => welcome(
+        uid: 7,
+        muted: muted,
+        room: room,
+        history: [
+          msg(1, from: 'alice', uid: 7, text: 'my note'),
+          msg(2, from: 'bob', uid: 8, text: 'their note'),
+        ],
+        lastId: 2,
+      );
+
+  testWidgets('the room name and topic are in the app bar, and follow room messages', (tester) async {
+    await showChat(tester, reply: twoNotes(room: {'name': 'Physics 3B', 'topic': 'Lab at 10', 'locked': false}));
+    expect(find.text('Physics 3B'), findsOneWidget);
+    expect(find.text('Lab at 10'), findsOneWidget);
+    await serverSends(tester, {'type': 'room', 'name': 'Physics 3B', 'topic': 'Lab moved to 11', 'locked': true});
+    expect(find.text('Lab moved to 11'), findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('without a room name: Everyone, and the server address', (tester) async {
+    await showChat(tester);
+    expect(find.text('Everyone'), findsOneWidget);
+    expect(find.text('127.0.0.1:5555 · alice'), findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('muted: the composer is off and says why; unmuted: on again', (tester) async {
+    await showChat(tester, reply: twoNotes(muted: true));
+    IconButton sendButton() => tester.widget<IconButton>(
+        find.ancestor(of: find.byIcon(Icons.send), matching: find.byType(IconButton)));
+    expect(tester.widget<TextField>(find.byType(TextField)).enabled, isFalse);
+    expect(find.text(defaultMutedText), findsOneWidget);
+    expect(sendButton().onPressed, isNull);
+    await serverSends(tester, {'type': 'notice', 'code': 'unmuted', 'message': 'You may post again.'});
+    expect(tester.widget<TextField>(find.byType(TextField)).enabled, isTrue);
+    expect(sendButton().onPressed, isNotNull);
+    expect(find.text('You may post again.'), findsOneWidget, reason: 'the notice is told');
+    await serverSends(tester, {'type': 'notice', 'code': 'muted', 'message': 'Muted for 10 minutes.'});
+    expect(tester.widget<TextField>(find.byType(TextField)).enabled, isFalse);
+    expect(find.text('Muted for 10 minutes.'), findsWidgets);
+    await closeChat(tester);
+  });
+
+  testWidgets('a long press on my message offers Edit and Delete; Delete asks, then sends delete',
+      (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.longPress(find.text('my note'));
+    await settleRoute(tester);
+    expect(find.text('Edit'), findsOneWidget);
+    expect(find.text('Delete'), findsOneWidget);
+    await tester.tap(find.text('Delete'));
+    await settleRoute(tester);
+    expect(find.text('Delete this message?'), findsOneWidget);
+    expect(sentOfType('delete'), isEmpty, reason: 'not before it is confirmed');
+    await tester.tap(find.widgetWithText(FilledButton, 'Delete'));
+    await settleRoute(tester);
+    final delete = sentOfType('delete').single;
+    expect(delete['id'], 1);
+    expect(delete['cid'], isA<String>());
+    await serverSends(tester, changeFrame(3, 'delete', target: 1));
+    expect(find.text('my note'), findsNothing);
+    expect(find.text('Message removed'), findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('a long press on someone else\'s message offers no menu', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.longPress(find.text('their note'));
+    await settleRoute(tester);
+    expect(find.text('Edit'), findsNothing);
+    expect(find.text('Delete'), findsNothing);
+    await closeChat(tester);
+  });
+
+  testWidgets('Edit sends the new text; the change shows it, marked edited', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.longPress(find.text('my note'));
+    await settleRoute(tester);
+    await tester.tap(find.text('Edit'));
+    await settleRoute(tester);
+    final field = find.descendant(of: find.byType(AlertDialog), matching: find.byType(TextField));
+    await tester.enterText(field, 'my better note');
+    await tester.tap(find.widgetWithText(FilledButton, 'Save'));
+    await settleRoute(tester);
+    final edit = sentOfType('edit').single;
+    expect((edit['id'], edit['text']), (1, 'my better note'));
+    await serverSends(tester, changeFrame(3, 'edit', target: 1, text: 'my better note'));
+    expect(find.text('my better note'), findsOneWidget);
+    expect(find.text('edited'), findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('with a mouse, a button beside my message opens the same menu', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    final mouse = await tester.createGesture(kind: PointerDeviceKind.mouse);
+    await mouse.addPointer(location: Offset.zero);
+    addTearDown(mouse.removePointer);
+    await mouse.moveTo(tester.getCenter(find.text('my note')));
+    await tester.pump();
+    expect(find.byTooltip('Message actions'), findsOneWidget, reason: 'only my message has one');
+    await tester.tap(find.byTooltip('Message actions'));
+    await settleRoute(tester);
+    await tester.tap(find.text('Delete'));
+    await settleRoute(tester);
+    await tester.tap(find.widgetWithText(FilledButton, 'Delete'));
+    await settleRoute(tester);
+    expect(sentOfType('delete').single['id'], 1);
+    await closeChat(tester);
+  }, variant: TargetPlatformVariant.only(TargetPlatform.linux));
+
+  testWidgets("the server's refusal shows as a snack bar with its sentence", (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await serverSends(tester, errorFrame('edit_expired',
+        'Messages can be edited for 15 minutes after they are sent; this one no longer.', ref: 'x'));
+    expect(find.text('Messages can be edited for 15 minutes after they are sent; this one no longer.'),
+        findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('kicked: the sentence, no reconnect, and Join again', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    connection.reply(byeFrame('kicked', 'The organiser removed you from the chat. You may join again.'));
+    connection.drop();
+    for (var i = 0; i < 5; i++) {
+      await tester.pump();
+    }
+    expect(find.text('The organiser removed you from the chat. You may join again.'), findsOneWidget);
+    expect(server.connections, hasLength(1), reason: 'no reconnect on its own');
+    await tester.tap(find.widgetWithText(TextButton, 'Join again'));
+    for (var i = 0; i < 5; i++) {
+      await tester.pump();
+    }
+    expect(server.connections, hasLength(2));
+    final again = server.connections[1];
+    expect(again.sent.first.type, 'hello');
+    again.reply(twoNotes());
+    for (var i = 0; i < 5; i++) {
+      await tester.pump();
+    }
+    expect(find.text('Join again'), findsNothing);
     await closeChat(tester);
   });
 }

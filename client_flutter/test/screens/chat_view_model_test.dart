@@ -1,5 +1,7 @@
 // The chat view model over the real services and the fake server:
-// conversations, grouping, unread counts, typing, the outbox in the list.
+// conversations, grouping, unread counts, typing, the outbox in the list;
+// own messages by uid, changes (delete, edit, clear) live and from history,
+// the room in the title, muted, delete/edit requests, kicked and rejoin.
 
 import 'dart:typed_data';
 
@@ -122,6 +124,17 @@ void main() {
       msg(id, text: '', file: {'id': 'f$id', 'name': name, 'size': size, 'sha256': '', 'mime': mime});
 
   tearDown(() => viewModel.dispose());
+
+  /// Starts the session with exactly this welcome.
+  Future<FakeTransport> joinWith(Json reply) async {
+    final started = viewModel.start();
+    final connection = await server.connection(1);
+    await connection.nextOfType('hello');
+    connection.reply(reply);
+    await started;
+    await settle();
+    return connection;
+  }
 
   Future<FakeTransport> join(List<Json> history, {bool hasMore = false}) async {
     final started = viewModel.start();
@@ -381,5 +394,236 @@ void main() {
     connection.reply(imageMessage(7, name: 'notes.pdf', mime: 'application/pdf'));
     await settle();
     expect(notifier.shown.single.$3, 'sent notes.pdf');
+  });
+
+  group('identity', () {
+    test('own messages are those with my uid, not my nick', () async {
+      await joinWith(welcome(uid: 7, history: [
+        msg(1, from: 'alice', uid: 3, text: 'from the previous alice'),
+        msg(2, from: 'alice', uid: 7, text: 'mine'),
+      ], lastId: 2));
+      expect(viewModel.entries.map((e) => (e.message!.id, e.mine)), [(2, true), (1, false)]);
+      final previous = viewModel.entries.last.message!;
+      expect(viewModel.canDelete(previous), isFalse);
+      expect(viewModel.canEdit(previous), isFalse);
+    });
+  });
+
+  group('changes', () {
+    Json pdf(int id, {String from = 'alice', int uid = 7}) => msg(id, from: from, uid: uid, text: '',
+        file: {'id': 'f$id', 'name': 'notes.pdf', 'size': 3, 'sha256': '', 'mime': 'application/pdf'});
+
+    test('delete: a tombstone in place, its file gone; by the organiser says so', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [
+        msg(1, from: 'alice', uid: 7, text: 'oops'),
+        pdf(2),
+        msg(3, from: 'bob', uid: 8, text: 'rude'),
+      ], lastId: 3));
+      connection.reply(changeFrame(4, 'delete', target: 1));
+      connection.reply(changeFrame(5, 'delete', target: 2));
+      connection.reply(changeFrame(6, 'delete', target: 3, by: 'operator'));
+      await settle();
+      final byId = {for (final e in viewModel.entries) e.message!.id: e};
+      expect(byId.keys, [3, 2, 1], reason: 'the places stay');
+      expect(byId[1]!.deleted, isTrue);
+      expect(byId[1]!.text, isEmpty);
+      expect(byId[1]!.removedLabel, 'Message removed');
+      expect(byId[2]!.file, isNull, reason: 'the file is gone with it');
+      expect(byId[3]!.removedLabel, 'Removed by the organiser');
+      expect(viewModel.canDelete(byId[1]!.message!), isFalse, reason: 'already removed');
+    });
+
+    test('delete of an image being fetched cancels the download', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [
+        msg(1, from: 'bob', uid: 8, text: '', file: {
+          'id': 'f1', 'name': 'cat.png', 'size': 3, 'sha256': '', 'mime': 'image/png'}),
+      ], lastId: 1));
+      expect((await connection.nextOfType('download'))['file'], 'f1');
+      connection.reply(changeFrame(2, 'delete', target: 1, by: 'operator'));
+      expect(await connection.nextOfType('download_cancel'), {'type': 'download_cancel', 'file': 'f1'});
+    });
+
+    test('edit: the new text, marked edited', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(1, from: 'alice', uid: 7, text: 'teh')], lastId: 1));
+      expect(viewModel.entries.single.edited, isFalse);
+      connection.reply(changeFrame(2, 'edit', target: 1, text: 'the'));
+      await settle();
+      final entry = viewModel.entries.single;
+      expect(entry.text, 'the');
+      expect(entry.edited, isTrue);
+      expect(entry.message!.edited, DateTime.parse('2026-11-25T09:20:00.000Z'));
+    });
+
+    test('a removed or edited message in the history shows as such', () async {
+      await joinWith(welcome(uid: 7, history: [
+        msg(1, from: 'bob', uid: 8, text: '', deleted: 'operator'),
+        msg(2, from: 'bob', uid: 8, text: 'new text', edited: '2026-11-25T09:30:00.000Z'),
+      ], lastId: 2));
+      final entries = viewModel.entries;
+      expect(entries.last.removedLabel, 'Removed by the organiser');
+      expect(entries.first.edited, isTrue);
+    });
+
+    test('clear: everything older goes, a note says so, later messages stay', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(1), msg(2)], hasMore: true, lastId: 2));
+      expect(viewModel.hasOlder, isTrue);
+      connection.reply(changeFrame(3, 'clear', by: 'operator'));
+      connection.reply(msg(4, text: 'after the clear'));
+      await settle();
+      expect(viewModel.entries.map((e) => e.message!.id), [4]);
+      expect(viewModel.historyNote, 'The organiser cleared the history.');
+      expect(viewModel.hasOlder, isFalse, reason: 'nothing older exists');
+    });
+
+    test('a change to a message not held is ignored', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(10)], lastId: 10));
+      connection.reply(changeFrame(11, 'delete', target: 3));
+      connection.reply(changeFrame(12, 'edit', target: 4, text: 'x'));
+      await settle();
+      expect(viewModel.entries.single.message!.id, 10);
+      expect(viewModel.entries.single.deleted, isFalse);
+      expect(viewModel.entries.single.text, 'hello');
+    });
+
+    test('changes in a resumed welcome and the gap pages are applied in order', () async {
+      final first = await joinWith(welcome(uid: 7, history: [
+        msg(1, text: 'one'),
+        msg(2, text: 'two'),
+        msg(3, text: 'three'),
+      ], lastId: 3));
+      first.drop();
+      final second = await server.connection(2);
+      final hello = await second.nextOfType('hello');
+      expect(hello['since'], 3);
+      second.reply(welcome(uid: 7, history: [
+        changeFrame(300, 'edit', target: 1, text: 'one, fixed'),
+        msg(301, text: 'newest'),
+      ], hasMore: true, lastId: 301));
+      final request = await second.nextOfType('history');
+      second.reply({
+        'type': 'history',
+        'messages': [
+          changeFrame(4, 'delete', target: 2),
+          changeFrame(5, 'edit', target: 3, text: 'three, first edit'),
+          changeFrame(6, 'edit', target: 3, text: 'three, second edit'),
+        ],
+        'has_more': false,
+        'cid': request['cid'],
+      });
+      await settle();
+      final texts = {for (final e in viewModel.entries) e.message!.id: (e.text, e.deleted)};
+      expect(texts, {
+        301: ('newest', false),
+        3: ('three, second edit', false),
+        2: ('', true),
+        1: ('one, fixed', false),
+      });
+    });
+  });
+
+  group('room and muted', () {
+    test('the room name is the title and its topic the subtitle; else the server address', () async {
+      final connection = await joinWith(welcome(uid: 7));
+      expect(viewModel.title, 'Everyone');
+      expect(viewModel.subtitle, '127.0.0.1:5555 · alice');
+      connection.reply({'type': 'room', 'name': 'Physics 3B', 'topic': 'Lab at 10', 'locked': false});
+      await settle();
+      expect(viewModel.title, 'Physics 3B');
+      expect(viewModel.subtitle, 'Lab at 10');
+      viewModel.openConversation('bob');
+      expect(viewModel.title, 'bob');
+    });
+
+    test('muted: nothing is sent, the sentence says why; unmuted: back to normal', () async {
+      final notices = <String>[];
+      viewModel.notices.listen(notices.add);
+      final connection = await joinWith(welcome(uid: 7, muted: true, history: [
+        msg(1, from: 'alice', uid: 7, text: 'before'),
+      ], lastId: 1));
+      expect(viewModel.muted, isTrue);
+      expect(viewModel.mutedText, defaultMutedText);
+      expect(viewModel.send('hello?'), isA<Err<void>>());
+      expect(viewModel.canEdit(viewModel.entries.single.message!), isFalse, reason: 'edit is refused too');
+      expect(viewModel.canDelete(viewModel.entries.single.message!), isTrue, reason: 'delete is not');
+      connection.reply({'type': 'notice', 'code': 'unmuted', 'message': 'You may post again.'});
+      await settle();
+      expect(viewModel.muted, isFalse);
+      expect(notices, contains('You may post again.'));
+      connection.reply({'type': 'notice', 'code': 'muted', 'message': 'Muted by the organiser for 10 minutes.'});
+      await settle();
+      expect(viewModel.mutedText, 'Muted by the organiser for 10 minutes.');
+      await settle();
+      expect(connection.sent.where((f) => f.type == 'msg'), isEmpty);
+    });
+  });
+
+  group('delete and edit', () {
+    test('send their frames; the server refusal is a notice with its sentence', () async {
+      final notices = <String>[];
+      viewModel.notices.listen(notices.add);
+      final connection = await joinWith(welcome(uid: 7, history: [
+        msg(1, from: 'alice', uid: 7, text: 'typo'),
+      ], lastId: 1));
+      final message = viewModel.entries.single.message!;
+      expect(viewModel.canEdit(message), isTrue);
+      viewModel.editMessage(1, 'fixed');
+      final edit = await connection.nextOfType('edit');
+      expect((edit['id'], edit['text']), (1, 'fixed'));
+      connection.reply(errorFrame('edit_expired',
+          'Messages can be edited for 15 minutes after they are sent; this one no longer.',
+          ref: edit['cid'] as String));
+      viewModel.deleteMessage(1);
+      final delete = await connection.nextOfType('delete');
+      expect(delete['id'], 1);
+      connection.reply(errorFrame('unknown_message', 'There is no message 1 to change.',
+          ref: delete['cid'] as String));
+      await settle();
+      expect(notices, [
+        'Messages can be edited for 15 minutes after they are sent; this one no longer.',
+        'There is no message 1 to change.',
+      ]);
+      expect(viewModel.status, ConnectionStatus.online);
+    });
+
+    test('a file message can be removed, not edited', () async {
+      await joinWith(welcome(uid: 7, history: [
+        msg(1, from: 'alice', uid: 7, text: '', file: {
+          'id': 'f1', 'name': 'a.pdf', 'size': 3, 'sha256': '', 'mime': 'application/pdf'}),
+      ], lastId: 1));
+      final message = viewModel.entries.single.message!;
+      expect(viewModel.canDelete(message), isTrue);
+      expect(viewModel.canEdit(message), isFalse);
+    });
+  });
+
+  group('removed by the organiser', () {
+    test('kicked: the sentence, no reconnect, Join again connects by hand', () async {
+      final first = await joinWith(welcome(uid: 7));
+      first.reply(byeFrame('kicked', 'The organiser removed you from the chat. You may join again.'));
+      first.drop();
+      await settle();
+      expect(viewModel.status, ConnectionStatus.stopped);
+      expect(viewModel.stoppedByOthers, isTrue);
+      expect(viewModel.statusError, 'The organiser removed you from the chat. You may join again.');
+      expect(viewModel.canRejoin, isTrue);
+      expect(server.connections, hasLength(1));
+      viewModel.rejoin();
+      final second = await server.connection(2);
+      await second.nextOfType('hello');
+      second.reply(welcome(uid: 7));
+      await settle();
+      expect(viewModel.status, ConnectionStatus.online);
+      expect(viewModel.canRejoin, isFalse);
+    });
+
+    test('banned: the sentence, no Join again', () async {
+      final first = await joinWith(welcome(uid: 7));
+      first.reply(byeFrame('banned', 'The organiser banned this device until tomorrow.'));
+      first.drop();
+      await settle();
+      expect(viewModel.stoppedByOthers, isTrue);
+      expect(viewModel.canRejoin, isFalse);
+      expect(server.connections, hasLength(1));
+    });
   });
 }

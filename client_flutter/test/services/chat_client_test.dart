@@ -1,14 +1,21 @@
 // The real ChatClient against a fake server (injected transport connector):
-// hello/welcome, acknowledgement by cid, the offline queue, resume by since.
+// hello/welcome, acknowledgement by cid, the offline queue, resume by since;
+// the device key and own messages by uid (issue 16); changes, the room,
+// moderation and the ends that must not reconnect (issue 17).
+
+import 'dart:async';
 
 import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/models/result.dart';
 import 'package:lan_chat/models/server_address.dart';
+import 'package:lan_chat/models/chat_message.dart';
 import 'package:lan_chat/services/chat_client.dart';
+import 'package:lan_chat/services/device_keys.dart';
 import 'package:lan_chat/services/messages.dart';
 import 'package:lan_chat/services/transport.dart';
 
 import '../fakes/fake_server.dart';
+import '../fakes/memory_files.dart';
 
 const address = ServerAddress(host: '127.0.0.1', port: 5555, token: 'tok');
 
@@ -16,10 +23,12 @@ void main() {
   late FakeServer server;
   late ChatClient client;
   late List<ChatEvent> events;
+  late MemoryKeyValueStore keyStore;
   var cids = 0;
 
   setUp(() {
     server = FakeServer();
+    keyStore = MemoryKeyValueStore();
     cids = 0;
     client = ChatClient(
       connector: server.connect,
@@ -28,6 +37,7 @@ void main() {
       liveness: const Liveness(keepAlive: false),
       sleep: (_) async {}, // reconnect at once: no timing in these tests
       newCid: () => 'cid-${++cids}',
+      deviceKeys: DeviceKeys(keyStore),
     );
     events = [];
     client.events.listen(events.add);
@@ -56,13 +66,16 @@ void main() {
   }
 
   group('handshake', () {
-    test('sends hello with nick, client, proto and token, then is online', () async {
+    test('sends hello with nick, device, client, proto and token, then is online', () async {
       final started = client.start();
       final connection = await server.connection(1);
       final hello = await connection.nextOfType('hello');
+      final device = keyStore.values[DeviceKeys.storageKey(address)];
+      expect(device, isNotNull, reason: 'the key is stored before the hello that claims a nick');
       expect(hello, {
         'type': 'hello',
         'nick': 'alice',
+        'device': device,
         'client': 'flutter/1.0',
         'proto': 1,
         'token': 'tok',
@@ -275,7 +288,9 @@ void main() {
       await settle();
       final (_, hello) = await reconnect(2, first, welcome());
       expect(hello['since'], 5);
-      expect(hello['session'], 'sess-1', reason: 'takes the nick over from the dead connection');
+      expect(hello['device'], first.sent.first.header['device'],
+          reason: 'the device key takes the nick over from the dead connection');
+      expect(hello.containsKey('session'), isFalse, reason: 'hello.session is ignored now');
       expect(client.status, ConnectionStatus.online);
     });
 
@@ -425,7 +440,8 @@ void main() {
       // No answer: the connection died while the phone slept.
       final second = await server.connection(2);
       final hello = await second.nextOfType('hello');
-      expect(hello['session'], 'sess-1');
+      expect(hello['device'], first.sent.first.header['device']);
+      expect(hello.containsKey('session'), isFalse);
       expect(first.closed, isTrue);
       await other.dispose();
     });
@@ -523,6 +539,260 @@ void main() {
       });
       expect(((await page) as Err<HistoryPage>).error.code, 'rate_limited');
       expect(client.status, ConnectionStatus.online);
+    });
+  });
+
+  group('device identity (PROTOCOL.md §2)', () {
+    test('the key is created once and reused by the next client for the same server', () async {
+      final connection = await join();
+      final device = connection.sent.first.header['device'] as String;
+      expect(isDeviceKey(device), isTrue);
+      await client.dispose();
+      final again = ChatClient(
+        connector: server.connect,
+        address: address.withToken('new-token'),
+        nick: 'alice',
+        liveness: const Liveness(keepAlive: false),
+        sleep: (_) async {},
+        deviceKeys: DeviceKeys(keyStore),
+      );
+      unawaited(again.start());
+      final second = await server.connection(2);
+      final hello = await second.nextOfType('hello');
+      expect(hello['device'], device, reason: 'the app started again: same device');
+      expect(hello.containsKey('session'), isFalse);
+      second.reply(welcome(device: device));
+      await settle();
+      expect(keyStore.values, hasLength(1));
+      await again.dispose();
+    });
+
+    test('another server gets another key', () async {
+      await join();
+      final other = ChatClient(
+        connector: server.connect,
+        address: const ServerAddress(host: '10.0.0.9'),
+        nick: 'alice',
+        liveness: const Liveness(keepAlive: false),
+        sleep: (_) async {},
+        deviceKeys: DeviceKeys(keyStore),
+      );
+      unawaited(other.start());
+      final second = await server.connection(2);
+      final hello = await second.nextOfType('hello');
+      expect(hello['device'], isNot(server.connections.first.sent.first.header['device']));
+      expect(keyStore.values, hasLength(2));
+      second.reply(welcome());
+      await settle();
+      await other.dispose();
+    });
+
+    test('a key the server issues in welcome.device is stored and sent from then on', () async {
+      final issued = 'Q' * 43;
+      final first = await join(welcome(uid: 7, device: issued));
+      await settle();
+      expect(keyStore.values[DeviceKeys.storageKey(address)], issued);
+      expect(client.deviceKey, issued);
+      final (_, hello) = await reconnect(2, first, welcome(uid: 7, device: issued));
+      expect(hello['device'], issued);
+    });
+
+    test('own messages are those whose uid is welcome.uid, whatever their nick', () async {
+      final connection = await join(welcome(uid: 7));
+      expect(client.uid, 7);
+      client.sendText('hi');
+      await connection.nextOfType('msg');
+      // The previous holder of a lapsed "alice" (another identity) had a
+      // message with this cid: not our acknowledgement.
+      connection.reply(msg(5, from: 'alice', uid: 3, cid: 'cid-1'));
+      await settle();
+      expect(client.outbox.single.cid, 'cid-1');
+      expect(client.isMine(ChatMessage.fromJson(msg(5, from: 'alice', uid: 3))), isFalse);
+      connection.reply(msg(6, from: 'alice', uid: 7, text: 'hi', cid: 'cid-1'));
+      await settle();
+      expect(client.outbox, isEmpty);
+      expect(client.isMine(ChatMessage.fromJson(msg(6, from: 'ALICE', uid: 7))), isTrue);
+    });
+  });
+
+  group('refusals before welcome (PROTOCOL.md §6)', () {
+    for (final code in ['nick_owned', 'room_locked']) {
+      test('$code is returned with its sentence, and not retried', () async {
+        final started = client.start();
+        final connection = await server.connection(1);
+        await connection.nextOfType('hello');
+        connection.reply(errorFrame(code, 'The nick alice belongs to another device; pick another one.'));
+        final result = await started;
+        final refused = (result as Err<Welcome>).error;
+        expect(refused.code, code);
+        expect(refused.message, contains('another'));
+        await settle();
+        expect(client.status, ConnectionStatus.stopped);
+        expect(server.attempts, 1, reason: 'only another nick can get in');
+      });
+    }
+
+    test('banned is fatal: no retry, the sentence is kept', () async {
+      final started = client.start();
+      final connection = await server.connection(1);
+      await connection.nextOfType('hello');
+      connection.reply(errorFrame('banned', 'The organiser banned this device until 12:00.', fatal: true));
+      connection.drop();
+      final result = await started;
+      expect((result as Err<Welcome>).error.code, 'banned');
+      await settle();
+      expect(client.status, ConnectionStatus.stopped);
+      expect(client.error?.message, contains('until 12:00'));
+      expect(server.attempts, 1);
+    });
+
+    test('banned after a reconnect stops reconnecting', () async {
+      final first = await join();
+      final (second, _) = await reconnect(2, first,
+          errorFrame('banned', 'The organiser banned this device.', fatal: true));
+      second.drop();
+      await settle();
+      expect(client.status, ConnectionStatus.stopped);
+      expect(client.error?.code, 'banned');
+      expect(server.connections, hasLength(2));
+    });
+
+    test('nick_owned after a reconnect (the claim lapsed) stops reconnecting', () async {
+      final first = await join();
+      await reconnect(2, first, errorFrame('nick_owned', 'The nick alice belongs to another device.'));
+      await settle();
+      expect(client.status, ConnectionStatus.stopped);
+      expect(server.connections, hasLength(2));
+    });
+  });
+
+  group('bye (PROTOCOL.md §4)', () {
+    for (final (reason, sentence) in [
+      ('kicked', 'The organiser removed you from the chat. You may join again.'),
+      ('banned', 'The organiser banned this device.'),
+      ('replaced', null),
+    ]) {
+      test('$reason: stops, says why, does not reconnect', () async {
+        final connection = await join();
+        connection.reply(byeFrame(reason, sentence));
+        connection.drop();
+        await settle();
+        expect(client.status, ConnectionStatus.stopped);
+        expect(client.error?.code, reason);
+        if (sentence != null) expect(client.error?.message, sentence);
+        expect(server.connections, hasLength(1), reason: 'no reconnect');
+      });
+    }
+
+    test('kicked: rejoin() comes back by hand, resuming from the last id', () async {
+      final first = await join(welcome(history: [msg(4)], lastId: 4));
+      first.reply(byeFrame('kicked', 'The organiser removed you from the chat. You may join again.'));
+      first.drop();
+      await settle();
+      expect(client.status, ConnectionStatus.stopped);
+      expect(client.rejoin(), isTrue);
+      final second = await server.connection(2);
+      final hello = await second.nextOfType('hello');
+      expect(hello['since'], 4);
+      second.reply(welcome(lastId: 4));
+      await settle();
+      expect(client.status, ConnectionStatus.online);
+      expect(client.rejoin(), isFalse, reason: 'running');
+    });
+
+    test('shutdown: reconnects', () async {
+      final first = await join();
+      first.reply(byeFrame('shutdown'));
+      first.drop();
+      final second = await server.connection(2);
+      await second.nextOfType('hello');
+      second.reply(welcome());
+      await settle();
+      expect(client.status, ConnectionStatus.online);
+    });
+  });
+
+  group('changes, the room, muted (PROTOCOL.md §10)', () {
+    test('a live change is passed on, and its id is the new resume point', () async {
+      final connection = await join(welcome(history: [msg(3)], lastId: 3));
+      connection.reply(changeFrame(9, 'delete', target: 3));
+      await settle();
+      final added = events.whereType<MessagesAdded>().last;
+      expect(added.messages, isEmpty);
+      expect(added.live, isTrue);
+      final change = added.changes.single;
+      expect((change.id, change.kind, change.target, change.by), (9, 'delete', 3, 'sender'));
+      expect(client.lastSeenId, 9);
+      final (_, hello) = await reconnect(2, connection, welcome());
+      expect(hello['since'], 9);
+    });
+
+    test('changes inside a resumed welcome and a history page are parsed in order', () async {
+      final first = await join(welcome(history: [msg(3), msg(4)], lastId: 4));
+      final (second, _) = await reconnect(2, first, welcome(history: [
+        msg(300),
+        changeFrame(301, 'edit', target: 3, text: 'fixed'),
+      ], hasMore: true, lastId: 301));
+      final request = await second.nextOfType('history');
+      expect(request['after'], 4);
+      second.reply({
+        'type': 'history',
+        'messages': [msg(5), changeFrame(6, 'delete', target: 4, by: 'operator')],
+        'has_more': false,
+        'cid': request['cid'],
+      });
+      await settle();
+      final batches = events.whereType<MessagesAdded>().toList();
+      final resumed = batches[batches.length - 2];
+      expect(resumed.messages.single.id, 300);
+      expect(resumed.changes.single.text, 'fixed');
+      expect(resumed.changes.single.edited, DateTime.parse('2026-11-25T09:20:00.000Z'));
+      final page = batches.last;
+      expect(page.messages.single.id, 5);
+      expect((page.changes.single.target, page.changes.single.by), (4, 'operator'));
+      expect(client.lastSeenId, 301);
+    });
+
+    test('room in welcome and in a room message', () async {
+      final connection = await join(
+          welcome(room: {'name': 'Physics 3B', 'topic': 'Lab at 10', 'locked': false}));
+      expect(client.room.name, 'Physics 3B');
+      connection.reply({'type': 'room', 'name': 'Physics 3B', 'topic': 'Lab moved to 11', 'locked': true});
+      await settle();
+      expect(client.room.topic, 'Lab moved to 11');
+      expect(client.room.locked, isTrue);
+      expect(events.whereType<RoomUpdated>().last.room.topic, 'Lab moved to 11');
+    });
+
+    test('muted in welcome, then notice unmuted and muted', () async {
+      final connection = await join(welcome(muted: true));
+      expect(client.muted, isTrue);
+      connection.reply({'type': 'notice', 'code': 'unmuted', 'message': 'You may post again.'});
+      await settle();
+      expect(client.muted, isFalse);
+      connection.reply({'type': 'notice', 'code': 'muted', 'message': 'The organiser muted you.'});
+      await settle();
+      expect(client.muted, isTrue);
+      final last = events.whereType<MutedChanged>().last;
+      expect((last.muted, last.message), (true, 'The organiser muted you.'));
+    });
+
+    test('delete and edit send their frames with a cid', () async {
+      final connection = await join();
+      expect(client.deleteMessage(5), isA<Ok<String>>());
+      expect(await connection.nextOfType('delete'), {'type': 'delete', 'id': 5, 'cid': 'cid-1'});
+      expect(client.editMessage(6, 'better'), isA<Ok<String>>());
+      expect(await connection.nextOfType('edit'),
+          {'type': 'edit', 'id': 6, 'text': 'better', 'cid': 'cid-2'});
+      expect((client.editMessage(6, '  ') as Err<String>).error.code, 'empty');
+    });
+
+    test('delete and edit fail at once while offline', () async {
+      final first = await join();
+      first.drop();
+      await settle();
+      expect((client.deleteMessage(5) as Err<String>).error.code, 'offline');
+      expect((client.editMessage(5, 'x') as Err<String>).error.code, 'offline');
     });
   });
 

@@ -1,11 +1,14 @@
 // The chat: messages of one conversation (the room or a direct one), the
-// people in a drawer, transfers above the composer.
+// people in a drawer, transfers above the composer; the room's name and
+// topic in the app bar; edit and delete on one's own messages.
 
 import 'dart:async';
 
 import 'package:flutter/material.dart';
+import 'package:flutter/services.dart';
 import 'package:url_launcher/url_launcher.dart';
 
+import '../../models/chat_message.dart';
 import '../../models/result.dart';
 import '../../models/shared_file.dart';
 import '../../services/chat_client.dart';
@@ -13,6 +16,7 @@ import '../../widgets/composer.dart';
 import '../../widgets/connection_banner.dart';
 import '../../widgets/chat_rows.dart';
 import '../../widgets/file_tile.dart';
+import '../../widgets/message_actions.dart';
 import '../../widgets/message_bubble.dart';
 import '../../widgets/transfer_panel.dart';
 import '../../widgets/user_drawer.dart';
@@ -138,12 +142,41 @@ class _ChatScreenState extends State<ChatScreen> {
         file: file,
         path: path,
         url: path == null ? url : null,
+        headers: viewModel.fileRequestHeaders,
         onShare: actions ? () => viewModel.shareFile(file) : null,
         onSaveToGallery:
             actions && viewModel.canSaveToGallery ? () => viewModel.saveToGallery(file) : null,
         onSaveAs: actions ? () => viewModel.saveFileAs(file) : null,
       ),
     ));
+  }
+
+  /// The menu of an own message: what it offers (empty: no menu).
+  List<MessageAction> _actionsFor(ChatEntry entry) {
+    final message = entry.message;
+    if (message == null || !_viewModel.canDelete(message)) return const [];
+    return [
+      if (message.text.isNotEmpty) MessageAction.copy,
+      if (_viewModel.canEdit(message)) MessageAction.edit,
+      MessageAction.delete,
+    ];
+  }
+
+  Future<void> _onAction(ChatMessage message, MessageAction action) async {
+    switch (action) {
+      case MessageAction.copy:
+        await Clipboard.setData(ClipboardData(text: message.text));
+        _showNotice('Copied.');
+      case MessageAction.edit:
+        final text = await showDialog<String>(
+          context: context,
+          builder: (_) => EditMessageDialog(text: message.text),
+        );
+        if (text == null || text.trim().isEmpty || text == message.text) return;
+        _viewModel.editMessage(message.id, text);
+      case MessageAction.delete:
+        if (await confirmDelete(context)) _viewModel.deleteMessage(message.id);
+    }
   }
 
   @override
@@ -158,12 +191,12 @@ class _ChatScreenState extends State<ChatScreen> {
             title: Column(
               crossAxisAlignment: CrossAxisAlignment.start,
               children: [
-                Text(peer ?? 'Everyone'),
+                Text(viewModel.title, overflow: TextOverflow.ellipsis),
                 Text(
-                  peer == null
-                      ? '${viewModel.serverLabel} · ${viewModel.me}'
-                      : (viewModel.peerOnline ? 'direct message · online' : 'direct message · offline'),
+                  viewModel.subtitle,
                   style: Theme.of(context).textTheme.bodySmall,
+                  maxLines: 1,
+                  overflow: TextOverflow.ellipsis,
                 ),
               ],
             ),
@@ -201,6 +234,8 @@ class _ChatScreenState extends State<ChatScreen> {
                   status: viewModel.status,
                   error: viewModel.statusError,
                   onRetry: viewModel.retryNow,
+                  stoppedByOthers: viewModel.stoppedByOthers,
+                  onRejoin: viewModel.canRejoin ? viewModel.rejoin : null,
                 ),
                 Expanded(child: _messageList(viewModel)),
                 if (viewModel.typingText != null) TypingLine(text: viewModel.typingText!),
@@ -217,6 +252,7 @@ class _ChatScreenState extends State<ChatScreen> {
                   onAttach: _attach,
                   onChanged: viewModel.composing,
                   offline: viewModel.status != ConnectionStatus.online,
+                  disabledText: viewModel.muted ? viewModel.mutedText : null,
                 ),
               ],
             ),
@@ -228,25 +264,31 @@ class _ChatScreenState extends State<ChatScreen> {
 
   Widget _messageList(ChatViewModel viewModel) {
     final entries = viewModel.entries;
+    final note = viewModel.historyNote;
     if (entries.isEmpty && !viewModel.hasOlder) {
       return Center(
         child: Text(
-          viewModel.peer == null ? 'No messages yet. Say hello!' : 'No direct messages yet.',
+          note ?? (viewModel.peer == null ? 'No messages yet. Say hello!' : 'No direct messages yet.'),
           style: Theme.of(context).textTheme.bodyMedium,
         ),
       );
     }
+    // The oldest end of the list: "load older", or the line where the
+    // history was cleared (nothing older exists then).
+    final oldestRow = viewModel.hasOlder || note != null;
     return ListView.builder(
       controller: _scroll,
       reverse: true,
       padding: const EdgeInsets.symmetric(horizontal: 8, vertical: 12),
-      itemCount: entries.length + (viewModel.hasOlder ? 1 : 0),
+      itemCount: entries.length + (oldestRow ? 1 : 0),
       itemBuilder: (context, index) {
         if (index == entries.length) {
+          if (!viewModel.hasOlder && note != null) return NoteRow(text: note);
           return OlderMessagesRow(loading: viewModel.loadingOlder, onLoad: viewModel.loadOlder);
         }
         final entry = entries[index];
         final file = entry.file;
+        final message = entry.message;
         return Column(
           key: ValueKey(entry.key),
           crossAxisAlignment: CrossAxisAlignment.stretch,
@@ -259,6 +301,8 @@ class _ChatScreenState extends State<ChatScreen> {
               onRetry: entry.pending == null ? null : () => viewModel.retry(entry.pending!.cid),
               onDiscard: entry.pending == null ? null : () => viewModel.discard(entry.pending!.cid),
               onOpenLink: _openLink,
+              actions: _actionsFor(entry),
+              onAction: message == null ? null : (action) => _onAction(message, action),
               attachment: file == null
                   ? null
                   : FileTile(
@@ -267,6 +311,7 @@ class _ChatScreenState extends State<ChatScreen> {
                       localPath: viewModel.localPathOf(file),
                       webUrl: viewModel.browserUrlOf(file),
                       webThumbnailUrl: viewModel.browserUrlOf(file, inline: true),
+                      headers: viewModel.fileRequestHeaders,
                       canDownload: viewModel.canDownload,
                       onDownload: () => viewModel.download(file),
                       onOpen: () => _open(file),

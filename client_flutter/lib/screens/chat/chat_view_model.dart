@@ -10,6 +10,7 @@ import 'package:flutter/foundation.dart';
 
 import '../../models/chat_message.dart';
 import '../../models/result.dart';
+import '../../models/room.dart';
 import '../../models/shared_file.dart';
 import '../../services/chat_client.dart';
 import '../../services/device.dart';
@@ -33,6 +34,16 @@ const int autoFetchImageBytes = 4 * 1024 * 1024;
 /// At most this many images are fetched on their own from one batch of
 /// messages (the welcome history may hold a hundred).
 const int autoFetchImagesPerBatch = 12;
+
+/// In the composer while muted, when the server gave no sentence.
+const String defaultMutedText = 'The organiser muted you: you can read, but not post or share files.';
+
+/// Shown where the history was when the operator cleared it.
+const String clearedNote = 'The organiser cleared the history.';
+
+/// What shows in place of a removed message (`msg.deleted`).
+String removedText(String by) =>
+    by == 'operator' ? 'Removed by the organiser' : 'Message removed';
 
 /// One row of the message list: a stored message or one still in the outbox.
 class ChatEntry {
@@ -70,6 +81,18 @@ class ChatEntry {
 
   SharedFile? get file => message?.file;
   String get key => message != null ? 'm${message!.id}' : 'p${pending!.cid}';
+
+  /// Removed (by its sender or the organiser): a tombstone, no actions.
+  bool get deleted => message?.isDeleted ?? false;
+
+  /// "Message removed" / "Removed by the organiser", for a removed one.
+  String? get removedLabel {
+    final by = message?.deleted;
+    return by == null ? null : removedText(by);
+  }
+
+  /// The text was edited after sending: marked "edited".
+  bool get edited => message?.isEdited ?? false;
 }
 
 class _Typing {
@@ -128,6 +151,10 @@ class ChatViewModel extends ChangeNotifier {
   DateTime _lastTypingSent = DateTime.fromMillisecondsSinceEpoch(0);
   List<ChatEntry>? _entries;
   bool _disposed = false;
+  RoomInfo _room = const RoomInfo();
+  bool _muted = false;
+  String _mutedText = defaultMutedText;
+  String? _historyNote;
 
   // ------------------------------------------------------------ lifecycle
 
@@ -173,6 +200,16 @@ class ChatViewModel extends ChangeNotifier {
   /// Tries to reconnect now instead of waiting for the back-off delay.
   void retryNow() => _client.reconnectNow();
 
+  /// Whether the organiser removed this user, who may come back: the
+  /// banner offers "Join again" (the client never does it by itself).
+  bool get canRejoin =>
+      _client.status == ConnectionStatus.stopped && _client.error?.code == 'kicked';
+
+  /// "Join again" after being removed by the organiser.
+  void rejoin() {
+    if (canRejoin && _client.rejoin()) _changed();
+  }
+
   // ---------------------------------------------------------------- state
 
   /// Errors worth a snack bar ("bob is not online", "slow down").
@@ -183,6 +220,56 @@ class ChatViewModel extends ChangeNotifier {
   ConnectionStatus get status => _client.status;
   String? get statusError => _client.error?.message;
 
+  /// Whether the client stopped because of the organiser or of another
+  /// connection of this device (kicked, banned, replaced): the banner shows
+  /// the sentence as it is, not as a failure.
+  bool get stoppedByOthers =>
+      _client.status == ConnectionStatus.stopped &&
+      const {'kicked', 'banned', 'replaced'}.contains(_client.error?.code);
+
+  /// The room as the operator named it (`welcome.room`, then `room`).
+  RoomInfo get room => _room;
+
+  /// The app bar's title: the person of a direct conversation, else the
+  /// room's name, else "Everyone".
+  String get title => _peer ?? (_room.name.isNotEmpty ? _room.name : 'Everyone');
+
+  /// The app bar's second line: the room's topic, else the server address.
+  String get subtitle {
+    if (_peer != null) return peerOnline ? 'direct message · online' : 'direct message · offline';
+    return _room.topic.isNotEmpty ? _room.topic : '$serverLabel · $me';
+  }
+
+  /// The operator muted this user: the composer is off and says why.
+  bool get muted => _muted;
+  String get mutedText => _mutedText;
+
+  /// A line where the history was cleared, above what came after it.
+  String? get historyNote => _historyNote;
+
+  /// Whether this user sent [message] (by uid, see [ChatClient.isMine]).
+  bool isMine(ChatMessage message) => _client.isMine(message);
+
+  /// Own messages can be removed at any time ("a muted user may delete
+  /// too"), not once removed.
+  bool canDelete(ChatMessage message) => isMine(message) && !message.isDeleted;
+
+  /// Own text messages (not files: as the web client) while not muted, and
+  /// within the edit window when the server announces one; otherwise the
+  /// server's `edit_expired` answers a late edit.
+  bool canEdit(ChatMessage message) {
+    if (!isMine(message) || message.isDeleted || message.file != null || message.text.isEmpty) {
+      return false;
+    }
+    if (_muted) return false;
+    final window = _client.limits.editWindow;
+    if (window == null) return true;
+    return DateTime.now().toUtc().difference(message.ts) < window;
+  }
+
+  /// Headers for HTTP requests of file URLs (thumbnails in the browser).
+  Map<String, String> get fileRequestHeaders => _transfers.requestHeaders;
+
   /// Online users other than me, sorted.
   List<String> get otherUsers =>
       _users.where((u) => !sameNick(u, me)).toList()..sort((a, b) => nickKey(a).compareTo(nickKey(b)));
@@ -190,6 +277,8 @@ class ChatViewModel extends ChangeNotifier {
   /// The person of the direct conversation shown, or null for everyone.
   String? get peer => _peer;
   bool get peerOnline => _peer == null || _users.any((u) => sameNick(u, _peer!));
+
+  String? _conversationOf(ChatMessage message) => message.conversation(mine: isMine(message));
   bool get hasOlder => _hasOlder;
   bool get loadingOlder => _loadingOlder;
   bool get canDownload => _transfers.canDownload;
@@ -203,7 +292,7 @@ class ChatViewModel extends ChangeNotifier {
     final lastRead = _lastRead[key] ?? _readBaseline;
     var count = 0;
     for (final message in _messages.values) {
-      if (message.id > lastRead && !sameNick(message.from, me) && message.conversationFor(me) == key) {
+      if (message.id > lastRead && !isMine(message) && _conversationOf(message) == key) {
         count++;
       }
     }
@@ -272,6 +361,10 @@ class ChatViewModel extends ChangeNotifier {
   /// Sends [text] to the shown conversation; queued while offline.
   Result<void> send(String text) {
     if (text.trim().isEmpty) return const Err(AppError('empty', 'Nothing to send.'));
+    if (_muted) {
+      _notice(_mutedText);
+      return Err(AppError('muted', _mutedText));
+    }
     final result = _client.sendText(text, to: _peer);
     switch (result) {
       case Ok():
@@ -294,6 +387,24 @@ class ChatViewModel extends ChangeNotifier {
 
   void retry(String cid) => _client.retry(cid);
 
+  /// Removes one of my messages for everyone (after the screen asked).
+  /// The server's `change` updates the list; its refusal is a notice.
+  Result<void> deleteMessage(int id) => _reportFailure(_client.deleteMessage(id));
+
+  /// Sends the new text of one of my messages.
+  Result<void> editMessage(int id, String text) =>
+      _reportFailure(_client.editMessage(id, text));
+
+  Result<void> _reportFailure(Result<String> result) {
+    switch (result) {
+      case Ok():
+        return const Ok<void>(null);
+      case Err(:final error):
+        _notice(error.message);
+        return Err<void>(error);
+    }
+  }
+
   void discard(String cid) => _client.discard(cid);
 
   /// Scrolling reached the oldest message: ask for the page before it.
@@ -314,6 +425,10 @@ class ChatViewModel extends ChangeNotifier {
 
   /// Shares a file in the shown conversation.
   void sendFile(UploadSource source, {String? caption}) {
+    if (_muted) {
+      _notice(_mutedText);
+      return;
+    }
     _transfers.upload(source, to: _peer, caption: caption);
   }
 
@@ -426,8 +541,16 @@ class ChatViewModel extends ChangeNotifier {
           _readBaseline = welcome.lastId;
         }
         _users = welcome.users;
-      case MessagesAdded(:final messages, :final live):
+        _room = welcome.room;
+        _setMuted(welcome.muted, null);
+      case MessagesAdded(:final messages, :final live, :final changes):
         _addMessages(messages, live: live);
+        _applyChanges(changes);
+      case RoomUpdated(:final room):
+        _room = room;
+      case MutedChanged(:final muted, :final message):
+        _setMuted(muted, message);
+        if (message.isNotEmpty) _notice(message);
       case OutboxChanged(:final outbox):
         _outbox = outbox;
       case UsersChanged(:final users):
@@ -440,6 +563,52 @@ class ChatViewModel extends ChangeNotifier {
         break; // read through [status]
     }
     _changed();
+  }
+
+  void _setMuted(bool muted, String? message) {
+    _muted = muted;
+    if (muted) _mutedText = message != null && message.isNotEmpty ? message : defaultMutedText;
+  }
+
+  /// "A client applies a change to the message it holds with id == target
+  /// and ignores changes to messages it does not hold" — PROTOCOL.md §10.
+  /// In order: live ones, and those of a resumed welcome or history page.
+  void _applyChanges(List<MessageChange> changes) {
+    for (final change in changes) {
+      if (change.isClear) {
+        _clearBefore(change.id);
+        continue;
+      }
+      final target = change.target;
+      final held = target == null ? null : _messages[target];
+      if (target == null || held == null) continue;
+      if (change.isDelete) {
+        _forgetFile(held.file);
+        _messages[target] = held.removedBy(change.by);
+      } else if (change.isEdit && !held.isDeleted) {
+        final text = change.text;
+        if (text != null) _messages[target] = held.editedTo(text, change.edited ?? change.ts);
+      }
+    }
+  }
+
+  /// `clear`: "every message and change with a smaller id is gone, with
+  /// every shared file. A client drops everything it holds with a smaller id."
+  void _clearBefore(int id) {
+    final gone = [for (final key in _messages.keys) if (key < id) key];
+    for (final key in gone) {
+      _forgetFile(_messages.remove(key)?.file);
+    }
+    _hasOlder = false; // nothing older exists any more
+    _historyNote = clearedNote;
+  }
+
+  /// A removed file: its transfer stops (the server deleted the bytes).
+  void _forgetFile(SharedFile? file) {
+    if (file == null) return;
+    _transfers.cancel(file.id);
+    _transferStatus.remove(file.id);
+    _localPaths.remove(file.id);
   }
 
   void _addMessages(List<ChatMessage> messages, {required bool live}) {
@@ -471,8 +640,8 @@ class ChatViewModel extends ChangeNotifier {
     final notifier = _notifier;
     if (notifier == null) return;
     for (final message in messages) {
-      if (sameNick(message.from, me)) continue;
-      final conversation = message.conversationFor(me);
+      if (isMine(message)) continue;
+      final conversation = _conversationOf(message);
       final file = message.file;
       final text = message.text.isNotEmpty
           ? message.text
@@ -555,7 +724,7 @@ class ChatViewModel extends ChangeNotifier {
     for (final message in _messages.values) {
       final to = message.to;
       if (to == null) continue;
-      final other = sameNick(message.from, me) ? to : message.from;
+      final other = isMine(message) ? to : message.from;
       peers[nickKey(other)] = other;
     }
     return peers.values;
@@ -569,8 +738,8 @@ class ChatViewModel extends ChangeNotifier {
     int? firstUnread;
     var newest = lastRead;
     for (final message in _messages.values) {
-      if (message.conversationFor(me) != key) continue;
-      if (message.id > lastRead && !sameNick(message.from, me)) firstUnread ??= message.id;
+      if (_conversationOf(message) != key) continue;
+      if (message.id > lastRead && !isMine(message)) firstUnread ??= message.id;
       if (message.id > newest) newest = message.id;
     }
     if (showMarker) _unreadMarkerId = firstUnread;
@@ -581,12 +750,12 @@ class ChatViewModel extends ChangeNotifier {
     final key = _peerKey;
     final rows = <ChatEntry>[
       for (final message in _messages.values)
-        if (message.conversationFor(me) == key)
+        if (_conversationOf(message) == key)
           ChatEntry(
             from: message.from,
             text: message.text,
             time: message.ts.toLocal(),
-            mine: sameNick(message.from, me),
+            mine: isMine(message),
             message: message,
           ),
       for (final pending in _outbox)

@@ -11,6 +11,7 @@ class ImageViewerScreen extends StatelessWidget {
     required this.file,
     this.path,
     this.url,
+    this.headers = const {},
     this.onShare,
     this.onSaveToGallery,
     this.onSaveAs,
@@ -21,8 +22,9 @@ class ImageViewerScreen extends StatelessWidget {
   /// The downloaded file (apps) ...
   final String? path;
 
-  /// ... or its URL (browsers).
+  /// ... or its URL (browsers), fetched with these headers (the session).
   final Uri? url;
+  final Map<String, String> headers;
   final VoidCallback? onShare;
   final VoidCallback? onSaveToGallery;
   final VoidCallback? onSaveAs;
@@ -35,7 +37,12 @@ class ImageViewerScreen extends StatelessWidget {
     if (path != null) {
       image = localImage(path, fit: BoxFit.contain, errorBuilder: _broken);
     } else if (url != null) {
-      image = Image.network(url.toString(), fit: BoxFit.contain, errorBuilder: _broken);
+      image = Image.network(
+        url.toString(),
+        headers: headers.isEmpty ? null : headers,
+        fit: BoxFit.contain,
+        errorBuilder: _broken,
+      );
     } else {
       image = _broken(context, 'no image', null);
     }

@@ -29,6 +29,7 @@ class ConnectScreen extends StatefulWidget {
 class _ConnectScreenState extends State<ConnectScreen> {
   final _formKey = GlobalKey<FormState>();
   final _nick = TextEditingController();
+  final _nickFocus = FocusNode();
   final _link = TextEditingController();
   final _host = TextEditingController();
   final _port = TextEditingController(text: '$defaultPort');
@@ -69,6 +70,7 @@ class _ConnectScreenState extends State<ConnectScreen> {
   @override
   void dispose() {
     _nick.dispose();
+    _nickFocus.dispose();
     _link.dispose();
     _host.dispose();
     _port.dispose();
@@ -128,6 +130,12 @@ class _ConnectScreenState extends State<ConnectScreen> {
     switch (result) {
       case Ok(:final value):
         await _openChat(value);
+      case Err() when widget.viewModel.nickRefused:
+        // nick_owned, room_locked...: the sentence shows under the form;
+        // the nick is selected, so typing another replaces it. No retry
+        // on its own: only another nick can get in.
+        _nickFocus.requestFocus();
+        _nick.selection = TextSelection(baseOffset: 0, extentOffset: _nick.text.length);
       case Err():
         break; // the view model shows the reason
     }
@@ -169,6 +177,7 @@ class _ConnectScreenState extends State<ConnectScreen> {
                   children: [
                     TextFormField(
                       controller: _nick,
+                      focusNode: _nickFocus,
                       decoration: const InputDecoration(
                         labelText: 'Your nick',
                         prefixIcon: Icon(Icons.person_outline),

@@ -24,12 +24,18 @@ class ConnectViewModel extends ChangeNotifier {
   List<RecentServer> _recent = const [];
   bool _connecting = false;
   String? _error;
+  bool _nickRefused = false;
 
   List<RecentServer> get recent => _recent;
   bool get connecting => _connecting;
 
   /// Why the last attempt failed, for people.
   String? get error => _error;
+
+  /// The last attempt was refused because of the nick (it belongs to
+  /// another device, the room is locked to new nicks, or it is invalid):
+  /// the screen puts the cursor in the nick field to pick another.
+  bool get nickRefused => _nickRefused;
 
   /// The nick used last time, to prefill the field.
   String get lastNick => _recent.isEmpty ? '' : _recent.first.nick;
@@ -67,6 +73,7 @@ class ConnectViewModel extends ChangeNotifier {
     if (nickError != null) return _fail(AppError('nick_invalid', nickError));
     _connecting = true;
     _error = null;
+    _nickRefused = false;
     notifyListeners();
     final session = _newSession(address, nick.trim());
     final result = await session.start();
@@ -89,15 +96,30 @@ class ConnectViewModel extends ChangeNotifier {
 
   Result<ChatViewModel> _fail(AppError error) {
     _error = describeError(error);
+    _nickRefused = nickCodes.contains(error.code);
     notifyListeners();
     return Err(error);
   }
 }
 
-/// A sentence for people about a connection error.
+/// Refusals before `welcome` that another nick may get past: "after a
+/// nick_owned, nick_taken, nick_invalid ... the client may send hello again"
+/// (PROTOCOL.md §2); `room_locked` lets in only nicks this device used here.
+const Set<String> nickCodes = {'nick_owned', 'nick_taken', 'nick_invalid', 'room_locked'};
+
+/// A sentence for people about a connection error. The server's own
+/// sentence where it names the reason (whose nick it is, until when a ban
+/// lasts).
 String describeError(AppError error) => switch (error.code) {
       'auth_failed' => 'The pairing token was refused. Scan the QR code again.',
       'nick_taken' => 'Someone online already uses this nick.',
+      'nick_owned' => error.message.isNotEmpty
+          ? error.message
+          : 'This nick belongs to another device. Pick another one.',
+      'room_locked' => error.message.isNotEmpty
+          ? error.message
+          : 'The room is locked: only people who were here before may join. Pick the nick you used then.',
+      'banned' => error.message.isNotEmpty ? error.message : 'The organiser banned this device.',
       'nick_invalid' => error.message,
       'proto_unsupported' => 'This app and the server speak different protocol versions.',
       'server_full' => 'The server is full. Try again later.',
