@@ -230,9 +230,11 @@ class ServerProcess:
         self.data_dir = str(data_dir)
         self.extra = list(extra)
         self.port = port or free_port()
+        self.port_chosen = port is None   # ours to change if another socket takes it first
         self.env = env           # extra environment variables for the server process
         self.nofile = nofile     # RLIMIT_NOFILE (soft = hard) for the server process
         self.proc = None
+        self.started_once = False         # a restart must keep the port the clients know
 
     def _limit_files(self):
         import resource
@@ -253,9 +255,17 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self.port_chosen and not self.started_once and \
+                        "Address already in use" in self.log()[-300:]:
+                    # free_port() cannot reserve: on a busy machine another socket may
+                    # take the port before the server binds it; any free port will do
+                    self.log_file.close()
+                    self.port = free_port()
+                    return self.start(timeout)
                 raise RuntimeError("server exited: " + self.log())
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                self.started_once = True
                 return self
             except OSError:
                 time.sleep(0.05)
