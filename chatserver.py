@@ -4275,7 +4275,8 @@ class Chat:
             "room": self.mod.room, "muted": conn.device_hash in self.mod.muted,
             "limits": {"text": MAX_TEXT_BYTES, "chunk": MAX_PAYLOAD_BYTES,
                        "file": cfg.max_file_size, "ping_after": cfg.ping_after,
-                       "idle_timeout": cfg.idle_timeout}})
+                       "idle_timeout": cfg.idle_timeout,
+                       "edit_window": cfg.edit_window * 60.0}})
         # History goes last, spliced from the stored JSON without decoding it.
         return head[:-1] + b',"history":[' + ",".join(bodies).encode("utf-8") + b"]}"
 
@@ -8630,7 +8631,7 @@ function buildActions(m) {
   var btn = el('button', 'actbtn', '⋯'); btn.type = 'button';
   btn.setAttribute('aria-label', 'Actions for your message'); btn.setAttribute('aria-expanded', 'false');
   var menu = el('div', 'actmenu'); menu.hidden = true;
-  if (m.text && !m.file) {
+  if (m.text && !m.file && editable(m)) {
     var edit = el('button', null, 'Edit'); edit.type = 'button';
     edit.addEventListener('click', function () { menu.hidden = true; startEdit(m.id); });
     menu.appendChild(edit);
@@ -8646,6 +8647,13 @@ function buildActions(m) {
   });
   wrap.appendChild(btn); wrap.appendChild(menu);
   return wrap;
+}
+// Within the server's edit window (welcome.limits.edit_window, seconds; 0: off). A server
+// that does not say leaves the decision to it (edit_expired).
+function editable(m) {
+  var w = S.limits.edit_window;
+  if (typeof w !== 'number') return true;
+  return w > 0 && Date.now() - new Date(m.ts).getTime() < w * 1000;
 }
 function startEdit(id) {
   var node = S.byId.get(id);

@@ -8,7 +8,7 @@ app's logic depends on:
   names none, so it cannot be taken for the answer to a pending history request;
 - the liveness probe: a ping sent right after a reconnect-worthy pause (the app comes back to
   the foreground) is answered with a pong echoing `t`, before anything else;
-- a client that reconnects with `hello.session` of its previous welcome takes its nick over
+- a client that reconnects with its device key (`hello.device`) takes its nick over
   while the old connection still looks alive (the app reconnects after a dead probe);
 - `welcome.limits` carries the fields the app reads, and only adds fields (the app ignores
   unknown ones).
@@ -55,7 +55,7 @@ def test_the_resume_probe_is_answered_with_its_t(server):
     assert a.wait_for(lambda h: h["type"] == "pong", timeout=5) == {"type": "pong", "t": 7}
 
 
-def test_reconnecting_with_the_session_takes_the_nick_over(server):
+def test_reconnecting_with_the_device_key_takes_the_nick_over(server):
     """After a probe got no answer the app reconnects at once; the server may still think the
     old connection is alive, and the device key must win over it (no nick_owned)."""
     watcher = server.client("watcher")
@@ -74,3 +74,5 @@ def test_welcome_limits_has_the_fields_the_app_reads(server):
     for name in ("ping_after", "idle_timeout"):   # optional: defaults 30 s / 90 s in the app
         if name in limits:
             assert limits[name] > 0
+    # the app offers Edit within this many seconds of a message's ts (15 minutes by default)
+    assert limits["edit_window"] == 900.0

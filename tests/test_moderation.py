@@ -145,8 +145,10 @@ def test_edits_end_with_the_edit_window(make_server):
     err = alice.change("edit", sent["id"], "too late")
     assert err["code"] == "edit_expired" and "0.02 minutes" in err["message"], err
     assert alice.change("delete", sent["id"])["type"] == "change"    # deleting has no window
+    assert alice.welcome["limits"]["edit_window"] == pytest.approx(1.2)        # seconds, for the clients
     srv_off = make_server("--open", "--edit-window", "0")
     bob = srv_off.client("bob")
+    assert bob.welcome["limits"]["edit_window"] == 0
     sent = bob.say("no edits here")
     assert bob.change("edit", sent["id"], "x")["code"] == "edit_expired"
 

@@ -428,3 +428,20 @@ def test_the_history_export_opens_in_the_browser(browser, web_server, tmp_path):
         carol.close()
         alice.close()
         op.close()
+
+
+def test_the_menu_offers_edit_only_within_the_servers_edit_window(browser, make_server):
+    srv = make_server("--open", "--rate-limit", "0", "--edit-window", "0")
+    alice = WebUser(browser, srv.port, "alice").join()
+    carol = srv.client("carol")
+    try:
+        alice.say("set in stone")
+        sent = wait_tcp_msg(carol, "set in stone")
+        mine = message_node(alice, sent["id"])
+        mine.get_by_role("button", name="Actions for your message").click()
+        expect(mine.get_by_role("button", name="Delete")).to_be_visible()
+        expect(mine.get_by_role("button", name="Edit")).to_have_count(0)
+        alice.assert_clean()
+    finally:
+        carol.close()
+        alice.close()

@@ -132,7 +132,7 @@ class ServerLimits {
       file: _int(json['file'], 0),
       pingAfter: _seconds(json['ping_after'], defaultPingAfter),
       idleTimeout: _seconds(json['idle_timeout'], defaultIdleTimeout),
-      editWindow: _minutes(json['edit_window']),
+      editWindow: _window(json['edit_window']),
     );
   }
 
@@ -150,11 +150,10 @@ class ServerLimits {
   /// (`limits.idle_timeout`, seconds).
   final Duration idleTimeout;
 
-  /// How long after sending a message its text may be edited, when the
-  /// server announces it (`limits.edit_window`, minutes, as --edit-window;
-  /// 0: no editing). PROTOCOL.md does not list it in welcome.limits today:
-  /// then null, Edit is always offered and the server answers a late one
-  /// with `edit_expired`.
+  /// How long after its `ts` a message's text may be edited
+  /// (`limits.edit_window`, seconds; 0: editing is off) — PROTOCOL.md §4.
+  /// Null when an older server does not say: Edit is then always offered
+  /// and the server answers a late one with `edit_expired`.
   final Duration? editWindow;
 }
 
@@ -444,8 +443,8 @@ Duration _seconds(Object? value, Duration fallback) => value is num && value > 0
     : fallback;
 
 /// A number of minutes (0 or more) as a Duration; null when absent.
-Duration? _minutes(Object? value) => value is num && value >= 0
-    ? Duration(microseconds: (value * Duration.microsecondsPerMinute).round())
+Duration? _window(Object? value) => value is num && value >= 0
+    ? Duration(microseconds: (value * Duration.microsecondsPerSecond).round())
     : null;
 
 /// A history list: `msg` entries and, in resumed ranges, `change` entries.

@@ -81,6 +81,8 @@ void main() {
       expect(welcome.room.name, 'Class 4B');
       expect(welcome.room.locked, isFalse);
       expect(welcome.muted, isFalse);
+      expect(welcome.limits.editWindow, const Duration(minutes: 15),
+          reason: 'limits.edit_window is in seconds (900.0)');
       expect(welcome.history.single.id, 42);
     });
 
