@@ -3971,16 +3971,20 @@ class Moderation:
 
     def __init__(self, store):
         self.store = store
-        self.room = {"name": store.get_setting("room_name") or "",
-                     "topic": store.get_setting("room_topic") or "",
-                     "locked": store.get_setting("room_locked") == "1"}
         self.events = collections.deque(maxlen=OPERATOR_EVENTS_KEPT)
+        self.room = {}
         self.muted = set()              # key hashes of muted devices
         self.bans = []                  # sanction rows of bans
         self.reload()
 
     def reload(self):
-        rows = self.store.sanctions()
+        """Read the mirror again from the store (at start, and after a turn was rolled back:
+        memory must never hold a decision the disk does not)."""
+        store = self.store
+        self.room = {"name": store.get_setting("room_name") or "",
+                     "topic": store.get_setting("room_topic") or "",
+                     "locked": store.get_setting("room_locked") == "1"}
+        rows = store.sanctions()
         self.muted = {r["value"] for r in rows if r["kind"] == MessageStore.MUTE}
         self.bans = [r for r in rows if r["kind"] != MessageStore.MUTE]
 
@@ -4158,6 +4162,7 @@ class Chat:
         self.files.undo_turn()
         STORAGE_LOG.warning("storage", "the history database could not be written (%s); this "
                             "turn's messages were refused with disk_full", exc)
+        self.reload_decisions()
         for on_fail in self.outbox.drop_durable():
             if callable(on_fail):
                 on_fail()
@@ -4166,6 +4171,17 @@ class Chat:
                 self.reject(conn, ChatError("disk_full", "The server could not store this "
                                             "(%s); nothing was sent." % _storage_reason(exc),
                                             ref))
+
+    def reload_decisions(self):
+        """The operator's decisions of a rolled-back turn are undone in memory too: the room,
+        bans and mutes, and a rotated pairing token, as the store has them."""
+        try:
+            self.mod.reload()
+            if self.token is not None:
+                self.token = self.store.get_setting("pairing_token") or self.token
+        except sqlite3.Error as exc:
+            STORAGE_LOG.warning("storage_reload", "could not read the operator's settings "
+                                "back (%s)", exc)
 
     def reject(self, conn, err, ref=None):
         CLIENT_LOG.log(logging.WARNING if err.fatal else logging.INFO, err.code,
@@ -5935,11 +5951,34 @@ class HttpConnection:
             raise HttpError(400, "The body is not JSON.", code="bad_json") from None
         action = req.path[len("/admin/api/"):]
         log.info("operator: %s", action)
-        # run() makes what the action sends wait for the turn's commit, like a client's
-        answer = self.chat.run(lambda: None, self.site.operator.perform, action, parsed)
-        if answer is None:
-            raise HttpError(507, "The server could not store this.", code="disk_full")
-        self.respond_json(200, answer)
+
+        keep_alive = req.keep_alive
+
+        def answer(result):
+            self.busy = False
+            self.respond_json(200, result, keep_alive)
+            # the next request is a turn of its own, so that what it stores is committed
+            # before it is delivered (this runs while the turn's output is delivered)
+            self.conn.loop.call_later(0, lambda now: self.take_next_request())
+
+        def refused():
+            self.busy = False
+            self.fail(HttpError(507, "The server could not store this; nothing changed.",
+                                code="disk_full"))
+
+        def perform():
+            result = self.site.operator.perform(action, parsed)
+            self.chat.outbox.call(lambda: answer(result))
+            return result
+        # Like a client's message, the answer waits for the turn's commit (run() makes it
+        # durable): "200 OK" means stored; a failed commit answers 507 instead. Requests
+        # pipelined behind it wait their turn meanwhile (RFC 9112 9.3.2).
+        self.busy = True
+        try:
+            self.chat.run(refused, perform)
+        except BaseException:
+            self.busy = False
+            raise
 
     def get_operator_page(self, req):
         self.respond(200, ADMIN_PAGE_HTML, "text/html; charset=utf-8", [
@@ -6122,6 +6161,12 @@ class HttpConnection:
         self.conn.http_download = None
         if not self.keep_alive_after:
             self.conn.close_when_done("quit")
+            return
+        self.take_next_request()
+
+    def take_next_request(self):
+        """An answer that kept later requests waiting went out: on to what came meanwhile."""
+        if self.conn.state != OPEN:
             return
         pending, self.pending = self.pending, []
         self.dispatch(pending)

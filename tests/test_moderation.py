@@ -632,3 +632,70 @@ def test_the_operator_page_is_refused_to_a_peer_on_the_network(make_server, lan_
     state = op.state()
     assert [u["nick"] for u in state["users"]] == ["alice"]
     assert alice.say("the chat goes on")["type"] == "msg"
+
+
+@pytest.fixture
+def in_process(tmp_path):
+    """A Server in a thread of the test (so its store can fail on purpose); its port."""
+    import threading
+    servers = []
+
+    def start(**options):
+        srv = cs.Server(cs.Config(host="127.0.0.1", port=0, data_dir=str(tmp_path / "d"),
+                                  rate_limit=0, **options))
+        port = srv.listen()[1]
+        loop = threading.Thread(target=srv.serve_forever, daemon=True)
+        loop.start()
+        servers.append((srv, loop))
+        return srv, port
+    yield start
+    for srv, loop in servers:
+        srv.stop()
+        loop.join(10)
+        assert not loop.is_alive()
+
+
+def failing_commits(srv):
+    """Make every commit of a turn that wrote something fail as a full disk does."""
+    import sqlite3
+    real_commit = srv.store.commit
+
+    def commit():
+        if srv.store.in_transaction:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_commit()
+    srv.store.commit = commit
+    return real_commit
+
+
+def test_the_operators_ok_comes_after_the_commit_and_a_failed_one_is_507(in_process):
+    """'200 OK' means stored: the answer waits for the turn's commit like a client's ack. A
+    commit that fails (disk full) answers 507 disk_full, and nobody hears of the change."""
+    srv, port = in_process(open=True)
+    alice = ChatClient(port)
+    alice.hello("alice")
+    op = Operator(port)
+    real_commit = failing_commits(srv)
+    status, answer = op.act("room", name="Class 4B")
+    srv.store.commit = real_commit
+    assert status == 507 and answer["error"] == "disk_full", (status, answer)
+    assert [h for h in alice.drain(0.3) if h["type"] == "room"] == []
+    assert op.state()["room"]["name"] == ""                 # nothing changed, not in memory either
+    # the same request with a disk that works: stored, answered, heard by everyone
+    assert op.act("room", name="Class 4B") == (200, {"ok": True, "room": {
+        "name": "Class 4B", "topic": "", "locked": False}})
+    assert alice.wait_for("room")["name"] == "Class 4B"
+    assert alice.say("still here")["type"] == "msg"
+
+
+def test_a_token_rotation_that_could_not_be_stored_keeps_the_old_token(in_process):
+    srv, port = in_process(open=False)
+    token = srv.chat.token
+    op = Operator(port)
+    real_commit = failing_commits(srv)
+    status, answer = op.act("rotate_token")
+    srv.store.commit = real_commit
+    assert status == 507 and answer["error"] == "disk_full", (status, answer)
+    assert srv.chat.token == token
+    assert ChatClient(port).hello("alice", token=token)["type"] == "welcome"
+    assert token in op.state()["pairing_url"]

@@ -906,3 +906,17 @@ mutation("clear_without_confirmation",
          '        if False:',
          M + "test_clear_removes_everything_and_resuming_clients_learn_it",
          "one stray click on the operator page wipes the class's history")
+
+mutation("operator_ok_before_commit",
+         "            self.chat.outbox.call(lambda: answer(result))\n",
+         "            self.busy = False\n"
+         "            self.respond_json(200, result, keep_alive)\n",
+         M + "test_the_operators_ok_comes_after_the_commit_and_a_failed_one_is_507",
+         "the organiser is told 'done' for a change that a full disk never stored")
+
+mutation("decisions_kept_after_rollback",
+         "        self.reload_decisions()\n",
+         "",
+         M + "test_a_token_rotation_that_could_not_be_stored_keeps_the_old_token",
+         "a token rotation that failed to store works until the next start, then the old "
+         "code is back")
