@@ -7,6 +7,7 @@ import io
 import sys
 import json
 import os
+import re
 import socket
 import time
 import zipfile
@@ -699,3 +700,32 @@ def test_a_token_rotation_that_could_not_be_stored_keeps_the_old_token(in_proces
     assert srv.chat.token == token
     assert ChatClient(port).hello("alice", token=token)["type"] == "welcome"
     assert token in op.state()["pairing_url"]
+
+
+def test_pipelined_operator_requests_are_answered_in_order(server):
+    alice = server.client("alice")
+    op = server.operator()
+
+    def request(body):
+        data = json.dumps(body).encode()
+        return ("POST /admin/api/room HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                "Content-Length: %d\r\n\r\n" % (server.port, op.key, len(data))).encode() + data
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(request({"name": "first"}) + request({"name": "second"}) +
+                  b"GET /admin/api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                  + op.key.encode() + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    statuses = re.findall(rb"HTTP/1.1 (\d+)", data)
+    assert statuses == [b"200", b"200", b"200"], data[:400]
+    first, second = data.index(b'"first"'), data.index(b'"second"')
+    assert first < second
+    state = json.loads(data[data.rindex(b"\r\n\r\n") + 4:])   # the state, asked last
+    assert state["room"]["name"] == "second"
+    assert [h["name"] for h in alice.drain(0.5) if h["type"] == "room"] == ["first", "second"]
+    assert alice.say("fine")["type"] == "msg"
