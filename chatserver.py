@@ -9545,6 +9545,10 @@ table {
   border-collapse: collapse;
   width: 100%;
 }
+th {
+  text-align: left;
+  padding: .4rem;
+}
 td {
   border-bottom: 1px solid #8884;
   padding: .4rem;
@@ -9557,14 +9561,17 @@ td:first-child {
 </style>
 </head>
 <body>
+<main>
 <h1>{{title}}</h1>
 <p>{{topic}}</p>
 <p><small>Exported {{exported}} UTC</small></p>
 <table>
+<thead><tr><th scope="col">Time (UTC)</th><th scope="col">From</th><th scope="col">Message</th></tr></thead>
 <tbody>
 {{rows}}
 </tbody>
 </table>
+</main>
 </body>
 </html>
 """

@@ -21,10 +21,12 @@ import zipfile
 import pytest
 
 from chatclient import ChatClient
-from test_web_e2e import (UI_TIMEOUT_MS, WebUser, _need, browser, expect,  # noqa: F401
+from test_web_e2e import (ROOT, UI_TIMEOUT_MS, WebUser, _need, browser, expect,  # noqa: F401
                           tcp_msgs, wait_tcp_msg, web_server)
 
 DESKTOP = {"width": 1280, "height": 900}
+AXE_JS = os.path.join(ROOT, ".venv", "node", "node_modules", "axe-core", "axe.min.js")
+AXE_RULES = ["wcag2a", "wcag2aa", "wcag21aa", "best-practice"]
 
 
 class OperatorPage(WebUser):
@@ -445,3 +447,55 @@ def test_the_menu_offers_edit_only_within_the_servers_edit_window(browser, make_
     finally:
         carol.close()
         alice.close()
+
+
+def axe_violations(page):
+    """axe-core's WCAG 2.1 AA and best-practice findings on the page as it is now."""
+    with open(AXE_JS, encoding="utf-8") as f:
+        page.add_script_tag(content=f.read())
+    return page.evaluate(
+        "async rules => (await axe.run(document, {runOnly: rules})).violations.map(v => "
+        "({id: v.id, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.html.slice(0, 160))}))",
+        AXE_RULES)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_organisers_pages_and_the_new_controls_pass_axe(browser, make_server, scheme):
+    _need(os.path.exists(AXE_JS), "axe-core is not installed (bash tests/run.sh installs it "
+          "with npm)")
+    srv = make_server("--open", "--rate-limit", "0")
+    carol = srv.client("carol")
+    carol.say("a message from carol")
+    # the injected rules are a script the pages' CSP would refuse, as it refuses any other
+    organiser = browser.new_context(viewport=DESKTOP, color_scheme=scheme, bypass_csp=True)
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme=scheme,
+                                bypass_csp=True)
+    try:
+        found = {}
+        page = organiser.new_page()
+        for path in ("/admin", "/admin/export.html", "/pair"):
+            page.goto("http://127.0.0.1:%d%s" % (srv.port, path))
+            if path == "/admin":
+                expect(page.locator("#users tbody tr", has_text="carol")).to_be_visible()
+            found[path] = axe_violations(page)
+        chat = phone.new_page()
+        chat.goto("http://127.0.0.1:%d/" % srv.port)
+        dialog = chat.get_by_role("dialog", name="Join LAN Chat")
+        dialog.get_by_label("Nickname").fill("alice")
+        dialog.get_by_role("button", name="Join").click()
+        expect(chat.get_by_role("status")).to_be_hidden()
+        chat.get_by_role("textbox", name="Message").fill("mine to change")
+        chat.get_by_role("button", name="Send").click()
+        mine = chat.locator("#log .m.me[data-id]").last
+        mine.get_by_role("button", name="Actions for your message").click()
+        found["chat, own message menu"] = axe_violations(chat)
+        mine.get_by_role("button", name="Edit").click()
+        found["chat, editing"] = axe_violations(chat)
+        srv.operator().act("mute", nick="alice")
+        expect(chat.get_by_role("textbox", name="Message", exact=True)).to_be_disabled()
+        found["chat, muted"] = axe_violations(chat)
+        assert {view: v for view, v in found.items() if v} == {}
+    finally:
+        carol.close()
+        organiser.close()
+        phone.close()
