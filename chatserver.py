@@ -27,6 +27,7 @@ import collections
 import datetime
 import email.utils
 import errno
+import gzip
 import hashlib
 import heapq
 import html
@@ -88,6 +89,15 @@ OPERATOR_EVENTS_KEPT = 50             # recent events the operator page lists
 OPERATOR_RECENT_MESSAGES = 30         # newest messages the operator page lists
 EXPORT_POLL_SECONDS = 0.05            # how often the loop looks whether a zip export is done
 WELCOME_USERS_MAX = 500               # nicks listed in welcome.users
+REPLY_QUOTE_CHARS = 200               # of the original's text, in a reply's quote
+MAX_MENTIONS = 20                     # @nicks listed per message
+MAX_REACTION_CHARS = 8                # code points of one reaction (an emoji sequence)
+MAX_REACTION_BYTES = 32
+MAX_SEARCH_CHARS = 200                # of a search request's text
+SEARCH_INDEX_EVERY = 1.0              # seconds between two writes of new messages to the index
+SEARCH_INDEX_BATCH = 512              # ... or this many new messages, whichever comes first
+SEARCH_PAGE_DEFAULT = 20
+SEARCH_PAGE_MAX = 50
 
 # Flood control: token bucket per connection (messages per second, burst).
 DEFAULT_RATE_LIMIT = 20.0
@@ -3001,7 +3011,8 @@ class MessageStore:
             body TEXT NOT NULL,
             sender_id INTEGER,
             recipient_id INTEGER,
-            kind INTEGER NOT NULL DEFAULT 0
+            kind INTEGER NOT NULL DEFAULT 0,
+            reply_to INTEGER
         );
         CREATE TABLE IF NOT EXISTS files (
             id TEXT PRIMARY KEY,
@@ -3059,21 +3070,32 @@ class MessageStore:
     KIND_MESSAGE, KIND_CHANGE = 0, 1
     # sanctions.kind: what the operator put on a device (its key hash) or an address
     BAN_DEVICE, BAN_ADDRESS, MUTE = "ban_device", "ban_address", "mute"
-    SCHEMA_VERSION = 3          # 1: nick strings own everything; 2: identities; 3: changes
+    SCHEMA_VERSION = 4          # 1: nick strings own everything; 2: identities; 3: changes;
+    #                             4: replies (and the search index, which has its own mark)
     # added by version 2 to tables of version 1: (table, column)
     IDENTITY_COLUMNS = (("messages", "sender_id"), ("messages", "recipient_id"),
                         ("files", "sender_id"), ("files", "recipient_id"),
                         ("uploads", "owner_id"), ("uploads", "recipient_id"))
-    # added by version 3: (table, column, declaration)
-    CHANGE_COLUMNS = (("messages", "kind", "INTEGER NOT NULL DEFAULT 0"),)
+    # added by versions 3 and 4: (table, column, declaration)
+    CHANGE_COLUMNS = (("messages", "kind", "INTEGER NOT NULL DEFAULT 0"),
+                      ("messages", "reply_to", "INTEGER"))
     INDEXES = """
         DROP INDEX IF EXISTS messages_sender_cid;
         CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_id_cid ON messages(sender_id, cid);
+        CREATE INDEX IF NOT EXISTS messages_reply_to ON messages(reply_to)
+            WHERE reply_to IS NOT NULL;
     """
+    # The search index (docs/PROTOCOL.md section 12): FTS5 where this SQLite has it, else a
+    # plain table searched with LIKE. Rows: the message id and the text that is searched.
+    SEARCH_FTS, SEARCH_PLAIN = "fts5", "plain"
 
-    def __init__(self, path, synchronous="FULL"):
+    def __init__(self, path, synchronous="FULL", search=None):
         self.path = path
         self.db = None
+        self.search_kind = None     # SEARCH_FTS or SEARCH_PLAIN, once the index is open
+        # (id, text) of new messages not in the search index yet: written in batches (a timer,
+        # SEARCH_INDEX_BATCH, or before a search), as FTS5's cost is mostly per write
+        self.to_index = []
         self.writes = 0             # write calls so far: a request that made one is durable
         try:
             if path != ":memory:":
@@ -3087,6 +3109,7 @@ class MessageStore:
                             % ("FULL" if synchronous == "FULL" else "NORMAL"))
             self.db.executescript(self.SCHEMA)
             self._upgrade()
+            self._open_search_index(search)
             row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
         except (sqlite3.DatabaseError, OSError) as exc:   # locked, not a database, read-only
             if self.db is not None:
@@ -3106,7 +3129,7 @@ class MessageStore:
             self.db.executescript(self.INDEXES)
             return
         if version >= 2:
-            self._add_change_columns()
+            self._add_change_columns()      # versions 2 and 3: the columns they lack
             return
         self.db.execute("BEGIN IMMEDIATE")
         for table, column, declaration in self.CHANGE_COLUMNS:
@@ -3156,7 +3179,7 @@ class MessageStore:
             self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, declaration))
 
     def _add_change_columns(self):
-        """Version 2 to 3: every stored row is a message (kind 0), nothing else changes."""
+        """Version 2 or 3 to 4: every stored row is a message (kind 0) answering none."""
         self.db.execute("BEGIN IMMEDIATE")
         for table, column, declaration in self.CHANGE_COLUMNS:
             self._add_column(table, column, declaration)
@@ -3164,6 +3187,86 @@ class MessageStore:
                         ("schema_version", str(self.SCHEMA_VERSION)))
         self.db.execute("COMMIT")
         self.db.executescript(self.INDEXES)
+
+    def _open_search_index(self, wanted=None):
+        """Open the search index (FTS5 where this SQLite has it; `wanted` forces a kind), and
+        build it from the history when it is new or was made by the other kind (the data
+        folder moved to a Python whose SQLite lacks FTS5, or back)."""
+        kind = wanted or self.SEARCH_FTS
+        if kind == self.SEARCH_FTS:
+            try:
+                # detail=none: the index keeps which messages hold a word, not where;
+                # enough for "every word, as a prefix", and the cheapest to write per message
+                self.db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING "
+                                "fts5(text, tokenize='unicode61 remove_diacritics 2', "
+                                "detail=none)")
+            except sqlite3.OperationalError:        # no such module: fts5
+                kind = self.SEARCH_PLAIN
+        if kind == self.SEARCH_PLAIN:
+            self.db.execute("CREATE TABLE IF NOT EXISTS search_plain "
+                            "(id INTEGER PRIMARY KEY, text TEXT NOT NULL)")
+        self.search_kind = kind
+        if self.get_setting("search_index") == kind:
+            self._index_missing()
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        table = self._search_table()
+        self.db.execute("DELETE FROM %s" % table)
+        count = 0
+        for row in self.db.execute("SELECT id, body FROM messages WHERE kind=0").fetchall():
+            text = searchable_text(json.loads(row["body"]))
+            if text:
+                self._index(row["id"], text)
+                count += 1
+        self._flush_index()
+        self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                        ("search_index", kind))
+        self.db.execute("COMMIT")
+        if count:
+            log.info("search index (%s) built for %d messages", kind, count)
+
+    def _index_missing(self):
+        """Messages stored after the last write to the index (a stop or a crash before the
+        timer ran): indexed now."""
+        column = "rowid" if self.search_kind == self.SEARCH_FTS else "id"
+        newest = self.db.execute("SELECT MAX(%s) FROM %s" % (column, self._search_table())
+                                 ).fetchone()[0] or 0
+        rows = self.db.execute("SELECT id, body FROM messages WHERE kind=0 AND id > ?",
+                               (newest,)).fetchall()
+        missing = [(row["id"], searchable_text(json.loads(row["body"]))) for row in rows]
+        missing = [(i, text) for i, text in missing if text]
+        if missing:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.to_index = missing
+            self._flush_index()
+            self.db.execute("COMMIT")
+
+    def _search_table(self):
+        return "search_fts" if self.search_kind == self.SEARCH_FTS else "search_plain"
+
+    def _index(self, msg_id, text):
+        self.to_index.append((msg_id, text))
+        if len(self.to_index) >= SEARCH_INDEX_BATCH:
+            self._flush_index()
+
+    def index_pending(self):
+        """Write the new messages to the search index (in the turn's transaction)."""
+        if self.to_index:
+            self.begin()
+            self._flush_index()
+
+    def _flush_index(self):
+        if self.to_index:
+            column = "rowid" if self.search_kind == self.SEARCH_FTS else "id"
+            rows, self.to_index = self.to_index, []
+            self.db.executemany("INSERT INTO %s (%s, text) VALUES (?, ?)"
+                                % (self._search_table(), column), rows)
+
+    def _unindex(self, msg_id):
+        self.index_pending()
+        column = "rowid" if self.search_kind == self.SEARCH_FTS else "id"
+        self.db.execute("DELETE FROM %s WHERE %s=?" % (self._search_table(), column),
+                        (msg_id,))
 
     def _lock_exclusively(self):
         """Hold the database's write lock for as long as the server runs.
@@ -3212,6 +3315,8 @@ class MessageStore:
                 pass
         row = self.db.execute("SELECT MAX(id) FROM messages").fetchone()
         self.last_id = row[0] or 0
+        # what waited for the index from earlier turns is stored; this turn's is gone
+        self.to_index = [entry for entry in self.to_index if entry[0] <= self.last_id]
 
     def close(self):
         try:
@@ -3223,18 +3328,19 @@ class MessageStore:
 
     # -- messages -------------------------------------------------------------
 
-    def add_message(self, sender, recipient, cid, build_body):
+    def add_message(self, sender, recipient, cid, build_body, reply_to=None, search_text=""):
         """Store a message under the next id; `build_body(id)` returns its JSON text.
-        sender, recipient: (uid, nick key) of identities (recipient None: everyone).
+        sender, recipient: (uid, nick key) of identities (recipient None: everyone);
+        reply_to: the id of the message it answers; search_text: what search finds it by.
         Returns (id, body, is_new): a repeated (sender uid, cid) gives the original back."""
         self.begin()
         msg_id = self.last_id + 1
         body = build_body(msg_id)
         try:
             self.db.execute("INSERT INTO messages (id, sender_key, recipient_key, cid, body, "
-                            "sender_id, recipient_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            "sender_id, recipient_id, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (msg_id, sender[1], recipient[1] if recipient else None, cid, body,
-                             sender[0], recipient[0] if recipient else None))
+                             sender[0], recipient[0] if recipient else None, reply_to))
         except sqlite3.IntegrityError:   # the unique (sender, cid) index: a resend
             existing = self.db.execute(
                 "SELECT id, body FROM messages WHERE sender_id=? AND cid=?",
@@ -3243,6 +3349,8 @@ class MessageStore:
                 raise
             return existing["id"], existing["body"], False
         self.last_id = msg_id
+        if search_text:
+            self._index(msg_id, search_text)
         return msg_id, body, True
 
     def find_message(self, sender_uid, cid):
@@ -3279,9 +3387,57 @@ class MessageStore:
         found["msg"] = json.loads(row["body"])
         return found
 
-    def rewrite_message(self, msg_id, body):
+    def rewrite_message(self, msg_id, body, search_text=None):
+        """Store a message's new JSON; `search_text` (not None): what search finds it by
+        now ("" for a removed message: nothing)."""
         self.begin()
         self.db.execute("UPDATE messages SET body=? WHERE id=?", (body, msg_id))
+        if search_text is not None:
+            self._unindex(msg_id)
+            if search_text:             # at once: only new ids are caught up at a start
+                self.to_index.append((msg_id, search_text))
+                self._flush_index()
+
+    def replies_to(self, msg_id):
+        """(id, decoded JSON) of the stored messages that answer message `msg_id`."""
+        return [(row[0], json.loads(row[1])) for row in self.db.execute(
+            "SELECT id, body FROM messages WHERE reply_to=? AND kind=0", (msg_id,))]
+
+    def search(self, reader_uid, words, limit, before=None, from_uid=None, with_uid=None):
+        """Messages visible to `reader_uid` whose text holds every word, newest first (at
+        most `limit`), and whether older matches exist. Words: non-empty, already trimmed."""
+        where = ["m.kind = 0", "(m.recipient_id IS NULL OR m.recipient_id = ? OR "
+                 "m.sender_id = ?)"]
+        args = [reader_uid, reader_uid]
+        if before is not None:
+            where.append("m.id < ?")
+            args.append(before)
+        if from_uid is not None:
+            where.append("m.sender_id = ?")
+            args.append(from_uid)
+        if with_uid is not None:
+            where.append("((m.sender_id = ? AND m.recipient_id = ?) OR "
+                         "(m.sender_id = ? AND m.recipient_id = ?))")
+            args += [reader_uid, with_uid, with_uid, reader_uid]
+        self.index_pending()
+        if self.search_kind == self.SEARCH_FTS:
+            # every token of every word, as a quoted prefix: FTS5 syntax stays text, and one
+            # token per term is all an index without positions (detail=none) can answer
+            tokens = dict.fromkeys(t for w in words for t in _SEARCH_TOKEN.findall(w))
+            if not tokens:
+                return [], False
+            match = " ".join('"%s"*' % t for t in tokens)
+            query = ("SELECT m.id, m.body FROM search_fts s JOIN messages m ON m.id = s.rowid "
+                     "WHERE search_fts MATCH ? AND %s ORDER BY m.id DESC LIMIT ?")
+            args = [match] + args
+        else:
+            like = " AND ".join(["s.text LIKE ? ESCAPE '\\'"] * len(words))
+            query = ("SELECT m.id, m.body FROM search_plain s JOIN messages m ON m.id = s.id "
+                     "WHERE " + like + " AND %s ORDER BY m.id DESC LIMIT ?")
+            args = ["%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                    + "%" for w in words] + args
+        rows = self.db.execute(query % " AND ".join(where), args + [limit + 1]).fetchall()
+        return [row[1] for row in rows[:limit]], len(rows) > limit
 
     def add_change(self, target, build_body):
         """Store a change under the next id, visible to whoever sees `target` (a row of
@@ -3305,6 +3461,8 @@ class MessageStore:
         self.begin()
         file_ids = [row[0] for row in self.db.execute("SELECT id FROM files")]
         self.db.execute("DELETE FROM messages WHERE id < ?", (msg_id,))
+        self.to_index = []
+        self.db.execute("DELETE FROM %s" % self._search_table())
         self.db.execute("DELETE FROM files")
         return file_ids
 
@@ -3808,6 +3966,66 @@ class FileStore:
                 self.fds.release()
 
 
+def searchable_text(msg):
+    """What search finds a stored message by: its text, and a file's name (section 12)."""
+    if "file" not in msg and "deleted" not in msg:      # a plain message: the hot path
+        return msg.get("text") or ""
+    if msg.get("deleted"):
+        return ""
+    parts = [msg.get("text") or ""]
+    if isinstance(msg.get("file"), dict):
+        parts.append(str(msg["file"].get("name") or ""))
+    return " ".join(p for p in parts if p)
+
+
+def reply_quote(msg):
+    """The quote a reply carries of the message it answers (docs/PROTOCOL.md section 12)."""
+    if msg.get("deleted"):
+        return {"id": msg["id"], "from": msg.get("from", ""), "text": "", "deleted": True}
+    text = msg.get("text") or ""
+    if not text and isinstance(msg.get("file"), dict):
+        text = str(msg["file"].get("name") or "")
+    return {"id": msg["id"], "from": msg.get("from", ""), "text": text[:REPLY_QUOTE_CHARS]}
+
+
+# the runs of letters and digits FTS5's unicode61 tokenizer makes of a search word
+_SEARCH_TOKEN = re.compile(r"[^\W_]+")
+# "@nick" runs to a space, the end, or punctuation that ends a sentence or a bracket
+_MENTION = re.compile(r"@([^\s,.;:!?)\]}'\"@]+)")
+
+
+def mention_candidates(text):
+    """The strings written as @nick in a text, each once, in order (at most MAX_MENTIONS)."""
+    if "@" not in text:                  # the common case, on the hot path
+        return []
+    found = []
+    for match in _MENTION.finditer(text):
+        name = match.group(1)
+        if name not in found:
+            found.append(name)
+            if len(found) == MAX_MENTIONS:
+                break
+    return found
+
+
+_EMOJI_JOINERS = ("\u200d", "\ufe0f")
+
+
+def valid_reaction(emoji):
+    """An emoji for `react`: 1-8 code points, at most 32 bytes, and no letter, digit,
+    control, space or format character (but the joiner and variation selector emoji use)."""
+    if not isinstance(emoji, str) or not 1 <= len(emoji) <= MAX_REACTION_CHARS or \
+            len(emoji.encode("utf-8", "surrogatepass")) > MAX_REACTION_BYTES:
+        return False
+    for ch in emoji:
+        if ch in _EMOJI_JOINERS:
+            continue
+        category = unicodedata.category(ch)
+        if category[0] in "LNZ" or category in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            return False
+    return True
+
+
 def _body_with_uid(body, uid):
     """A stored msg JSON with its sender's `uid` after `from` (the upgrade to identities)."""
     msg = json.loads(body)
@@ -3917,6 +4135,8 @@ HANDLERS = {
     "download_cancel": Handler("on_download_cancel", rate_limited=False),
     "delete": Handler("on_delete"),
     "edit": Handler("on_edit"),
+    "react": Handler("on_react"),
+    "search": Handler("on_search"),
 }
 
 
@@ -4347,8 +4567,11 @@ class Chat:
                             cid)
         self.check_not_muted(conn, cid)
         target = self.recipient(h, cid)
+        answered = None
+        if h.get("reply_to") is not None:
+            answered = self.visible_message(conn.uid, {"id": h["reply_to"], "cid": cid})
         self.check_disk_floor(cid)
-        self.post(conn, cid, target, {"text": text})
+        self.post(conn, cid, target, {"text": text}, reply_to=answered)
 
     def check_not_muted(self, conn, ref):
         if conn.device_hash in self.mod.muted:
@@ -4362,12 +4585,21 @@ class Chat:
         if self.files.free < self.disk_floor:
             raise ChatError("disk_full", "The server's disk is full; nothing was stored.", ref)
 
-    def post(self, conn, cid, target, fields, recipient_name=None, recipient_uid=None):
-        """Store a message and queue it for everyone concerned (sender included: the ack)."""
+    def post(self, conn, cid, target, fields, recipient_name=None, recipient_uid=None,
+             reply_to=None):
+        """Store a message and queue it for everyone concerned (sender included: the ack).
+        reply_to: the stored row of the message it answers (section 12)."""
         to = target.nick if target is not None else recipient_name
         recipient = (recipient_uid if target is None else target.uid, nick_key(to)) \
             if to is not None else None
         now = time.time()
+        if reply_to is not None:
+            fields["reply_to"] = self.quote_for(conn, recipient, reply_to, cid)
+        text = fields.get("text") or ""
+        if "@" in text:
+            mentions = self.mentions(text, conn.uid, recipient)
+            if mentions:
+                fields["mentions"] = mentions
 
         def build_body(msg_id):
             # the JSON of {"type":"msg","id","ts","from",**fields,"cid"[,"to"]}, built as
@@ -4378,8 +4610,10 @@ class Chat:
                                        _json_encoder.encode(v)) for k, v in fields.items()]),
                 _json_str(cid), ',"to":' + _json_str(to) if to is not None else "")
 
-        msg_id, body, is_new = self.store.add_message((conn.uid, conn.key), recipient, cid,
-                                                      build_body)
+        msg_id, body, is_new = self.store.add_message(
+            (conn.uid, conn.key), recipient, cid, build_body,
+            reply_to=reply_to["id"] if reply_to is not None else None,
+            search_text=searchable_text(fields))
         raw = body.encode("utf-8")
         conn.sent += is_new
         if not is_new:
@@ -4392,6 +4626,29 @@ class Chat:
                 targets.append(target)
             self.outbox.send(tuple(targets), raw)
         return raw
+
+    def quote_for(self, conn, recipient, row, cid):
+        """The quote of `row` for a new message to `recipient` (None: everyone). A direct
+        message is answered in its own conversation only: quoting it anywhere else would
+        show it to someone who is not one of its two parties."""
+        if row["recipient_id"] is not None and \
+                {row["sender_id"], row["recipient_id"]} != {conn.uid, recipient and recipient[0]}:
+            raise ChatError("unknown_message", "Message %d belongs to another conversation: "
+                            "answer it there." % row["id"], cid)
+        return reply_quote(row["msg"])
+
+    def mentions(self, text, sender_uid, recipient):
+        """The nicks of existing identities written as @nick (display spelling); in a direct
+        message only its two parties."""
+        found = []
+        for name in mention_candidates(text):
+            claim = self.store.claim_of(nick_key(name))
+            if claim is None or claim["nick"] in found:
+                continue
+            if recipient is not None and claim["id"] not in (sender_uid, recipient[0]):
+                continue
+            found.append(claim["nick"])
+        return found
 
     def on_history(self, conn, h, payload):
         before = _opt_int(h, "before", None, 0, MAX_MESSAGE_ID)
@@ -4461,7 +4718,8 @@ class Chat:
         self.check_disk_floor(cid)
         now = utc_timestamp()
         msg = dict(row["msg"], text=text, edited=now)
-        self.store.rewrite_message(row["id"], _json_encoder.encode(msg))
+        self.store.rewrite_message(row["id"], _json_encoder.encode(msg), searchable_text(msg))
+        self.requote(msg)
         self.publish_change(row, {"change": "edit", "target": row["id"], "by": "sender",
                                   "text": text, "edited": now})
 
@@ -4471,11 +4729,78 @@ class Chat:
         tombstone = {k: v for k, v in msg.items() if k not in ("file", "edited")}
         tombstone["text"] = ""
         tombstone["deleted"] = by
-        self.store.rewrite_message(row["id"], _json_encoder.encode(tombstone))
+        tombstone.pop("reactions", None)
+        self.store.rewrite_message(row["id"], _json_encoder.encode(tombstone), "")
+        self.requote(tombstone)
         if isinstance(msg.get("file"), dict) and isinstance(msg["file"].get("id"), str):
             self.files.remove([msg["file"]["id"]])
         log.info("message %d removed by its %s", row["id"], by)
         self.publish_change(row, {"change": "delete", "target": row["id"], "by": by})
+
+    def requote(self, msg):
+        """The stored replies to `msg` quote it as it is now (edited, or removed). Clients
+        apply the change to the quotes they hold; histories read the stored replies."""
+        quote = reply_quote(msg)
+        for reply_id, reply in self.store.replies_to(msg["id"]):
+            if reply.get("reply_to") != quote:
+                reply["reply_to"] = quote
+                self.store.rewrite_message(reply_id, _json_encoder.encode(reply))
+
+    def on_react(self, conn, h, payload):
+        cid = _opt_str(h, "cid", MAX_CID_CHARS)
+        emoji = h.get("emoji")
+        if emoji != "" and not valid_reaction(emoji):
+            raise bad_request("'emoji' must be one emoji (at most %d characters and %d bytes, "
+                              "no letters, digits or spaces), or \"\" to remove yours."
+                              % (MAX_REACTION_CHARS, MAX_REACTION_BYTES), cid)
+        self.check_not_muted(conn, cid)
+        row = self.visible_message(conn.uid, h)
+        msg = row["msg"]
+        before = msg.get("reactions") or {}
+        after = {e: [u for u in uids if u != conn.uid] for e, uids in before.items()}
+        if emoji:
+            after.setdefault(emoji, []).append(conn.uid)
+        after = {e: uids for e, uids in after.items() if uids}
+        if after == before:
+            return                          # nothing changes: nothing is stored or sent
+        self.check_disk_floor(cid)
+        if after:
+            msg["reactions"] = after
+        else:
+            msg.pop("reactions", None)
+        self.store.rewrite_message(row["id"], _json_encoder.encode(msg))
+        self.publish_change(row, {"change": "react", "target": row["id"], "uid": conn.uid,
+                                  "emoji": emoji, "reactions": after})
+
+    def on_search(self, conn, h, payload):
+        cid = _req_str(h, "cid", MAX_CID_CHARS)
+        text = h.get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_SEARCH_CHARS:
+            raise bad_request("'text' must be 1-%d characters to look for." % MAX_SEARCH_CHARS,
+                              cid)
+        words = [w for w in text.split() if any(ch.isalnum() for ch in w)]
+        if not words:
+            raise bad_request("Search for a word (letters or digits).", cid)
+        limit = _opt_int(h, "limit", SEARCH_PAGE_DEFAULT, 1, SEARCH_PAGE_MAX, cid)
+        before = _opt_int(h, "before", None, 1, MAX_MESSAGE_ID, cid)
+        from_uid = self.identity_named(h, "from", cid)
+        with_uid = self.identity_named(h, "with", cid)
+        bodies, has_more = self.store.search(conn.uid, words, limit, before=before,
+                                             from_uid=from_uid, with_uid=with_uid)
+        self.outbox.send((conn,), b'{"type":"search_results","cid":' + dump_json(cid) +
+                         b',"has_more":' + (b"true" if has_more else b"false") +
+                         b',"results":[' + ",".join(bodies).encode("utf-8") + b"]}")
+
+    def identity_named(self, h, field, cid):
+        """The uid of the identity a nick field of a request names, or None without it."""
+        nick = _opt_str(h, field, MAX_NICK_CHARS * 4, cid)
+        if nick is None:
+            return None
+        claim = self.store.claim_of(nick_key(nick.strip()))
+        if claim is None:
+            raise ChatError("unknown_user", "Nobody here is called %r."
+                            % printable(nick, MAX_NICK_CHARS), cid)
+        return claim["id"]
 
     def clear_history(self):
         """Every message and file goes; a `clear` change tells every client."""
@@ -4960,8 +5285,11 @@ def operator_view(msg):
     only who wrote to whom, and when (its text and file are its two parties' alone)."""
     if msg.get("to") is None:
         return msg
-    return {k: v for k, v in msg.items() if k not in ("text", "file", "edited")} | \
-        {"private": True}
+    # an allowlist: a quote, mentions or reactions of a direct message are its parties' too
+    return {k: v for k, v in msg.items() if k in _OPERATOR_SEES_OF_PRIVATE} | {"private": True}
+
+
+_OPERATOR_SEES_OF_PRIVATE = ("type", "id", "ts", "from", "uid", "cid", "to", "deleted")
 
 
 def write_export_zip(path, parts):
@@ -5523,9 +5851,64 @@ class FramedSession:
 ###############################################################################
 
 SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
+# The pages' own inline scripts run by their hashes (page_csp): an injected <script> never
+# would; their connections go to this server only ('self' covers its ws:// as well).
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; "
+            "script-src %s; connect-src 'self'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'")
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
+_page_csps = {}
+
+
+def page_csp(page):
+    """PAGE_CSP for one page: its inline scripts allowed by their SHA-256, nothing else."""
+    csp = _page_csps.get(id(page))
+    if csp is None:
+        hashes = ["'sha256-%s'" % base64.b64encode(hashlib.sha256(script).digest()).decode()
+                  for script in _INLINE_SCRIPT.findall(page)]
+        csp = _page_csps[id(page)] = PAGE_CSP % (" ".join(hashes) or "'none'")
+    return csp
+
+
+# Text responses are sent gzipped to a client that accepts it (the pages shrink to about a
+# third); big static pages are compressed once.
+GZIP_MIN_BYTES = 1024
+GZIP_MAX_BYTES = 1 << 20        # larger answers (a big export) go as they are: compressing
+#                                 them would hold the loop for tens of milliseconds
+GZIP_TYPES = ("text/html", "text/css", "application/json", "application/javascript",
+              "text/javascript", "image/svg+xml", "text/plain")
+_gzipped = {}
+
+
+def accepts_gzip(value):
+    """Whether an Accept-Encoding header value allows gzip (RFC 9110 12.5.3)."""
+    if not value:
+        return False
+    star = None
+    for item in value.lower().split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, number = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(number)
+                except ValueError:
+                    q = 0.0
+        if name.strip() in ("gzip", "x-gzip"):
+            return q > 0
+        if name.strip() == "*":
+            star = q > 0
+    return bool(star)
+
+
+def gzip_body(body, cache=False):
+    if not cache:
+        return gzip.compress(body, 6, mtime=0)
+    packed = _gzipped.get(id(body))
+    if packed is None or packed[0] is not body:
+        packed = _gzipped[id(body)] = (body, gzip.compress(body, 9, mtime=0))
+    return packed[1]
 # Uploaded files are served as attachments in a sandbox: a shared .html or .svg never runs
 # on the chat's origin. Raster images may be shown inline (thumbnails): an allowlist, so a
 # type that can carry script (SVG, in any spelling) is never among them.
@@ -5755,10 +6138,18 @@ class HttpConnection:
             return b""
         return self.ws.close(error_kind(reason).ws_close, reason.replace("_", " "))
 
-    def respond(self, status, body, content_type, headers=(), keep_alive=None):
+    def respond(self, status, body, content_type, headers=(), keep_alive=None, static=False):
+        """A whole response; gzipped when the client accepts it and the type is text
+        (`static`: the body is a constant of the program, compressed once)."""
         if keep_alive is None:
             keep_alive = self.request is None or self.request.keep_alive
         head_only = self.request is not None and self.request.method == "HEAD"
+        if content_type.split(";")[0] in GZIP_TYPES and \
+                GZIP_MIN_BYTES <= len(body) <= (GZIP_MAX_BYTES if not static else len(body)):
+            headers = list(headers) + [("Vary", "Accept-Encoding")]
+            if self.request is not None and accepts_gzip(self.request.header("accept-encoding")):
+                body = gzip_body(body, cache=static)
+                headers.append(("Content-Encoding", "gzip"))
         data = http_simple_response(status, body, content_type,
                                     SECURITY_HEADERS + list(headers), keep_alive)
         if head_only:
@@ -5884,7 +6275,8 @@ class HttpConnection:
 
     def get_page(self, req):
         self.respond(200, WEB_CLIENT_HTML, "text/html; charset=utf-8",
-                     [("Cache-Control", "no-cache"), ("Content-Security-Policy", PAGE_CSP)])
+                     [("Cache-Control", "no-cache"),
+                      ("Content-Security-Policy", page_csp(WEB_CLIENT_HTML))], static=True)
 
     def get_health(self, req):
         """Liveness for anyone; the counts only for the PC itself (they help nobody else, and
@@ -5914,7 +6306,8 @@ class HttpConnection:
         else:
             self.respond(200, pair_page_html(url, qr_render_svg(qr), self.chat.mod.room),
                          "text/html; charset=utf-8",
-                         [("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP)])
+                         [("Cache-Control", "no-store"),
+                          ("Content-Security-Policy", PAGE_CSP % "'none'")])
 
     # -- the operator page (docs/PROTOCOL.md section 11) -------------------------
 
@@ -5982,9 +6375,10 @@ class HttpConnection:
 
     def get_operator_page(self, req):
         self.respond(200, ADMIN_PAGE_HTML, "text/html; charset=utf-8", [
-            ("Cache-Control", "no-store"), ("Content-Security-Policy", PAGE_CSP),
+            ("Cache-Control", "no-store"),
+            ("Content-Security-Policy", page_csp(ADMIN_PAGE_HTML)),
             ("Set-Cookie", "%s=%s; HttpOnly; SameSite=Strict; Path=/admin"
-             % (OPERATOR_COOKIE, self.site.operator.key))])
+             % (OPERATOR_COOKIE, self.site.operator.key))], static=True)
 
     def get_export(self, req):
         kind = req.path[len("/admin/export."):]
@@ -6567,6 +6961,7 @@ class Server:
         self.listeners.append(sock)
         self.timers.add(time.monotonic() + UPLOAD_SWEEP_EVERY, self._sweep)
         self.timers.add(time.monotonic() + FREE_DISK_CACHE, self._read_free_disk)
+        self.timers.add(time.monotonic() + SEARCH_INDEX_EVERY, self._index_for_search)
         self.bound = sock.getsockname()[:2]
         for notice in self.notices:
             log.warning("%s", notice)
@@ -7068,6 +7463,11 @@ class Server:
         self.timers.add(now + FREE_DISK_CACHE, self._read_free_disk)
         self.files.free_bytes()
 
+    def _index_for_search(self, now):
+        """New messages go to the search index in one write per SEARCH_INDEX_EVERY."""
+        self.timers.add(now + SEARCH_INDEX_EVERY, self._index_for_search)
+        self.store.index_pending()
+
     def _sweep(self, now):
         """Every UPLOAD_SWEEP_EVERY: expire partial uploads and forgotten auth failures."""
         self.timers.add(now + UPLOAD_SWEEP_EVERY, self._sweep)
@@ -7085,6 +7485,7 @@ class Server:
                 conn.send_json(bye)
                 conn.close_when_done("shutting_down")
         try:
+            self.store.index_pending()
             self.store.commit()
         except sqlite3.Error as exc:
             log.warning("the last commit failed: %s", exc)
@@ -7343,7 +7744,7 @@ WEB_CLIENT_HTML = r"""<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
 <meta name="color-scheme" content="light dark">
 <title>LAN Chat</title>
-<link rel="icon" href="data:,">
+<link rel="icon" id="favicon" href="data:,">
 <style>
 :root {
   --bg: #f2f4f7;
@@ -7744,7 +8145,7 @@ main {
   max-width: 300px;
 }
 .me .dl {
-  background: rgba(255,255,255,.16);
+  background: rgba(0,0,0,.22);
   color: var(--on-me);
 }
 .dl .ico {
@@ -8163,11 +8564,422 @@ dialog label {
 #banner .pill {
   margin-left: 8px;
 }
+/* links in messages: underlined, so they never depend on colour alone */
+.ln {
+  color: var(--accent);
+  text-decoration: underline;
+  overflow-wrap: anywhere;
+}
+.me .ln {
+  color: inherit;
+}
+/* @mentions: the nick marked; a message that mentions me stands out */
+.at {
+  font-weight: 650;
+}
+.atme {
+  background: var(--men-mark);
+  color: var(--text);
+  border-radius: 4px;
+  padding: 0 2px;
+}
+.me .atme {
+  color: var(--text);
+}
+.mention .b {
+  background: var(--men-bg);
+  border-color: var(--men-line);
+  border-left-width: 4px;
+}
+:root {
+  --men-bg: #fff4d6;
+  --men-line: #d99b00;
+  --men-mark: #ffe08a;
+  --sel-bg: #dbe6ff;
+  --sel-line: #1f5fd6;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --men-bg: #33290c;
+    --men-line: #b88700;
+    --men-mark: #5c4712;
+    --sel-bg: #22335c;
+    --sel-line: #7aa2ff;
+  }
+}
+/* the quote of the message answered, in the bubble and above the composer */
+.q, .rq {
+  display: flex;
+  flex-direction: column;
+  align-items: flex-start;
+  width: 100%;
+  min-width: 0;
+  margin: 2px 0 4px;
+  padding: 4px 8px;
+  border: 0;
+  border-left: 3px solid var(--accent);
+  border-radius: 8px;
+  background: var(--bg);
+  color: var(--text);
+  text-align: left;
+  font-size: 14px;
+}
+.q {
+  min-height: 40px;
+  max-width: 100%;
+}
+.me .q {
+  background: rgba(0,0,0,.22);
+  color: var(--on-me);
+  border-left-color: var(--on-me);
+}
+.qf, .rqf {
+  font-weight: 650;
+  font-size: 13px;
+}
+.qt, .rqx {
+  display: -webkit-box;
+  -webkit-line-clamp: 2;
+  -webkit-box-orient: vertical;
+  overflow: hidden;
+  overflow-wrap: anywhere;
+}
+.qdel .qt {
+  font-style: italic;
+}
+.rq {
+  flex-direction: row;
+  align-items: center;
+  margin: 0 0 8px;
+  padding: 2px 2px 2px 10px;
+}
+.rqt {
+  flex: 1;
+  min-width: 0;
+  display: flex;
+  flex-direction: column;
+}
+/* reactions under the bubble */
+.rx {
+  display: flex;
+  flex-wrap: wrap;
+  gap: 4px;
+  margin: 3px 8px 0;
+}
+.rc {
+  display: inline-flex;
+  align-items: center;
+  gap: 4px;
+  min-height: 32px;
+  min-width: 44px;
+  padding: 2px 10px;
+  border-radius: 999px;
+  border: 1px solid var(--line);
+  background: var(--panel);
+  color: var(--text);
+  font-size: 14px;
+}
+.rc.own {
+  background: var(--sel-bg);
+  border-color: var(--sel-line);
+  font-weight: 650;
+}
+.rn {
+  font-variant-numeric: tabular-nums;
+}
+.picker {
+  position: absolute;
+  top: 32px;
+  right: 0;
+  z-index: 6;
+  display: flex;
+  gap: 2px;
+  padding: 4px;
+  background: var(--panel);
+  border: 1px solid var(--line);
+  border-radius: 999px;
+  box-shadow: 0 4px 16px rgba(0,0,0,.18);
+}
+.picker button {
+  width: 40px;
+  height: 40px;
+  border: 0;
+  border-radius: 50%;
+  background: none;
+  font-size: 22px;
+  line-height: 1;
+}
+.picker button:hover, .picker button:focus, .picker .own {
+  background: var(--sel-bg);
+}
+/* someone else's message: the menu on the right of the bubble */
+.m:not(.me) .acts {
+  left: auto;
+  right: -34px;
+}
+.m:not(.me) .actmenu, .m:not(.me) .picker {
+  right: auto;
+  left: 0;
+}
+.m:not(.me) .picker {
+  left: auto;
+  right: -8px;
+}
+/* a message shown from a search result or a quote */
+.m.hl .b {
+  box-shadow: 0 0 0 3px var(--warn);
+}
+/* day separators */
+.day {
+  align-self: center;
+  margin: 14px 0 4px;
+  padding: 2px 12px;
+  border-radius: 999px;
+  background: var(--panel);
+  border: 1px solid var(--line);
+  color: var(--muted);
+  font-size: 12px;
+  font-weight: 600;
+}
+.gap {
+  align-self: center;
+  margin: 10px 0;
+}
+/* jump to latest */
+main {
+  position: relative;
+}
+#jump {
+  position: absolute;
+  right: 14px;
+  bottom: 100px;
+  z-index: 4;
+  display: inline-flex;
+  align-items: center;
+  gap: 8px;
+}
+.jc {
+  min-width: 22px;
+  padding: 0 6px;
+  border-radius: 11px;
+  background: var(--accent);
+  color: var(--on-accent);
+  font-weight: 700;
+  font-size: 13px;
+  text-align: center;
+}
+.jc:empty {
+  display: none;
+}
+/* the mute toggle */
+#soundBtn .off, #soundBtn.muted .on {
+  display: none;
+}
+#soundBtn.muted .off {
+  display: inline;
+}
+#soundBtn.muted {
+  color: var(--muted);
+}
+/* mention suggestions above the composer */
+#atList {
+  display: flex;
+  flex-wrap: wrap;
+  gap: 6px;
+  margin-bottom: 8px;
+}
+.atopt {
+  min-height: 40px;
+  padding: 0 14px;
+  border-radius: 999px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+  color: var(--text);
+  font-size: 15px;
+}
+.atopt.sel {
+  background: var(--sel-bg);
+  border-color: var(--sel-line);
+}
+/* the search dialog */
+#searchDlg {
+  width: min(94vw,560px);
+  max-height: 88vh;
+  padding: 16px 18px 18px;
+}
+.dh {
+  display: flex;
+  align-items: center;
+  justify-content: space-between;
+  margin-bottom: 8px;
+}
+#searchInput, #searchFrom {
+  width: 100%;
+  min-height: 48px;
+  padding: 10px 14px;
+  margin-bottom: 12px;
+  border-radius: 12px;
+  border: 1px solid var(--line);
+  background: var(--bg);
+  color: var(--text);
+  font: inherit;
+}
+#searchNote {
+  margin: 12px 0 6px;
+  min-height: 20px;
+}
+#searchResults {
+  list-style: none;
+  margin: 0 0 10px;
+  padding: 0;
+  display: flex;
+  flex-direction: column;
+  gap: 6px;
+}
+.sr {
+  display: flex;
+  flex-direction: column;
+  gap: 2px;
+  width: 100%;
+  min-height: 48px;
+  padding: 8px 12px;
+  border: 1px solid var(--line);
+  border-radius: 12px;
+  background: var(--bg);
+  color: var(--text);
+  text-align: left;
+}
+.srh {
+  display: flex;
+  gap: 8px;
+  align-items: center;
+  font-size: 13px;
+  color: var(--muted);
+}
+.srf {
+  font-weight: 650;
+  color: var(--text);
+}
+.srt {
+  overflow-wrap: anywhere;
+  display: -webkit-box;
+  -webkit-line-clamp: 3;
+  -webkit-box-orient: vertical;
+  overflow: hidden;
+}
+/* the image viewer */
+#viewer {
+  width: 100vw;
+  max-width: 100vw;
+  height: 100vh;
+  height: 100dvh;
+  max-height: 100dvh;
+  margin: 0;
+  padding: 0;
+  border-radius: 0;
+  background: #000;
+  color: #fff;
+  overflow: hidden;
+}
+#viewer::backdrop {
+  background: #000;
+}
+#viewer[open] {
+  display: flex;
+  flex-direction: column;
+}
+.vbar {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  padding: 8px 10px;
+  padding-top: max(8px,env(safe-area-inset-top));
+  background: #111;
+  font-size: 14px;
+}
+.vcount {
+  flex: none;
+  color: #ddd;
+}
+.vname {
+  flex: 1;
+  min-width: 0;
+  overflow: hidden;
+  text-overflow: ellipsis;
+  white-space: nowrap;
+}
+.vbtn {
+  display: inline-flex;
+  align-items: center;
+  min-height: 44px;
+  padding: 0 14px;
+  border: 1px solid #666;
+  border-radius: 12px;
+  background: #222;
+  color: #fff;
+  text-decoration: none;
+  font-size: 15px;
+}
+.vstage {
+  flex: 1;
+  min-height: 0;
+  display: flex;
+  align-items: center;
+  justify-content: center;
+  touch-action: pan-x pan-y pinch-zoom;
+}
+.vstage img {
+  max-width: 100%;
+  max-height: 100%;
+  object-fit: contain;
+  touch-action: pinch-zoom;
+}
+.vnav {
+  position: absolute;
+  top: 50%;
+  width: 48px;
+  height: 64px;
+  margin-top: -32px;
+  border: 0;
+  border-radius: 12px;
+  background: rgba(34,34,34,.85);
+  color: #fff;
+  font-size: 32px;
+  line-height: 1;
+}
+.vnav:disabled {
+  visibility: hidden;
+}
+.vprev {
+  left: 6px;
+}
+.vnext {
+  right: 6px;
+}
+#viewer :focus-visible {
+  outline-color: #9bbcff;
+}
+.chk {
+  display: flex;
+  align-items: center;
+  gap: 10px;
+  min-height: 44px;
+  margin: -4px 0 8px;
+  font-weight: 500;
+}
+.chk input {
+  width: 22px;
+  height: 22px;
+  margin: 0;
+  accent-color: var(--accent);
+}
 </style>
 </head>
 <body>
 <header>
  <div class="brand"><h1 id="roomName">LAN Chat</h1><div class="topic" id="topic" hidden></div><div class="sub" id="sub"><span class="dot" aria-hidden="true"></span><span id="subText">Connecting…</span></div></div>
+ <button class="iconbtn" id="searchBtn" type="button" aria-label="Search" aria-haspopup="dialog"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="10.5" cy="10.5" r="6.5"/><path d="M15.5 15.5L21 21"/></svg></button>
+ <button class="iconbtn" id="soundBtn" type="button" aria-label="Sound" aria-pressed="true" title="Sound and vibration for new messages while the page is in the background"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M4 9.5h3.5L12 5.5v13l-4.5-4H4z"/><path class="on" d="M15.5 9a4 4 0 0 1 0 6M18 6.5a7.5 7.5 0 0 1 0 11"/><path class="off" d="M16 9.5l5 5M21 9.5l-5 5"/></svg></button>
  <button class="iconbtn" id="usersBtn" type="button" aria-label="Users" aria-controls="users" aria-expanded="false"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><circle cx="9" cy="8" r="3.5"/><path d="M2.5 20c.6-3.6 3.2-5.5 6.5-5.5s5.9 1.9 6.5 5.5"/><path d="M16 4.8a3.5 3.5 0 0 1 0 6.4M18 14.8c2 .8 3.2 2.5 3.5 5.2"/></svg><span class="count" id="ucount" aria-hidden="true">0</span></button>
 </header>
 <div id="banner" role="status" hidden></div>
@@ -8178,10 +8990,13 @@ dialog label {
    <div id="log" role="log" aria-live="polite" aria-label="Conversation"></div>
    <div id="empty" hidden>No messages yet. Say hi!</div>
   </div>
+  <button class="pill" id="jump" type="button" hidden>Jump to latest<span class="jc" id="jumpCount"></span></button>
   <div id="typing" aria-live="polite"></div>
   <div id="uploads"></div>
   <form id="composer" autocomplete="off">
    <div class="cw" id="dmChip" hidden><span class="chip"><span id="dmText"></span><button type="button" id="dmClose" aria-label="Stop private chat">×</button></span></div>
+   <div class="cw" id="replyChip" hidden><div class="rq"><div class="rqt"><span class="rqf" id="replyFrom"></span><span class="rqx" id="replyText"></span></div><button type="button" class="iconbtn" id="replyClose" aria-label="Cancel reply">×</button></div></div>
+   <div class="cw" id="atList" role="group" aria-label="Mention suggestions" hidden></div>
    <div class="row">
     <button class="iconbtn" type="button" id="attach" aria-label="Attach file"><svg class="ico" viewBox="0 0 24 24" aria-hidden="true"><path d="M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.9-8.9a3.7 3.7 0 0 1 5.2 5.2l-8.9 8.9a1.8 1.8 0 0 1-2.6-2.6l8.2-8.2"/></svg></button>
     <input type="file" id="file" class="vh" multiple tabindex="-1" aria-hidden="true" aria-label="File to share">
@@ -8209,6 +9024,26 @@ dialog label {
   <button class="primary" type="submit">Join</button>
  </form>
 </dialog>
+<dialog id="searchDlg" aria-labelledby="searchTitle">
+ <div class="dh"><h2 id="searchTitle">Search messages</h2><button class="iconbtn" type="button" id="searchClose" aria-label="Close search">×</button></div>
+ <form id="searchForm" role="search" aria-label="Messages">
+  <label for="searchInput">Search for</label>
+  <input id="searchInput" maxlength="200" autocomplete="off" autocapitalize="off" enterkeyhint="search">
+  <label for="searchFrom">From</label>
+  <select id="searchFrom"><option value="">Anyone</option></select>
+  <label class="chk" id="searchWithRow" hidden><input type="checkbox" id="searchWith"><span id="searchWithText"></span></label>
+  <button class="primary" type="submit">Search</button>
+ </form>
+ <p id="searchNote" aria-live="polite"></p>
+ <ul id="searchResults" aria-label="Search results"></ul>
+ <button class="pill" type="button" id="searchMore" hidden>More results</button>
+</dialog>
+<dialog id="viewer" aria-label="Image viewer">
+ <div class="vbar"><span class="vcount" id="vCount"></span><span class="vname" id="vName"></span><a class="vbtn" id="vDl" href="#" download>Download</a><button class="vbtn" type="button" id="vClose">Close</button></div>
+ <div class="vstage" id="vStage"><img id="vImg" alt=""></div>
+ <button class="vnav vprev" type="button" id="vPrev" aria-label="Previous image">‹</button>
+ <button class="vnav vnext" type="button" id="vNext" aria-label="Next image">›</button>
+</dialog>
 <script>
 (function () {
 'use strict';
@@ -8224,6 +9059,10 @@ var NICK_MARGIN_MS = 5000;   // the server keeps a dead connection's nick until 
 var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
 var MAX_PARALLEL_UPLOADS = 2;
 var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
+var QUOTE_MAX = 200;       // a reply's quote: the first characters of the original (section 12)
+var AROUND = 10;           // a search result opens with this many neighbours on each side
+var SEARCH_PAGE = 20, BEEP_GAP_MS = 1500, FLASH_MS = 2500, SWIPE_PX = 50;
+var REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 
 function $(id) { return document.getElementById(id); }
 var store = {
@@ -8283,7 +9122,9 @@ var S = {
   ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '', uid: null, linkGen: 0,
   lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, quiet: 0, stopped: false,
   nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
-  byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
+  byId: new Map(), unread: 0, unreadAt: 0, unreadDm: 0, typers: new Map(), lastTyping: 0, limits: {},
+  reply: null, search: null, pendingJump: 0, audio: null, gestured: false, lastBeep: 0,
+  uidNick: new Map(), atSel: 0
 };
 var outbox = [];
 try { outbox = JSON.parse(store.get('outbox') || '[]').filter(function (o) { return o && o.cid && o.text; }); } catch (e) {}
@@ -8379,8 +9220,10 @@ var H = {
     S.online = typeof m.online === 'number' ? m.online : S.users.size;
     renderUsers();
     var hist = Array.isArray(m.history) ? m.history : [];
-    var atBottom = nearBottom();
-    hist.forEach(function (x) { addMsg(x, false); });
+    var atBottom = nearBottom(), fresh = [];
+    hist.forEach(function (x) { if (addMsg(x, false)) fresh.push(x); });
+    if (resume) attend(fresh);   // missed while away: as new as live messages
+    redays();
     if (!resume) S.hasOlder = !!m.has_more;
     if (resume && m.has_more && hist.length) {
       S.gapSince = S.sentSince;
@@ -8391,28 +9234,50 @@ var H = {
     updateChrome();
     flushOutbox();
     if (!resume || atBottom) toBottom();
+    updateJump();
   },
   msg: function (m) {
     var atBottom = nearBottom();
     var added = addMsg(m, true);
     if (m.from) { S.typers.delete(fold(m.from)); renderTyping(); }
-    if (added && !isMine(m) && document.hidden) { S.unread++; updateTitle(); }
+    if (added) { redays(); attend([m]); }
     if (added && m.from && !S.users.has(fold(m.from))) { S.users.set(fold(m.from), m.from); renderUsers(); }
     if (atBottom || isMine(m)) toBottom();
+    updateJump();
   },
   history: function (m) {
     var req = S.hist; S.hist = null;
     var msgs = Array.isArray(m.messages) ? m.messages : [];
-    var h0 = scroller.scrollHeight, top0 = scroller.scrollTop;
-    msgs.forEach(function (x) { addMsg(x, false); });
-    if (req && req.kind === 'gap') {
+    var h0 = scroller.scrollHeight, top0 = scroller.scrollTop, fresh = [];
+    msgs.forEach(function (x) { if (addMsg(x, false)) fresh.push(x); });
+    redays();
+    var kind = req ? req.kind : 'older';
+    if (kind === 'gap') {
+      attend(fresh);
       if (m.has_more && msgs.length) askHistory({ kind: 'gap', before: msgs[0].id, after: req.after });
       else S.gapSince = 0;
+    } else if (kind === 'around') {
+      // A search result: the message and the ones before it, then those after it.
+      if (req.first === 0 || req.target < req.first) S.hasOlder = !!m.has_more && msgs.length > 0;
+      askHistory({ kind: 'after', after: req.target, before: req.target + AROUND + 1, limit: AROUND,
+                   target: req.target, first: req.first });
+    } else if (kind === 'after') {
+      // What lies between these and the messages already shown comes with "Load newer messages".
+      if (req.first > req.before) addGap(req.before - 0.5, req.target + AROUND, req.first);
+      showMessage(req.target, true);
+    } else if (kind === 'fill') {
+      var gap = req.gap;
+      if (m.has_more && msgs.length && gap.isConnected) {
+        gap.dataset.before = msgs[0].id;
+        askHistory({ kind: 'fill', gap: gap, after: +gap.dataset.after, before: msgs[0].id, limit: GAP_PAGE });
+      } else { gap.remove(); redays(); }
+      scroller.scrollTop = top0;
     } else {
       S.hasOlder = !!m.has_more && msgs.length > 0;
       scroller.scrollTop = top0 + (scroller.scrollHeight - h0);   // keep the view still
     }
-    updateChrome();
+    updateChrome(); updateJump();
+    if (!S.hist && S.pendingJump) { var j = S.pendingJump; S.pendingJump = 0; showMessage(j); }
   },
   join: function (m) {
     if (!m.nick) return;
@@ -8483,6 +9348,9 @@ function onError(m) {
       : 'This server speaks another protocol version. Reload the page.', true);
     lost(); return;
   }
+  if (S.search && m.ref && m.ref === S.search.cid) {   // shown in the search dialog
+    $('searchNote').textContent = text; S.search = null; return;
+  }
   var i = m.ref ? outboxIndex(m.ref) : -1;
   if (i >= 0) {
     if (code === 'rate_limited') {
@@ -8504,11 +9372,40 @@ function cssEsc(s) { return window.CSS && CSS.escape ? CSS.escape(s) : String(s)
 
 function askHistory(req) {
   if (!S.welcomed || S.hist) return;
-  var h = { type: 'history', before: req.before, limit: req.kind === 'gap' ? GAP_PAGE : PAGE };
+  var h = { type: 'history', before: req.before, limit: req.limit || (req.kind === 'gap' ? GAP_PAGE : PAGE) };
   if (req.after) h.after = req.after;
   S.hist = req;
   raw(h);
   updateChrome();
+}
+// Messages loaded around a search result may leave a hole below them: a button fills it.
+function addGap(key, after, before) {
+  var gap = el('div', 'gap'), b = el('button', 'pill', 'Load newer messages'); b.type = 'button';
+  gap.dataset.after = after; gap.dataset.before = before;
+  b.addEventListener('click', function () {
+    if (!S.welcomed || S.hist) return;
+    b.disabled = true;
+    askHistory({ kind: 'fill', gap: gap, after: +gap.dataset.after, before: +gap.dataset.before, limit: GAP_PAGE });
+  });
+  gap.appendChild(b);
+  place(gap, key);
+}
+// Show a message in the conversation, loading it with its neighbours when it is not shown.
+function showMessage(id, loaded) {
+  var node = S.byId.get(id);
+  if (node) {
+    node.scrollIntoView({ block: 'center' });
+    log.querySelectorAll('.m.hl').forEach(function (n) { n.classList.remove('hl'); });
+    node.classList.add('hl');
+    setTimeout(function () { node.classList.remove('hl'); }, FLASH_MS);
+    updateJump();
+    return;
+  }
+  if (loaded) { toast('That message is no longer in the history.'); return; }
+  if (!S.welcomed) { toast('Not connected: try again once back online.'); return; }
+  if (S.hist) { S.pendingJump = id; return; }
+  var first = log.querySelector('.m[data-id]');
+  askHistory({ kind: 'around', before: id + 1, limit: AROUND, target: id, first: first ? +first.dataset.id : 0 });
 }
 function loadOlder() {
   var first = log.querySelector('.m[data-id]');
@@ -8539,7 +9436,7 @@ function regroup(node) {
   node.classList.toggle('g', !!same);
 }
 function buildMsg(m, mine) {
-  var box = el('div', 'm' + (mine ? ' me' : '') + (m.to ? ' dm' : ''));
+  var box = el('div', 'm' + (mine ? ' me' : '') + (m.to ? ' dm' : '') + (!mine && mentionsMe(m) ? ' mention' : ''));
   box.dataset.from = fold(m.from || '');
   box.dataset.to = m.to ? fold(m.to) : '';
   box.dataset.ts = Date.parse(m.ts) || Date.now();
@@ -8556,7 +9453,8 @@ function buildMsg(m, mine) {
     b.appendChild(el('div', 't', m.deleted === 'operator' ? 'Message removed by the organiser'
                                                           : 'Message removed'));
   } else {
-    if (m.text) b.appendChild(el('div', 't', m.text));
+    if (m.reply_to && typeof m.reply_to === 'object') b.appendChild(buildQuote(m.reply_to));
+    if (m.text) b.appendChild(richText(m.text, m.mentions));
     if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
   }
   var meta = el('div', 'meta');
@@ -8569,13 +9467,113 @@ function buildMsg(m, mine) {
   meta.appendChild(tm);
   meta.appendChild(el('span', 'st'));
   b.appendChild(meta);
-  if (mine && typeof m.id === 'number' && !m.deleted) box.appendChild(buildActions(m));
-  if (m.text && !m.file) {   // short text: the time sits on the last line, chat-app style
+  if (typeof m.id === 'number' && !m.deleted) box.appendChild(buildActions(m, mine));
+  if (m.text && !m.file && !m.reply_to) {   // short text: the time sits on the last line, chat-app style
     b.classList.add('inl');
     b.style.setProperty('--mw', (tm.textContent.length * 6.5 + 16) + 'px');
   }
   box.appendChild(b);
+  if (!m.deleted) box.appendChild(buildReactions(m));
   return box;
+}
+// Does this message mention me? The server lists the nicks it mentions (section 12).
+function mentionsMe(m) {
+  if (!m || !Array.isArray(m.mentions) || !S.nick) return false;
+  var me = fold(S.nick);
+  return m.mentions.some(function (n) { return fold(n) === me; });
+}
+// The text as DOM nodes: http(s) URLs become links, the @nicks the server resolved are
+// marked; everything else, and every other scheme (javascript:, data:...), stays text.
+var URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+var MENTION_RE = /@([^\s,.;:!?)\]}'"]+)/g;
+function richText(text, mentions) {
+  var div = el('div', 't'), at = new Set(), last = 0, found;
+  (Array.isArray(mentions) ? mentions : []).forEach(function (n) { at.add(fold(n)); });
+  URL_RE.lastIndex = 0;
+  while ((found = URL_RE.exec(text))) {
+    var url = trimUrl(found[0]), a = linkFor(url);
+    if (!a) continue;
+    addMentions(div, text.slice(last, found.index), at);
+    div.appendChild(a);
+    last = found.index + url.length;
+    URL_RE.lastIndex = last;
+  }
+  addMentions(div, text.slice(last), at);
+  return div;
+}
+// Punctuation after a URL ends the sentence, not the URL; a closing bracket belongs to it
+// only when the URL opened one.
+function trimUrl(u) {
+  for (;;) {
+    var c = u.charAt(u.length - 1), open = { ')': '(', ']': '[', '}': '{' }[c];
+    if (!c) return u;
+    if ('.,;:!?\'"'.indexOf(c) >= 0) u = u.slice(0, -1);
+    else if (open && u.split(open).length <= u.split(c).length - 1) u = u.slice(0, -1);
+    else return u;
+  }
+}
+function linkFor(url) {
+  var a = el('a', 'ln', url);
+  a.href = url;
+  if ((a.protocol !== 'http:' && a.protocol !== 'https:') || !a.hostname) return null;
+  a.target = '_blank'; a.rel = 'noopener noreferrer';
+  return a;
+}
+function addMentions(div, text, at) {
+  if (!text) return;
+  var last = 0, found;
+  MENTION_RE.lastIndex = 0;
+  while (at.size && (found = MENTION_RE.exec(text))) {
+    if (!at.has(fold(found[1]))) continue;
+    if (found.index > last) div.appendChild(document.createTextNode(text.slice(last, found.index)));
+    div.appendChild(el('span', 'at' + (fold(found[1]) === fold(S.nick) ? ' atme' : ''), found[0]));
+    last = found.index + found[0].length;
+  }
+  if (last < text.length) div.appendChild(document.createTextNode(text.slice(last)));
+}
+// The quote of the message answered: tapping it shows the original when it is loaded.
+function buildQuote(q) {
+  var btn = el('button', 'q'); btn.type = 'button';
+  btn.dataset.rid = String(q.id);
+  btn.appendChild(el('span', 'qf', String(q.from || '?')));
+  btn.appendChild(el('span', 'qt', q.deleted ? 'Message removed' : String(q.text || '')));
+  if (q.deleted) btn.classList.add('qdel');
+  btn.setAttribute('aria-label', 'Reply to ' + (q.from || '?') + ': ' +
+    (q.deleted ? 'message removed' : String(q.text || '')) + '. Show the original');
+  btn.addEventListener('click', function () {
+    if (S.byId.has(q.id) || !q.deleted) showMessage(q.id);   // loaded with its neighbours if need be
+    else toast('The original message was removed.');
+  });
+  return btn;
+}
+// Reactions: one chip per emoji with its count; ours highlighted; a tap toggles ours.
+function buildReactions(m) {
+  var wrap = el('div', 'rx');
+  var r = m.reactions && typeof m.reactions === 'object' ? m.reactions : {};
+  Object.keys(r).forEach(function (emoji) {
+    var uids = Array.isArray(r[emoji]) ? r[emoji] : [];
+    if (!uids.length) return;
+    var mineToo = S.uid !== null && uids.indexOf(S.uid) >= 0;
+    var chip = el('button', 'rc' + (mineToo ? ' own' : '')); chip.type = 'button';
+    chip.appendChild(el('span', 're', emoji));
+    chip.appendChild(el('span', 'rn', String(uids.length)));
+    chip.setAttribute('aria-pressed', String(mineToo));
+    chip.setAttribute('aria-label', emoji + ' ' + uids.length + (uids.length === 1 ? ' reaction' : ' reactions'));
+    chip.title = uids.map(function (u) { return u === S.uid ? 'you' : (S.uidNick.get(u) || '?'); }).join(', ');
+    chip.addEventListener('click', function () { react(m.id, mineToo ? '' : emoji); });
+    wrap.appendChild(chip);
+  });
+  wrap.hidden = !wrap.firstChild;
+  return wrap;
+}
+function myReaction(m) {
+  var r = m && m.reactions && typeof m.reactions === 'object' ? m.reactions : {};
+  for (var e in r) if (r.hasOwnProperty(e) && Array.isArray(r[e]) && r[e].indexOf(S.uid) >= 0) return e;
+  return '';
+}
+function react(id, emoji) {
+  if (S.muted) { toast('The organiser muted you.'); return; }
+  if (!raw({ type: 'react', id: id, emoji: emoji, cid: newCid() })) toast('Not connected: try again once back online.');
 }
 // inline=1 asks the server to serve an image as itself (not as an attachment) for thumbnails.
 // A link carries no secret: the session travels in an HttpOnly cookie (sessionCookie); v only
@@ -8600,6 +9598,10 @@ function buildFile(f) {
   var url = fileUrl(f);
   if (typeof f.mime === 'string' && f.mime.indexOf('image/') === 0) {
     var a = el('a', 'thumb'); a.href = fileUrl(f, true); a.target = '_blank'; a.rel = 'noopener';
+    a.addEventListener('click', function (e) {
+      if (e.ctrlKey || e.metaKey || e.shiftKey || e.button) return;   // a new tab, as asked
+      e.preventDefault(); openViewer(a);
+    });
     var img = el('img'); img.loading = 'lazy'; img.alt = String(f.name || 'image'); img.src = a.href;
     img.addEventListener('error', function () { a.hidden = true; });   // keep the download link
     img.addEventListener('load', function () { if (nearBottom() || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 400) toBottom(); });
@@ -8632,6 +9634,7 @@ function addMsg(m, live) {
   }
   var mine = isMine(m);
   if (mine && m.cid) ack(m.cid);
+  if (typeof m.uid === 'number' && m.from) S.uidNick.set(m.uid, m.from);
   var node = buildMsg(m, mine);
   node.dataset.id = m.id;
   node.msg = m;
@@ -8650,18 +9653,31 @@ function applyChange(c) {
     Array.from(S.byId.keys()).forEach(function (id) {
       if (id < c.id) { S.byId.get(id).remove(); S.byId.delete(id); }
     });
-    log.querySelectorAll('.note').forEach(function (n) { n.remove(); });
+    log.querySelectorAll('.note, .gap').forEach(function (n) { n.remove(); });
     S.hasOlder = false;
+    if (S.reply && S.reply.id < c.id) setReply(null);
+    redays();
     note('The organiser cleared the history');
     updateChrome();
     return;
   }
+  if (c.change === 'delete' || c.change === 'edit') updateQuotes(c);
   var node = S.byId.get(c.target);
   if (!node || !node.msg) return;
   var m = Object.assign({}, node.msg);
-  if (c.change === 'delete') { m.text = ''; delete m.file; delete m.edited; m.deleted = c.by || 'sender'; }
+  if (c.change === 'react') {
+    if (c.reactions && typeof c.reactions === 'object') m.reactions = c.reactions;
+    node.msg = m;
+    node.querySelector('.rx').replaceWith(buildReactions(m));
+    return;
+  }
+  if (c.change === 'delete') { m.text = ''; delete m.file; delete m.edited; delete m.reactions; m.deleted = c.by || 'sender'; }
   else if (c.change === 'edit' && typeof c.text === 'string' && !m.deleted) { m.text = c.text; m.edited = c.edited || c.ts; }
   else return;
+  if (S.reply && S.reply.id === m.id && m.deleted) setReply(null);
+  rebuild(node, m);
+}
+function rebuild(node, m) {
   var fresh = buildMsg(m, isMine(m));
   fresh.dataset.id = m.id; fresh.msg = m;
   fresh.dataset.k = node.dataset.k;
@@ -8669,30 +9685,80 @@ function applyChange(c) {
   node.replaceWith(fresh);
   S.byId.set(m.id, fresh);
 }
-// The menu of one's own message: Edit (text only) and Delete. A button that shows on hover or
-// focus (and always on touch screens), so keyboard and phone users reach it too.
-function buildActions(m) {
+// A removed or edited original changes the quotes of its replies too (section 12).
+function updateQuotes(c) {
+  S.byId.forEach(function (node) {
+    var m = node.msg;
+    if (!m || !m.reply_to || m.reply_to.id !== c.target || m.deleted) return;
+    var q = Object.assign({}, m.reply_to);
+    if (c.change === 'delete') { q.text = ''; q.deleted = true; }
+    else if (typeof c.text === 'string' && !q.deleted) q.text = c.text.slice(0, QUOTE_MAX);
+    else return;
+    rebuild(node, Object.assign({}, m, { reply_to: q }));
+  });
+}
+// Every message has a menu: Reply and React; one's own also Edit (text only) and Delete. A
+// button that shows on hover or focus (and always on touch screens), so keyboard and phone
+// users reach it too.
+function buildActions(m, mine) {
   var wrap = el('div', 'acts');
   var btn = el('button', 'actbtn', '⋯'); btn.type = 'button';
-  btn.setAttribute('aria-label', 'Actions for your message'); btn.setAttribute('aria-expanded', 'false');
+  btn.setAttribute('aria-label', mine ? 'Actions for your message' : 'Actions for the message from ' + (m.from || '?'));
+  btn.setAttribute('aria-expanded', 'false');
   var menu = el('div', 'actmenu'); menu.hidden = true;
-  if (m.text && !m.file && editable(m)) {
-    var edit = el('button', null, 'Edit'); edit.type = 'button';
-    edit.addEventListener('click', function () { menu.hidden = true; startEdit(m.id); });
-    menu.appendChild(edit);
+  var picker = el('div', 'picker'); picker.hidden = true;
+  picker.setAttribute('role', 'group'); picker.setAttribute('aria-label', 'Pick a reaction');
+  function close() { menu.hidden = picker.hidden = true; btn.setAttribute('aria-expanded', 'false'); }
+  function item(label, cls, action) {
+    var b = el('button', cls, label); b.type = 'button';
+    b.addEventListener('click', function () { close(); action(); });
+    menu.appendChild(b);
   }
-  var del = el('button', 'danger', 'Delete'); del.type = 'button';
-  del.addEventListener('click', function () {
-    menu.hidden = true;
+  item('Reply', null, function () { setReply(m); });
+  item('React', null, function () {
+    if (S.muted) { toast('The organiser muted you.'); return; }
+    fillPicker(picker, m.id, close);
+    picker.hidden = false; btn.setAttribute('aria-expanded', 'true');
+    (picker.querySelector('.own') || picker.firstChild).focus();
+  });
+  if (mine && m.text && !m.file && editable(m)) item('Edit', null, function () { startEdit(m.id); });
+  if (mine) item('Delete', 'danger', function () {
     if (window.confirm('Delete this message for everyone?')) raw({ type: 'delete', id: m.id, cid: newCid() });
   });
-  menu.appendChild(del);
   btn.addEventListener('click', function () {
-    menu.hidden = !menu.hidden; btn.setAttribute('aria-expanded', String(!menu.hidden));
+    var open = menu.hidden && picker.hidden;
+    closeMenus();
+    menu.hidden = !open; btn.setAttribute('aria-expanded', String(open));
+    if (open) menu.firstChild.focus();
   });
-  wrap.appendChild(btn); wrap.appendChild(menu);
+  wrap.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape' && !(menu.hidden && picker.hidden)) { e.stopPropagation(); close(); btn.focus(); }
+  });
+  wrap.appendChild(btn); wrap.appendChild(menu); wrap.appendChild(picker);
   return wrap;
 }
+// The reaction picker, built when opened: our current reaction is the one shown pressed.
+function fillPicker(picker, id, close) {
+  var node = S.byId.get(id), current = myReaction(node && node.msg);
+  picker.textContent = '';
+  REACTIONS.forEach(function (emoji) {
+    var b = el('button', emoji === current ? 'own' : null, emoji); b.type = 'button';
+    b.setAttribute('aria-label', (emoji === current ? 'Remove reaction ' : 'React with ') + emoji);
+    b.setAttribute('aria-pressed', String(emoji === current));
+    b.addEventListener('click', function () { close(); react(id, emoji === current ? '' : emoji); });
+    picker.appendChild(b);
+  });
+}
+function closeMenus(except) {
+  log.querySelectorAll('.acts').forEach(function (w) {
+    if (w === except) return;
+    w.querySelector('.actmenu').hidden = true; w.querySelector('.picker').hidden = true;
+    w.querySelector('.actbtn').setAttribute('aria-expanded', 'false');
+  });
+}
+document.addEventListener('click', function (e) {
+  closeMenus(e.target && e.target.closest ? e.target.closest('.acts') : null);
+});
 // Within the server's edit window (welcome.limits.edit_window, seconds; 0: off). A server
 // that does not say leaves the decision to it (edit_expired).
 function editable(m) {
@@ -8749,7 +9815,7 @@ function note(text) {
 }
 function setStatus(node, text) { var s = node.querySelector('.st'); if (s) s.textContent = text; }
 function addPending(item) {
-  var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to }, true);
+  var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to, reply_to: item.quote }, true);
   node.classList.add('pending');
   setStatus(node, S.welcomed ? 'Sending…' : 'Waiting for connection…');
   place(node, Infinity);
@@ -8769,6 +9835,7 @@ function updateChrome() {
 function sendItem(item) {
   var m = { type: 'msg', text: item.text, cid: item.cid };
   if (item.to) m.to = item.to;
+  if (typeof item.reply_to === 'number') m.reply_to = item.reply_to;
   if (raw(m)) {
     var p = log.querySelector('.pending[data-cid="' + cssEsc(item.cid) + '"]');
     if (p) setStatus(p, 'Sending…');
@@ -8782,6 +9849,7 @@ function sendText() {
   if (utf8Len(text) > max) { toast('This message is too long (' + humanSize(max) + ' at most).'); return; }
   var item = { cid: newCid(), text: text };
   if (S.to) item.to = S.to;
+  if (S.reply) { item.reply_to = S.reply.id; item.quote = S.reply; setReply(null); }
   outbox.push(item); saveOutbox();
   addPending(item);
   ta.value = ''; autosize();
@@ -8789,13 +9857,69 @@ function sendText() {
   if (S.welcomed) sendItem(item);
   toBottom(); updateChrome();
 }
+// ---- replying: the quote above the composer until sent or cancelled ----
+function setReply(m) {
+  if (m && S.muted) { toast('The organiser muted you.'); return; }
+  S.reply = m ? { id: m.id, from: m.from || '?',
+                  text: m.file ? String(m.file.name || 'file') : String(m.text || '').slice(0, QUOTE_MAX) } : null;
+  $('replyChip').hidden = !S.reply;
+  $('replyFrom').textContent = S.reply ? 'Replying to ' + S.reply.from : '';
+  $('replyText').textContent = S.reply ? S.reply.text : '';
+  if (m && m.to && !S.to) setTo(isMine(m) ? m.to : m.from);   // a private message is answered privately
+  if (m) ta.focus();
+}
+$('replyClose').addEventListener('click', function () { setReply(null); ta.focus(); });
 $('composer').addEventListener('submit', function (e) { e.preventDefault(); sendText(); ta.focus(); });
 ta.addEventListener('keydown', function (e) {
+  if (!$('atList').hidden && !e.isComposing) {
+    var opts = $('atList').children;
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      e.preventDefault();
+      S.atSel = (S.atSel + (e.key === 'ArrowDown' ? 1 : opts.length - 1)) % opts.length; markAt();
+      return;
+    }
+    if (e.key === 'Enter' || e.key === 'Tab') { e.preventDefault(); pickAt(opts[S.atSel].dataset.nick); return; }
+    if (e.key === 'Escape') { e.preventDefault(); $('atList').hidden = true; return; }
+  }
+  if (e.key === 'Escape' && S.reply) { setReply(null); return; }
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendText(); }
 });
+// ---- @mentions: typing @ suggests the nicks online ----
+function atQuery() {
+  var pos = ta.selectionStart, found = /(^|\s)@([^\s@]{0,32})$/.exec(ta.value.slice(0, pos));
+  return found ? { start: pos - found[2].length - 1, end: pos, q: found[2] } : null;
+}
+function renderAt() {
+  var list = $('atList'), q = atQuery();
+  list.textContent = ''; S.atSel = 0;
+  var me = fold(S.nick), fq = q ? fold(q.q) : '';
+  var names = !q ? [] : Array.from(S.users.values()).filter(function (n) {
+    return fold(n) !== me && fold(n).indexOf(fq) === 0 && fold(n) !== fq;
+  }).sort(function (a, b) { return a.localeCompare(b, undefined, { sensitivity: 'base' }); }).slice(0, 6);
+  names.forEach(function (n) {
+    var b = el('button', 'atopt', '@' + n); b.type = 'button'; b.dataset.nick = n;
+    b.addEventListener('mousedown', function (e) { e.preventDefault(); });   // the caret stays
+    b.addEventListener('click', function () { pickAt(n); });
+    list.appendChild(b);
+  });
+  list.hidden = !names.length;
+  markAt();
+}
+function markAt() {
+  Array.prototype.forEach.call($('atList').children, function (b, i) { b.classList.toggle('sel', i === S.atSel); });
+}
+function pickAt(nick) {
+  var q = atQuery();
+  $('atList').hidden = true;
+  if (!q) return;
+  var v = ta.value, tail = v.slice(q.end);
+  ta.value = v.slice(0, q.start) + '@' + nick + (tail.charAt(0) === ' ' ? '' : ' ') + tail;
+  var caret = q.start + nick.length + 2;
+  ta.focus(); ta.setSelectionRange(caret, caret); autosize();
+}
 function autosize() { ta.style.height = 'auto'; ta.style.height = Math.min(ta.scrollHeight + 2, 140) + 'px'; }
 ta.addEventListener('input', function () {
-  autosize();
+  autosize(); renderAt();
   var now = Date.now();
   if (S.welcomed && ta.value.trim() && now - S.lastTyping >= TYPING_SEND_MS) {
     S.lastTyping = now;
@@ -8904,12 +10028,99 @@ function toast(text) {
   var t = $('toast'); t.textContent = text;
   clearTimeout(toastTimer); toastTimer = setTimeout(function () { t.textContent = ''; }, TOAST_MS);
 }
-function updateTitle() { document.title = S.unread ? '(' + S.unread + ') ' + TITLE : TITLE; }
+// ---- attention while the page is hidden: title, favicon badge, a beep, a vibration ----
+// Mentions of me and direct messages to me are counted apart and get a two-tone beep.
+function attend(msgs) {
+  if (!document.hidden) return;
+  var strong = false, any = false;
+  msgs.forEach(function (m) {
+    if (!m || typeof m.id !== 'number' || isMine(m) || m.deleted) return;
+    any = true; S.unread++;
+    if (mentionsMe(m)) { S.unreadAt++; strong = true; }
+    else if (m.to) { S.unreadDm++; strong = true; }
+  });
+  if (!any) return;
+  updateTitle();
+  if (soundOn() && Date.now() - S.lastBeep > BEEP_GAP_MS) {
+    S.lastBeep = Date.now();
+    beep(strong);
+    if (S.gestured && navigator.vibrate) { try { navigator.vibrate(strong ? [120, 80, 120] : 150); } catch (e) {} }
+  }
+}
+function updateTitle() {
+  var extra = (S.unreadAt ? ' @' + S.unreadAt : '') + (S.unreadDm ? ' ✉' + S.unreadDm : '');
+  document.title = S.unread ? '(' + S.unread + ')' + extra + ' ' + TITLE : TITLE;
+  drawFavicon(S.unread, S.unreadAt + S.unreadDm > 0);
+}
+// The icon is drawn: a chat bubble, and the unread count on a badge (red for mentions and
+// direct messages), as a data: URL.
+var iconShown = '';
+function drawFavicon(count, strong) {
+  var key = count + (strong ? '!' : '');
+  if (key === iconShown) return;
+  var c = document.createElement('canvas'), g = c.getContext && c.getContext('2d');
+  if (!g) return;
+  iconShown = key;
+  c.width = c.height = 64;
+  g.fillStyle = '#1f5fd6';
+  g.beginPath(); g.arc(30, 30, 26, 0, 2 * Math.PI); g.fill();
+  g.beginPath(); g.moveTo(12, 46); g.lineTo(6, 60); g.lineTo(26, 52); g.fill();
+  g.fillStyle = '#fff';
+  [18, 30, 42].forEach(function (x) { g.beginPath(); g.arc(x, 30, 4.5, 0, 2 * Math.PI); g.fill(); });
+  if (count > 0) {
+    var text = count > 99 ? '99+' : String(count);
+    g.fillStyle = strong ? '#d92d20' : '#0b7a3b';
+    g.beginPath(); g.arc(44, 20, 20, 0, 2 * Math.PI); g.fill();
+    g.fillStyle = '#fff'; g.font = 'bold ' + (text.length > 2 ? 18 : 26) + 'px sans-serif';
+    g.textAlign = 'center'; g.textBaseline = 'middle';
+    g.fillText(text, 44, 21);
+  }
+  $('favicon').href = c.toDataURL('image/png');
+}
+function soundOn() { return store.get('sound') !== 'off'; }
+function renderSound() {
+  var on = soundOn();
+  $('soundBtn').setAttribute('aria-pressed', String(on));
+  $('soundBtn').classList.toggle('muted', !on);
+}
+$('soundBtn').addEventListener('click', function () {
+  store.set('sound', soundOn() ? 'off' : 'on'); renderSound();
+  toast(soundOn() ? 'Sound and vibration on for messages that come while the page is hidden.'
+                  : 'Sound and vibration off.');
+});
+// Browsers let a page play sound only after a first tap or key press: make the audio
+// context then.
+function firstGesture() {
+  S.gestured = true;
+  if (S.audio) return;
+  var AC = window.AudioContext || window.webkitAudioContext;
+  if (!AC) return;
+  try { S.audio = new AC(); } catch (e) { S.audio = null; }
+}
+document.addEventListener('pointerdown', firstGesture, true);
+document.addEventListener('keydown', firstGesture, true);
+function beep(strong) {
+  var ctx = S.audio;
+  if (!ctx) return;
+  try {
+    if (ctx.state === 'suspended' && ctx.resume) ctx.resume();
+    var t = ctx.currentTime;
+    (strong ? [880, 1320] : [660]).forEach(function (f, i) {
+      var o = ctx.createOscillator(), g = ctx.createGain(), t0 = t + i * 0.14;
+      o.type = 'sine'; o.frequency.value = f;
+      g.gain.setValueAtTime(0.0001, t0);
+      g.gain.exponentialRampToValueAtTime(0.25, t0 + 0.01);
+      g.gain.exponentialRampToValueAtTime(0.0001, t0 + 0.12);
+      o.connect(g); g.connect(ctx.destination);
+      o.start(t0); o.stop(t0 + 0.13);
+    });
+  } catch (e) {}
+}
 // Phones freeze background tabs; a socket may be dead without a close event. On return,
 // probe it with a ping and reconnect at once if nothing answers.
 document.addEventListener('visibilitychange', function () {
   if (document.hidden) return;
-  S.unread = 0; updateTitle();
+  S.unread = S.unreadAt = S.unreadDm = 0; updateTitle();
   if (S.welcomed && raw({ type: 'ping' })) {
     var sent = Date.now();
     setTimeout(function () { if (S.welcomed && S.lastRx < sent) { lost(); retry(); } }, PROBE_MS);
@@ -8918,7 +10129,61 @@ document.addEventListener('visibilitychange', function () {
 
 // ---- scrolling back ----
 $('older').addEventListener('click', loadOlder);
-scroller.addEventListener('scroll', function () { if (scroller.scrollTop < 40) loadOlder(); }, { passive: true });
+scroller.addEventListener('scroll', function () {
+  if (scroller.scrollTop < 40) loadOlder();
+  if (!jumpFrame) jumpFrame = requestAnimationFrame(function () { jumpFrame = 0; updateJump(); });
+}, { passive: true });
+
+// ---- jump to latest: shown when scrolled up, with the count of messages below ----
+var jumpFrame = 0;
+function updateJump() {
+  var jump = $('jump');
+  if (nearBottom()) { jump.hidden = true; return; }
+  var bottom = scroller.getBoundingClientRect().bottom, n = 0;
+  for (var c = log.lastElementChild; c; c = c.previousElementSibling) {
+    if (!c.classList.contains('m')) continue;
+    if (c.getBoundingClientRect().top < bottom) break;
+    n++;
+  }
+  $('jumpCount').textContent = n ? String(n) : '';
+  jump.setAttribute('aria-label', 'Jump to latest' + (n ? ', ' + n + (n === 1 ? ' message' : ' messages') + ' below' : ''));
+  jump.hidden = false;
+}
+$('jump').addEventListener('click', function () { toBottom(); $('jump').hidden = true; ta.focus(); });
+
+// ---- day separators: "Today", "Yesterday" or the date between messages of different days ----
+function dayLabel(ts) {
+  var d = new Date(ts), today = new Date();
+  var y = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return 'Today';
+  if (d.toDateString() === y.toDateString()) return 'Yesterday';
+  var o = { weekday: 'long', month: 'long', day: 'numeric' };
+  if (d.getFullYear() !== today.getFullYear()) o.year = 'numeric';
+  return d.toLocaleDateString([], o);
+}
+function redays() {
+  var prevDay = '', sep = null, c = log.firstElementChild, next;
+  for (; c; c = next) {
+    next = c.nextElementSibling;
+    if (c.classList.contains('day')) { if (sep) sep.remove(); sep = c; continue; }
+    if (!c.classList.contains('m')) continue;
+    var day = new Date(+c.dataset.ts).toDateString();
+    if (day !== prevDay) {
+      if (!sep || sep.dataset.day !== day) {
+        if (sep) sep.remove();
+        sep = el('div', 'day'); sep.dataset.day = day;
+        sep.appendChild(el('span', null, ''));
+        log.insertBefore(sep, c);
+      }
+      sep.dataset.k = (+c.dataset.k) - 0.01;
+      var label = dayLabel(+c.dataset.ts);
+      if (sep.firstChild.textContent !== label) sep.firstChild.textContent = label;
+      regroup(c);
+    } else if (sep) { sep.remove(); regroup(c); }
+    sep = null; prevDay = day;
+  }
+  if (sep) sep.remove();
+}
 
 // ---- files: picker, drag and drop, paste; upload over HTTP with progress ----
 var upQueue = [], upActive = 0;
@@ -8988,9 +10253,141 @@ document.addEventListener('paste', function (e) {
   }));
 });
 
+// ---- search: a dialog; results open in the conversation with their neighbours ----
+var sdlg = $('searchDlg');
+$('searchBtn').addEventListener('click', function () {
+  var sel = $('searchFrom'), keep = sel.value, names = new Map();
+  S.users.forEach(function (n, k) { names.set(k, n); });
+  S.byId.forEach(function (node) { var f = node.msg && node.msg.from; if (f && !names.has(fold(f))) names.set(fold(f), f); });
+  while (sel.options.length > 1) sel.remove(1);
+  Array.from(names.values()).sort(function (a, b) { return a.localeCompare(b, undefined, { sensitivity: 'base' }); })
+    .forEach(function (n) { var o = el('option', null, n); o.value = n; sel.appendChild(o); });
+  sel.value = names.has(fold(keep)) ? names.get(fold(keep)) : '';
+  // In a private chat, the search may keep to that conversation (search.with).
+  if (!S.to || $('searchWithText').dataset.peer !== fold(S.to)) $('searchWith').checked = false;
+  $('searchWithRow').hidden = !S.to;
+  $('searchWithText').textContent = S.to ? 'Only the private chat with ' + S.to : '';
+  $('searchWithText').dataset.peer = S.to ? fold(S.to) : '';
+  if (sdlg.showModal) sdlg.showModal(); else sdlg.setAttribute('open', '');
+  $('searchInput').focus(); $('searchInput').select();
+});
+$('searchClose').addEventListener('click', function () { sdlg.close(); });
+sdlg.addEventListener('close', function () { $('searchBtn').focus(); });
+$('searchForm').addEventListener('submit', function (e) {
+  e.preventDefault();
+  var text = $('searchInput').value.trim();
+  if (!text) { $('searchNote').textContent = 'Type the words to find.'; return; }
+  $('searchResults').textContent = '';
+  askSearch({ text: text, from: $('searchFrom').value, peer: S.to && $('searchWith').checked ? S.to : '' });
+});
+$('searchMore').addEventListener('click', function () {
+  if (S.search && S.search.oldest) askSearch({ text: S.search.text, from: S.search.from, peer: S.search.peer, before: S.search.oldest });
+});
+function askSearch(q) {
+  var r = { type: 'search', text: q.text, cid: newCid(), limit: SEARCH_PAGE };
+  if (q.from) r.from = q.from;
+  if (q.peer) r['with'] = q.peer;
+  if (q.before) r.before = q.before;
+  S.search = { cid: r.cid, text: q.text, from: q.from || '', peer: q.peer || '', oldest: q.before || 0 };
+  $('searchMore').hidden = true;
+  $('searchNote').textContent = raw(r) ? 'Searching…' : 'Not connected: try again once back online.';
+}
+H.search_results = function (m) {
+  if (!S.search || m.cid !== S.search.cid) return;
+  var list = $('searchResults'), results = Array.isArray(m.results) ? m.results : [];
+  results.forEach(function (r) {
+    if (!r || typeof r.id !== 'number') return;
+    if (!S.search.oldest || r.id < S.search.oldest) S.search.oldest = r.id;
+    list.appendChild(buildResult(r));
+  });
+  var n = list.children.length;
+  $('searchNote').textContent = n ? n + (n === 1 ? ' message found' : ' messages found') + (m.has_more ? ', more below' : '')
+                                  : 'No message found.';
+  $('searchMore').hidden = !(m.has_more && results.length);
+};
+function buildResult(r) {
+  var li = el('li'), b = el('button', 'sr'); b.type = 'button';
+  var head = el('span', 'srh');
+  head.appendChild(el('span', 'srf', (r.from || '?') + (r.to ? ' → ' + r.to : '')));
+  if (r.to) head.appendChild(el('span', 'tag', 'private'));
+  var tm = el('time', null, r.ts ? fmtTime(r.ts) : ''); if (r.ts) tm.dateTime = r.ts;
+  head.appendChild(tm);
+  b.appendChild(head);
+  var text = r.text || '';
+  if (r.file && r.file.name) text = (text ? text + ' · ' : '') + String(r.file.name);
+  b.appendChild(el('span', 'srt', text));
+  b.addEventListener('click', function () {
+    sdlg.close();
+    if (typeof r.uid === 'number' && r.from) S.uidNick.set(r.uid, r.from);
+    showMessage(r.id);
+  });
+  li.appendChild(b);
+  return li;
+}
+
+// ---- the image viewer: full screen, swipe or arrows between the conversation's images ----
+var viewer = $('viewer'), vItems = [], vAt = 0, vPushed = false, vTouch = null;
+function openViewer(thumb) {
+  vItems = Array.prototype.slice.call(log.querySelectorAll('.thumb:not([hidden])'));
+  vAt = Math.max(0, vItems.indexOf(thumb));
+  showViewer();
+  if (!viewer.open) {
+    if (viewer.showModal) viewer.showModal(); else viewer.setAttribute('open', '');
+    history.pushState({ viewer: true }, '');     // Back closes the viewer, not the chat
+    vPushed = true;
+  }
+  $('vClose').focus();
+}
+function showViewer() {
+  var a = vItems[vAt]; if (!a) return;
+  var w = a.closest('.f'), name = w ? w.dataset.fname : 'image';
+  $('vImg').src = a.href; $('vImg').alt = name;
+  $('vName').textContent = name;
+  $('vCount').textContent = (vAt + 1) + ' of ' + vItems.length;
+  var dl = w && w.querySelector('.dl');
+  $('vDl').href = dl ? dl.href : a.href;
+  $('vDl').setAttribute('download', name);
+  $('vDl').setAttribute('aria-label', 'Download ' + name);
+  $('vPrev').disabled = vAt === 0;
+  $('vNext').disabled = vAt >= vItems.length - 1;
+}
+function stepViewer(d) {
+  var to = vAt + d;
+  if (to < 0 || to >= vItems.length) return;
+  vAt = to; showViewer();
+}
+$('vPrev').addEventListener('click', function () { stepViewer(-1); });
+$('vNext').addEventListener('click', function () { stepViewer(1); });
+$('vClose').addEventListener('click', function () { viewer.close(); });
+viewer.addEventListener('close', function () {
+  var a = vItems[vAt];
+  $('vImg').removeAttribute('src');
+  if (vPushed) { vPushed = false; history.back(); }
+  if (a && a.isConnected) a.focus();
+});
+window.addEventListener('popstate', function () {
+  if (vPushed && viewer.open) { vPushed = false; viewer.close(); }
+});
+viewer.addEventListener('keydown', function (e) {
+  if (e.key === 'ArrowLeft') { e.preventDefault(); stepViewer(-1); }
+  else if (e.key === 'ArrowRight') { e.preventDefault(); stepViewer(1); }
+});
+// One finger swipes; two fingers pinch (the browser zooms, touch-action allows it).
+$('vStage').addEventListener('touchstart', function (e) {
+  vTouch = e.touches.length === 1 ? { x: e.touches[0].clientX, y: e.touches[0].clientY } : null;
+}, { passive: true });
+$('vStage').addEventListener('touchend', function (e) {
+  if (!vTouch || !e.changedTouches.length) return;
+  var dx = e.changedTouches[0].clientX - vTouch.x, dy = e.changedTouches[0].clientY - vTouch.y;
+  vTouch = null;
+  if (window.visualViewport && window.visualViewport.scale > 1.05) return;   // zoomed in: panning
+  if (Math.abs(dx) > SWIPE_PX && Math.abs(dx) > 2 * Math.abs(dy)) stepViewer(dx < 0 ? 1 : -1);
+}, { passive: true });
+$('vStage').addEventListener('click', function (e) { if (e.target === $('vStage')) viewer.close(); });
+
 // ---- start ----
 outbox.forEach(addPending);
-renderUsers(); updateChrome();
+renderUsers(); updateChrome(); renderSound(); drawFavicon(0, false); redays();
 setBanner('Connecting…');
 if (!S.nick) askNick('');
 connect();

@@ -12,6 +12,10 @@ var NICK_MARGIN_MS = 5000;   // the server keeps a dead connection's nick until 
 var TYPING_SEND_MS = 3000, TYPING_SHOW_MS = 4000, GROUP_MS = 300000, TOAST_MS = 4500;
 var MAX_PARALLEL_UPLOADS = 2;
 var PROBE_MS = 6000;       // a tab back in view must hear from the server within this
+var QUOTE_MAX = 200;       // a reply's quote: the first characters of the original (section 12)
+var AROUND = 10;           // a search result opens with this many neighbours on each side
+var SEARCH_PAGE = 20, BEEP_GAP_MS = 1500, FLASH_MS = 2500, SWIPE_PX = 50;
+var REACTIONS = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 
 function $(id) { return document.getElementById(id); }
 var store = {
@@ -71,7 +75,9 @@ var S = {
   ws: null, welcomed: false, everWelcomed: false, nick: store.get('nick') || '', session: '', uid: null, linkGen: 0,
   lastId: 0, lastRx: 0, gapSince: 0, sentSince: 0, attempt: 0, timer: 0, idle: 0, quiet: 0, stopped: false,
   nickRetryUntil: 0, users: new Map(), online: 0, to: '', hasOlder: false, hist: null,
-  byId: new Map(), unread: 0, typers: new Map(), lastTyping: 0, limits: {}
+  byId: new Map(), unread: 0, unreadAt: 0, unreadDm: 0, typers: new Map(), lastTyping: 0, limits: {},
+  reply: null, search: null, pendingJump: 0, audio: null, gestured: false, lastBeep: 0,
+  uidNick: new Map(), atSel: 0
 };
 var outbox = [];
 try { outbox = JSON.parse(store.get('outbox') || '[]').filter(function (o) { return o && o.cid && o.text; }); } catch (e) {}
@@ -167,8 +173,10 @@ var H = {
     S.online = typeof m.online === 'number' ? m.online : S.users.size;
     renderUsers();
     var hist = Array.isArray(m.history) ? m.history : [];
-    var atBottom = nearBottom();
-    hist.forEach(function (x) { addMsg(x, false); });
+    var atBottom = nearBottom(), fresh = [];
+    hist.forEach(function (x) { if (addMsg(x, false)) fresh.push(x); });
+    if (resume) attend(fresh);   // missed while away: as new as live messages
+    redays();
     if (!resume) S.hasOlder = !!m.has_more;
     if (resume && m.has_more && hist.length) {
       S.gapSince = S.sentSince;
@@ -179,28 +187,50 @@ var H = {
     updateChrome();
     flushOutbox();
     if (!resume || atBottom) toBottom();
+    updateJump();
   },
   msg: function (m) {
     var atBottom = nearBottom();
     var added = addMsg(m, true);
     if (m.from) { S.typers.delete(fold(m.from)); renderTyping(); }
-    if (added && !isMine(m) && document.hidden) { S.unread++; updateTitle(); }
+    if (added) { redays(); attend([m]); }
     if (added && m.from && !S.users.has(fold(m.from))) { S.users.set(fold(m.from), m.from); renderUsers(); }
     if (atBottom || isMine(m)) toBottom();
+    updateJump();
   },
   history: function (m) {
     var req = S.hist; S.hist = null;
     var msgs = Array.isArray(m.messages) ? m.messages : [];
-    var h0 = scroller.scrollHeight, top0 = scroller.scrollTop;
-    msgs.forEach(function (x) { addMsg(x, false); });
-    if (req && req.kind === 'gap') {
+    var h0 = scroller.scrollHeight, top0 = scroller.scrollTop, fresh = [];
+    msgs.forEach(function (x) { if (addMsg(x, false)) fresh.push(x); });
+    redays();
+    var kind = req ? req.kind : 'older';
+    if (kind === 'gap') {
+      attend(fresh);
       if (m.has_more && msgs.length) askHistory({ kind: 'gap', before: msgs[0].id, after: req.after });
       else S.gapSince = 0;
+    } else if (kind === 'around') {
+      // A search result: the message and the ones before it, then those after it.
+      if (req.first === 0 || req.target < req.first) S.hasOlder = !!m.has_more && msgs.length > 0;
+      askHistory({ kind: 'after', after: req.target, before: req.target + AROUND + 1, limit: AROUND,
+                   target: req.target, first: req.first });
+    } else if (kind === 'after') {
+      // What lies between these and the messages already shown comes with "Load newer messages".
+      if (req.first > req.before) addGap(req.before - 0.5, req.target + AROUND, req.first);
+      showMessage(req.target, true);
+    } else if (kind === 'fill') {
+      var gap = req.gap;
+      if (m.has_more && msgs.length && gap.isConnected) {
+        gap.dataset.before = msgs[0].id;
+        askHistory({ kind: 'fill', gap: gap, after: +gap.dataset.after, before: msgs[0].id, limit: GAP_PAGE });
+      } else { gap.remove(); redays(); }
+      scroller.scrollTop = top0;
     } else {
       S.hasOlder = !!m.has_more && msgs.length > 0;
       scroller.scrollTop = top0 + (scroller.scrollHeight - h0);   // keep the view still
     }
-    updateChrome();
+    updateChrome(); updateJump();
+    if (!S.hist && S.pendingJump) { var j = S.pendingJump; S.pendingJump = 0; showMessage(j); }
   },
   join: function (m) {
     if (!m.nick) return;
@@ -271,6 +301,9 @@ function onError(m) {
       : 'This server speaks another protocol version. Reload the page.', true);
     lost(); return;
   }
+  if (S.search && m.ref && m.ref === S.search.cid) {   // shown in the search dialog
+    $('searchNote').textContent = text; S.search = null; return;
+  }
   var i = m.ref ? outboxIndex(m.ref) : -1;
   if (i >= 0) {
     if (code === 'rate_limited') {
@@ -292,11 +325,40 @@ function cssEsc(s) { return window.CSS && CSS.escape ? CSS.escape(s) : String(s)
 
 function askHistory(req) {
   if (!S.welcomed || S.hist) return;
-  var h = { type: 'history', before: req.before, limit: req.kind === 'gap' ? GAP_PAGE : PAGE };
+  var h = { type: 'history', before: req.before, limit: req.limit || (req.kind === 'gap' ? GAP_PAGE : PAGE) };
   if (req.after) h.after = req.after;
   S.hist = req;
   raw(h);
   updateChrome();
+}
+// Messages loaded around a search result may leave a hole below them: a button fills it.
+function addGap(key, after, before) {
+  var gap = el('div', 'gap'), b = el('button', 'pill', 'Load newer messages'); b.type = 'button';
+  gap.dataset.after = after; gap.dataset.before = before;
+  b.addEventListener('click', function () {
+    if (!S.welcomed || S.hist) return;
+    b.disabled = true;
+    askHistory({ kind: 'fill', gap: gap, after: +gap.dataset.after, before: +gap.dataset.before, limit: GAP_PAGE });
+  });
+  gap.appendChild(b);
+  place(gap, key);
+}
+// Show a message in the conversation, loading it with its neighbours when it is not shown.
+function showMessage(id, loaded) {
+  var node = S.byId.get(id);
+  if (node) {
+    node.scrollIntoView({ block: 'center' });
+    log.querySelectorAll('.m.hl').forEach(function (n) { n.classList.remove('hl'); });
+    node.classList.add('hl');
+    setTimeout(function () { node.classList.remove('hl'); }, FLASH_MS);
+    updateJump();
+    return;
+  }
+  if (loaded) { toast('That message is no longer in the history.'); return; }
+  if (!S.welcomed) { toast('Not connected: try again once back online.'); return; }
+  if (S.hist) { S.pendingJump = id; return; }
+  var first = log.querySelector('.m[data-id]');
+  askHistory({ kind: 'around', before: id + 1, limit: AROUND, target: id, first: first ? +first.dataset.id : 0 });
 }
 function loadOlder() {
   var first = log.querySelector('.m[data-id]');
@@ -327,7 +389,7 @@ function regroup(node) {
   node.classList.toggle('g', !!same);
 }
 function buildMsg(m, mine) {
-  var box = el('div', 'm' + (mine ? ' me' : '') + (m.to ? ' dm' : ''));
+  var box = el('div', 'm' + (mine ? ' me' : '') + (m.to ? ' dm' : '') + (!mine && mentionsMe(m) ? ' mention' : ''));
   box.dataset.from = fold(m.from || '');
   box.dataset.to = m.to ? fold(m.to) : '';
   box.dataset.ts = Date.parse(m.ts) || Date.now();
@@ -344,7 +406,8 @@ function buildMsg(m, mine) {
     b.appendChild(el('div', 't', m.deleted === 'operator' ? 'Message removed by the organiser'
                                                           : 'Message removed'));
   } else {
-    if (m.text) b.appendChild(el('div', 't', m.text));
+    if (m.reply_to && typeof m.reply_to === 'object') b.appendChild(buildQuote(m.reply_to));
+    if (m.text) b.appendChild(richText(m.text, m.mentions));
     if (m.file && typeof m.file === 'object') b.appendChild(buildFile(m.file));
   }
   var meta = el('div', 'meta');
@@ -357,13 +420,113 @@ function buildMsg(m, mine) {
   meta.appendChild(tm);
   meta.appendChild(el('span', 'st'));
   b.appendChild(meta);
-  if (mine && typeof m.id === 'number' && !m.deleted) box.appendChild(buildActions(m));
-  if (m.text && !m.file) {   // short text: the time sits on the last line, chat-app style
+  if (typeof m.id === 'number' && !m.deleted) box.appendChild(buildActions(m, mine));
+  if (m.text && !m.file && !m.reply_to) {   // short text: the time sits on the last line, chat-app style
     b.classList.add('inl');
     b.style.setProperty('--mw', (tm.textContent.length * 6.5 + 16) + 'px');
   }
   box.appendChild(b);
+  if (!m.deleted) box.appendChild(buildReactions(m));
   return box;
+}
+// Does this message mention me? The server lists the nicks it mentions (section 12).
+function mentionsMe(m) {
+  if (!m || !Array.isArray(m.mentions) || !S.nick) return false;
+  var me = fold(S.nick);
+  return m.mentions.some(function (n) { return fold(n) === me; });
+}
+// The text as DOM nodes: http(s) URLs become links, the @nicks the server resolved are
+// marked; everything else, and every other scheme (javascript:, data:...), stays text.
+var URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+var MENTION_RE = /@([^\s,.;:!?)\]}'"]+)/g;
+function richText(text, mentions) {
+  var div = el('div', 't'), at = new Set(), last = 0, found;
+  (Array.isArray(mentions) ? mentions : []).forEach(function (n) { at.add(fold(n)); });
+  URL_RE.lastIndex = 0;
+  while ((found = URL_RE.exec(text))) {
+    var url = trimUrl(found[0]), a = linkFor(url);
+    if (!a) continue;
+    addMentions(div, text.slice(last, found.index), at);
+    div.appendChild(a);
+    last = found.index + url.length;
+    URL_RE.lastIndex = last;
+  }
+  addMentions(div, text.slice(last), at);
+  return div;
+}
+// Punctuation after a URL ends the sentence, not the URL; a closing bracket belongs to it
+// only when the URL opened one.
+function trimUrl(u) {
+  for (;;) {
+    var c = u.charAt(u.length - 1), open = { ')': '(', ']': '[', '}': '{' }[c];
+    if (!c) return u;
+    if ('.,;:!?\'"'.indexOf(c) >= 0) u = u.slice(0, -1);
+    else if (open && u.split(open).length <= u.split(c).length - 1) u = u.slice(0, -1);
+    else return u;
+  }
+}
+function linkFor(url) {
+  var a = el('a', 'ln', url);
+  a.href = url;
+  if ((a.protocol !== 'http:' && a.protocol !== 'https:') || !a.hostname) return null;
+  a.target = '_blank'; a.rel = 'noopener noreferrer';
+  return a;
+}
+function addMentions(div, text, at) {
+  if (!text) return;
+  var last = 0, found;
+  MENTION_RE.lastIndex = 0;
+  while (at.size && (found = MENTION_RE.exec(text))) {
+    if (!at.has(fold(found[1]))) continue;
+    if (found.index > last) div.appendChild(document.createTextNode(text.slice(last, found.index)));
+    div.appendChild(el('span', 'at' + (fold(found[1]) === fold(S.nick) ? ' atme' : ''), found[0]));
+    last = found.index + found[0].length;
+  }
+  if (last < text.length) div.appendChild(document.createTextNode(text.slice(last)));
+}
+// The quote of the message answered: tapping it shows the original when it is loaded.
+function buildQuote(q) {
+  var btn = el('button', 'q'); btn.type = 'button';
+  btn.dataset.rid = String(q.id);
+  btn.appendChild(el('span', 'qf', String(q.from || '?')));
+  btn.appendChild(el('span', 'qt', q.deleted ? 'Message removed' : String(q.text || '')));
+  if (q.deleted) btn.classList.add('qdel');
+  btn.setAttribute('aria-label', 'Reply to ' + (q.from || '?') + ': ' +
+    (q.deleted ? 'message removed' : String(q.text || '')) + '. Show the original');
+  btn.addEventListener('click', function () {
+    if (S.byId.has(q.id) || !q.deleted) showMessage(q.id);   // loaded with its neighbours if need be
+    else toast('The original message was removed.');
+  });
+  return btn;
+}
+// Reactions: one chip per emoji with its count; ours highlighted; a tap toggles ours.
+function buildReactions(m) {
+  var wrap = el('div', 'rx');
+  var r = m.reactions && typeof m.reactions === 'object' ? m.reactions : {};
+  Object.keys(r).forEach(function (emoji) {
+    var uids = Array.isArray(r[emoji]) ? r[emoji] : [];
+    if (!uids.length) return;
+    var mineToo = S.uid !== null && uids.indexOf(S.uid) >= 0;
+    var chip = el('button', 'rc' + (mineToo ? ' own' : '')); chip.type = 'button';
+    chip.appendChild(el('span', 're', emoji));
+    chip.appendChild(el('span', 'rn', String(uids.length)));
+    chip.setAttribute('aria-pressed', String(mineToo));
+    chip.setAttribute('aria-label', emoji + ' ' + uids.length + (uids.length === 1 ? ' reaction' : ' reactions'));
+    chip.title = uids.map(function (u) { return u === S.uid ? 'you' : (S.uidNick.get(u) || '?'); }).join(', ');
+    chip.addEventListener('click', function () { react(m.id, mineToo ? '' : emoji); });
+    wrap.appendChild(chip);
+  });
+  wrap.hidden = !wrap.firstChild;
+  return wrap;
+}
+function myReaction(m) {
+  var r = m && m.reactions && typeof m.reactions === 'object' ? m.reactions : {};
+  for (var e in r) if (r.hasOwnProperty(e) && Array.isArray(r[e]) && r[e].indexOf(S.uid) >= 0) return e;
+  return '';
+}
+function react(id, emoji) {
+  if (S.muted) { toast('The organiser muted you.'); return; }
+  if (!raw({ type: 'react', id: id, emoji: emoji, cid: newCid() })) toast('Not connected: try again once back online.');
 }
 // inline=1 asks the server to serve an image as itself (not as an attachment) for thumbnails.
 // A link carries no secret: the session travels in an HttpOnly cookie (sessionCookie); v only
@@ -388,6 +551,10 @@ function buildFile(f) {
   var url = fileUrl(f);
   if (typeof f.mime === 'string' && f.mime.indexOf('image/') === 0) {
     var a = el('a', 'thumb'); a.href = fileUrl(f, true); a.target = '_blank'; a.rel = 'noopener';
+    a.addEventListener('click', function (e) {
+      if (e.ctrlKey || e.metaKey || e.shiftKey || e.button) return;   // a new tab, as asked
+      e.preventDefault(); openViewer(a);
+    });
     var img = el('img'); img.loading = 'lazy'; img.alt = String(f.name || 'image'); img.src = a.href;
     img.addEventListener('error', function () { a.hidden = true; });   // keep the download link
     img.addEventListener('load', function () { if (nearBottom() || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 400) toBottom(); });
@@ -420,6 +587,7 @@ function addMsg(m, live) {
   }
   var mine = isMine(m);
   if (mine && m.cid) ack(m.cid);
+  if (typeof m.uid === 'number' && m.from) S.uidNick.set(m.uid, m.from);
   var node = buildMsg(m, mine);
   node.dataset.id = m.id;
   node.msg = m;
@@ -438,18 +606,31 @@ function applyChange(c) {
     Array.from(S.byId.keys()).forEach(function (id) {
       if (id < c.id) { S.byId.get(id).remove(); S.byId.delete(id); }
     });
-    log.querySelectorAll('.note').forEach(function (n) { n.remove(); });
+    log.querySelectorAll('.note, .gap').forEach(function (n) { n.remove(); });
     S.hasOlder = false;
+    if (S.reply && S.reply.id < c.id) setReply(null);
+    redays();
     note('The organiser cleared the history');
     updateChrome();
     return;
   }
+  if (c.change === 'delete' || c.change === 'edit') updateQuotes(c);
   var node = S.byId.get(c.target);
   if (!node || !node.msg) return;
   var m = Object.assign({}, node.msg);
-  if (c.change === 'delete') { m.text = ''; delete m.file; delete m.edited; m.deleted = c.by || 'sender'; }
+  if (c.change === 'react') {
+    if (c.reactions && typeof c.reactions === 'object') m.reactions = c.reactions;
+    node.msg = m;
+    node.querySelector('.rx').replaceWith(buildReactions(m));
+    return;
+  }
+  if (c.change === 'delete') { m.text = ''; delete m.file; delete m.edited; delete m.reactions; m.deleted = c.by || 'sender'; }
   else if (c.change === 'edit' && typeof c.text === 'string' && !m.deleted) { m.text = c.text; m.edited = c.edited || c.ts; }
   else return;
+  if (S.reply && S.reply.id === m.id && m.deleted) setReply(null);
+  rebuild(node, m);
+}
+function rebuild(node, m) {
   var fresh = buildMsg(m, isMine(m));
   fresh.dataset.id = m.id; fresh.msg = m;
   fresh.dataset.k = node.dataset.k;
@@ -457,30 +638,80 @@ function applyChange(c) {
   node.replaceWith(fresh);
   S.byId.set(m.id, fresh);
 }
-// The menu of one's own message: Edit (text only) and Delete. A button that shows on hover or
-// focus (and always on touch screens), so keyboard and phone users reach it too.
-function buildActions(m) {
+// A removed or edited original changes the quotes of its replies too (section 12).
+function updateQuotes(c) {
+  S.byId.forEach(function (node) {
+    var m = node.msg;
+    if (!m || !m.reply_to || m.reply_to.id !== c.target || m.deleted) return;
+    var q = Object.assign({}, m.reply_to);
+    if (c.change === 'delete') { q.text = ''; q.deleted = true; }
+    else if (typeof c.text === 'string' && !q.deleted) q.text = c.text.slice(0, QUOTE_MAX);
+    else return;
+    rebuild(node, Object.assign({}, m, { reply_to: q }));
+  });
+}
+// Every message has a menu: Reply and React; one's own also Edit (text only) and Delete. A
+// button that shows on hover or focus (and always on touch screens), so keyboard and phone
+// users reach it too.
+function buildActions(m, mine) {
   var wrap = el('div', 'acts');
   var btn = el('button', 'actbtn', '⋯'); btn.type = 'button';
-  btn.setAttribute('aria-label', 'Actions for your message'); btn.setAttribute('aria-expanded', 'false');
+  btn.setAttribute('aria-label', mine ? 'Actions for your message' : 'Actions for the message from ' + (m.from || '?'));
+  btn.setAttribute('aria-expanded', 'false');
   var menu = el('div', 'actmenu'); menu.hidden = true;
-  if (m.text && !m.file && editable(m)) {
-    var edit = el('button', null, 'Edit'); edit.type = 'button';
-    edit.addEventListener('click', function () { menu.hidden = true; startEdit(m.id); });
-    menu.appendChild(edit);
+  var picker = el('div', 'picker'); picker.hidden = true;
+  picker.setAttribute('role', 'group'); picker.setAttribute('aria-label', 'Pick a reaction');
+  function close() { menu.hidden = picker.hidden = true; btn.setAttribute('aria-expanded', 'false'); }
+  function item(label, cls, action) {
+    var b = el('button', cls, label); b.type = 'button';
+    b.addEventListener('click', function () { close(); action(); });
+    menu.appendChild(b);
   }
-  var del = el('button', 'danger', 'Delete'); del.type = 'button';
-  del.addEventListener('click', function () {
-    menu.hidden = true;
+  item('Reply', null, function () { setReply(m); });
+  item('React', null, function () {
+    if (S.muted) { toast('The organiser muted you.'); return; }
+    fillPicker(picker, m.id, close);
+    picker.hidden = false; btn.setAttribute('aria-expanded', 'true');
+    (picker.querySelector('.own') || picker.firstChild).focus();
+  });
+  if (mine && m.text && !m.file && editable(m)) item('Edit', null, function () { startEdit(m.id); });
+  if (mine) item('Delete', 'danger', function () {
     if (window.confirm('Delete this message for everyone?')) raw({ type: 'delete', id: m.id, cid: newCid() });
   });
-  menu.appendChild(del);
   btn.addEventListener('click', function () {
-    menu.hidden = !menu.hidden; btn.setAttribute('aria-expanded', String(!menu.hidden));
+    var open = menu.hidden && picker.hidden;
+    closeMenus();
+    menu.hidden = !open; btn.setAttribute('aria-expanded', String(open));
+    if (open) menu.firstChild.focus();
   });
-  wrap.appendChild(btn); wrap.appendChild(menu);
+  wrap.addEventListener('keydown', function (e) {
+    if (e.key === 'Escape' && !(menu.hidden && picker.hidden)) { e.stopPropagation(); close(); btn.focus(); }
+  });
+  wrap.appendChild(btn); wrap.appendChild(menu); wrap.appendChild(picker);
   return wrap;
 }
+// The reaction picker, built when opened: our current reaction is the one shown pressed.
+function fillPicker(picker, id, close) {
+  var node = S.byId.get(id), current = myReaction(node && node.msg);
+  picker.textContent = '';
+  REACTIONS.forEach(function (emoji) {
+    var b = el('button', emoji === current ? 'own' : null, emoji); b.type = 'button';
+    b.setAttribute('aria-label', (emoji === current ? 'Remove reaction ' : 'React with ') + emoji);
+    b.setAttribute('aria-pressed', String(emoji === current));
+    b.addEventListener('click', function () { close(); react(id, emoji === current ? '' : emoji); });
+    picker.appendChild(b);
+  });
+}
+function closeMenus(except) {
+  log.querySelectorAll('.acts').forEach(function (w) {
+    if (w === except) return;
+    w.querySelector('.actmenu').hidden = true; w.querySelector('.picker').hidden = true;
+    w.querySelector('.actbtn').setAttribute('aria-expanded', 'false');
+  });
+}
+document.addEventListener('click', function (e) {
+  closeMenus(e.target && e.target.closest ? e.target.closest('.acts') : null);
+});
 // Within the server's edit window (welcome.limits.edit_window, seconds; 0: off). A server
 // that does not say leaves the decision to it (edit_expired).
 function editable(m) {
@@ -537,7 +768,7 @@ function note(text) {
 }
 function setStatus(node, text) { var s = node.querySelector('.st'); if (s) s.textContent = text; }
 function addPending(item) {
-  var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to }, true);
+  var node = buildMsg({ from: S.nick, text: item.text, cid: item.cid, to: item.to, reply_to: item.quote }, true);
   node.classList.add('pending');
   setStatus(node, S.welcomed ? 'Sending…' : 'Waiting for connection…');
   place(node, Infinity);
@@ -557,6 +788,7 @@ function updateChrome() {
 function sendItem(item) {
   var m = { type: 'msg', text: item.text, cid: item.cid };
   if (item.to) m.to = item.to;
+  if (typeof item.reply_to === 'number') m.reply_to = item.reply_to;
   if (raw(m)) {
     var p = log.querySelector('.pending[data-cid="' + cssEsc(item.cid) + '"]');
     if (p) setStatus(p, 'Sending…');
@@ -570,6 +802,7 @@ function sendText() {
   if (utf8Len(text) > max) { toast('This message is too long (' + humanSize(max) + ' at most).'); return; }
   var item = { cid: newCid(), text: text };
   if (S.to) item.to = S.to;
+  if (S.reply) { item.reply_to = S.reply.id; item.quote = S.reply; setReply(null); }
   outbox.push(item); saveOutbox();
   addPending(item);
   ta.value = ''; autosize();
@@ -577,13 +810,69 @@ function sendText() {
   if (S.welcomed) sendItem(item);
   toBottom(); updateChrome();
 }
+// ---- replying: the quote above the composer until sent or cancelled ----
+function setReply(m) {
+  if (m && S.muted) { toast('The organiser muted you.'); return; }
+  S.reply = m ? { id: m.id, from: m.from || '?',
+                  text: m.file ? String(m.file.name || 'file') : String(m.text || '').slice(0, QUOTE_MAX) } : null;
+  $('replyChip').hidden = !S.reply;
+  $('replyFrom').textContent = S.reply ? 'Replying to ' + S.reply.from : '';
+  $('replyText').textContent = S.reply ? S.reply.text : '';
+  if (m && m.to && !S.to) setTo(isMine(m) ? m.to : m.from);   // a private message is answered privately
+  if (m) ta.focus();
+}
+$('replyClose').addEventListener('click', function () { setReply(null); ta.focus(); });
 $('composer').addEventListener('submit', function (e) { e.preventDefault(); sendText(); ta.focus(); });
 ta.addEventListener('keydown', function (e) {
+  if (!$('atList').hidden && !e.isComposing) {
+    var opts = $('atList').children;
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      e.preventDefault();
+      S.atSel = (S.atSel + (e.key === 'ArrowDown' ? 1 : opts.length - 1)) % opts.length; markAt();
+      return;
+    }
+    if (e.key === 'Enter' || e.key === 'Tab') { e.preventDefault(); pickAt(opts[S.atSel].dataset.nick); return; }
+    if (e.key === 'Escape') { e.preventDefault(); $('atList').hidden = true; return; }
+  }
+  if (e.key === 'Escape' && S.reply) { setReply(null); return; }
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendText(); }
 });
+// ---- @mentions: typing @ suggests the nicks online ----
+function atQuery() {
+  var pos = ta.selectionStart, found = /(^|\s)@([^\s@]{0,32})$/.exec(ta.value.slice(0, pos));
+  return found ? { start: pos - found[2].length - 1, end: pos, q: found[2] } : null;
+}
+function renderAt() {
+  var list = $('atList'), q = atQuery();
+  list.textContent = ''; S.atSel = 0;
+  var me = fold(S.nick), fq = q ? fold(q.q) : '';
+  var names = !q ? [] : Array.from(S.users.values()).filter(function (n) {
+    return fold(n) !== me && fold(n).indexOf(fq) === 0 && fold(n) !== fq;
+  }).sort(function (a, b) { return a.localeCompare(b, undefined, { sensitivity: 'base' }); }).slice(0, 6);
+  names.forEach(function (n) {
+    var b = el('button', 'atopt', '@' + n); b.type = 'button'; b.dataset.nick = n;
+    b.addEventListener('mousedown', function (e) { e.preventDefault(); });   // the caret stays
+    b.addEventListener('click', function () { pickAt(n); });
+    list.appendChild(b);
+  });
+  list.hidden = !names.length;
+  markAt();
+}
+function markAt() {
+  Array.prototype.forEach.call($('atList').children, function (b, i) { b.classList.toggle('sel', i === S.atSel); });
+}
+function pickAt(nick) {
+  var q = atQuery();
+  $('atList').hidden = true;
+  if (!q) return;
+  var v = ta.value, tail = v.slice(q.end);
+  ta.value = v.slice(0, q.start) + '@' + nick + (tail.charAt(0) === ' ' ? '' : ' ') + tail;
+  var caret = q.start + nick.length + 2;
+  ta.focus(); ta.setSelectionRange(caret, caret); autosize();
+}
 function autosize() { ta.style.height = 'auto'; ta.style.height = Math.min(ta.scrollHeight + 2, 140) + 'px'; }
 ta.addEventListener('input', function () {
-  autosize();
+  autosize(); renderAt();
   var now = Date.now();
   if (S.welcomed && ta.value.trim() && now - S.lastTyping >= TYPING_SEND_MS) {
     S.lastTyping = now;
@@ -692,12 +981,99 @@ function toast(text) {
   var t = $('toast'); t.textContent = text;
   clearTimeout(toastTimer); toastTimer = setTimeout(function () { t.textContent = ''; }, TOAST_MS);
 }
-function updateTitle() { document.title = S.unread ? '(' + S.unread + ') ' + TITLE : TITLE; }
+// ---- attention while the page is hidden: title, favicon badge, a beep, a vibration ----
+// Mentions of me and direct messages to me are counted apart and get a two-tone beep.
+function attend(msgs) {
+  if (!document.hidden) return;
+  var strong = false, any = false;
+  msgs.forEach(function (m) {
+    if (!m || typeof m.id !== 'number' || isMine(m) || m.deleted) return;
+    any = true; S.unread++;
+    if (mentionsMe(m)) { S.unreadAt++; strong = true; }
+    else if (m.to) { S.unreadDm++; strong = true; }
+  });
+  if (!any) return;
+  updateTitle();
+  if (soundOn() && Date.now() - S.lastBeep > BEEP_GAP_MS) {
+    S.lastBeep = Date.now();
+    beep(strong);
+    if (S.gestured && navigator.vibrate) { try { navigator.vibrate(strong ? [120, 80, 120] : 150); } catch (e) {} }
+  }
+}
+function updateTitle() {
+  var extra = (S.unreadAt ? ' @' + S.unreadAt : '') + (S.unreadDm ? ' ✉' + S.unreadDm : '');
+  document.title = S.unread ? '(' + S.unread + ')' + extra + ' ' + TITLE : TITLE;
+  drawFavicon(S.unread, S.unreadAt + S.unreadDm > 0);
+}
+// The icon is drawn: a chat bubble, and the unread count on a badge (red for mentions and
+// direct messages), as a data: URL.
+var iconShown = '';
+function drawFavicon(count, strong) {
+  var key = count + (strong ? '!' : '');
+  if (key === iconShown) return;
+  var c = document.createElement('canvas'), g = c.getContext && c.getContext('2d');
+  if (!g) return;
+  iconShown = key;
+  c.width = c.height = 64;
+  g.fillStyle = '#1f5fd6';
+  g.beginPath(); g.arc(30, 30, 26, 0, 2 * Math.PI); g.fill();
+  g.beginPath(); g.moveTo(12, 46); g.lineTo(6, 60); g.lineTo(26, 52); g.fill();
+  g.fillStyle = '#fff';
+  [18, 30, 42].forEach(function (x) { g.beginPath(); g.arc(x, 30, 4.5, 0, 2 * Math.PI); g.fill(); });
+  if (count > 0) {
+    var text = count > 99 ? '99+' : String(count);
+    g.fillStyle = strong ? '#d92d20' : '#0b7a3b';
+    g.beginPath(); g.arc(44, 20, 20, 0, 2 * Math.PI); g.fill();
+    g.fillStyle = '#fff'; g.font = 'bold ' + (text.length > 2 ? 18 : 26) + 'px sans-serif';
+    g.textAlign = 'center'; g.textBaseline = 'middle';
+    g.fillText(text, 44, 21);
+  }
+  $('favicon').href = c.toDataURL('image/png');
+}
+function soundOn() { return store.get('sound') !== 'off'; }
+function renderSound() {
+  var on = soundOn();
+  $('soundBtn').setAttribute('aria-pressed', String(on));
+  $('soundBtn').classList.toggle('muted', !on);
+}
+$('soundBtn').addEventListener('click', function () {
+  store.set('sound', soundOn() ? 'off' : 'on'); renderSound();
+  toast(soundOn() ? 'Sound and vibration on for messages that come while the page is hidden.'
+                  : 'Sound and vibration off.');
+});
+// Browsers let a page play sound only after a first tap or key press: make the audio
+// context then.
+function firstGesture() {
+  S.gestured = true;
+  if (S.audio) return;
+  var AC = window.AudioContext || window.webkitAudioContext;
+  if (!AC) return;
+  try { S.audio = new AC(); } catch (e) { S.audio = null; }
+}
+document.addEventListener('pointerdown', firstGesture, true);
+document.addEventListener('keydown', firstGesture, true);
+function beep(strong) {
+  var ctx = S.audio;
+  if (!ctx) return;
+  try {
+    if (ctx.state === 'suspended' && ctx.resume) ctx.resume();
+    var t = ctx.currentTime;
+    (strong ? [880, 1320] : [660]).forEach(function (f, i) {
+      var o = ctx.createOscillator(), g = ctx.createGain(), t0 = t + i * 0.14;
+      o.type = 'sine'; o.frequency.value = f;
+      g.gain.setValueAtTime(0.0001, t0);
+      g.gain.exponentialRampToValueAtTime(0.25, t0 + 0.01);
+      g.gain.exponentialRampToValueAtTime(0.0001, t0 + 0.12);
+      o.connect(g); g.connect(ctx.destination);
+      o.start(t0); o.stop(t0 + 0.13);
+    });
+  } catch (e) {}
+}
 // Phones freeze background tabs; a socket may be dead without a close event. On return,
 // probe it with a ping and reconnect at once if nothing answers.
 document.addEventListener('visibilitychange', function () {
   if (document.hidden) return;
-  S.unread = 0; updateTitle();
+  S.unread = S.unreadAt = S.unreadDm = 0; updateTitle();
   if (S.welcomed && raw({ type: 'ping' })) {
     var sent = Date.now();
     setTimeout(function () { if (S.welcomed && S.lastRx < sent) { lost(); retry(); } }, PROBE_MS);
@@ -706,7 +1082,61 @@ document.addEventListener('visibilitychange', function () {
 
 // ---- scrolling back ----
 $('older').addEventListener('click', loadOlder);
-scroller.addEventListener('scroll', function () { if (scroller.scrollTop < 40) loadOlder(); }, { passive: true });
+scroller.addEventListener('scroll', function () {
+  if (scroller.scrollTop < 40) loadOlder();
+  if (!jumpFrame) jumpFrame = requestAnimationFrame(function () { jumpFrame = 0; updateJump(); });
+}, { passive: true });
+
+// ---- jump to latest: shown when scrolled up, with the count of messages below ----
+var jumpFrame = 0;
+function updateJump() {
+  var jump = $('jump');
+  if (nearBottom()) { jump.hidden = true; return; }
+  var bottom = scroller.getBoundingClientRect().bottom, n = 0;
+  for (var c = log.lastElementChild; c; c = c.previousElementSibling) {
+    if (!c.classList.contains('m')) continue;
+    if (c.getBoundingClientRect().top < bottom) break;
+    n++;
+  }
+  $('jumpCount').textContent = n ? String(n) : '';
+  jump.setAttribute('aria-label', 'Jump to latest' + (n ? ', ' + n + (n === 1 ? ' message' : ' messages') + ' below' : ''));
+  jump.hidden = false;
+}
+$('jump').addEventListener('click', function () { toBottom(); $('jump').hidden = true; ta.focus(); });
+
+// ---- day separators: "Today", "Yesterday" or the date between messages of different days ----
+function dayLabel(ts) {
+  var d = new Date(ts), today = new Date();
+  var y = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return 'Today';
+  if (d.toDateString() === y.toDateString()) return 'Yesterday';
+  var o = { weekday: 'long', month: 'long', day: 'numeric' };
+  if (d.getFullYear() !== today.getFullYear()) o.year = 'numeric';
+  return d.toLocaleDateString([], o);
+}
+function redays() {
+  var prevDay = '', sep = null, c = log.firstElementChild, next;
+  for (; c; c = next) {
+    next = c.nextElementSibling;
+    if (c.classList.contains('day')) { if (sep) sep.remove(); sep = c; continue; }
+    if (!c.classList.contains('m')) continue;
+    var day = new Date(+c.dataset.ts).toDateString();
+    if (day !== prevDay) {
+      if (!sep || sep.dataset.day !== day) {
+        if (sep) sep.remove();
+        sep = el('div', 'day'); sep.dataset.day = day;
+        sep.appendChild(el('span', null, ''));
+        log.insertBefore(sep, c);
+      }
+      sep.dataset.k = (+c.dataset.k) - 0.01;
+      var label = dayLabel(+c.dataset.ts);
+      if (sep.firstChild.textContent !== label) sep.firstChild.textContent = label;
+      regroup(c);
+    } else if (sep) { sep.remove(); regroup(c); }
+    sep = null; prevDay = day;
+  }
+  if (sep) sep.remove();
+}
 
 // ---- files: picker, drag and drop, paste; upload over HTTP with progress ----
 var upQueue = [], upActive = 0;
@@ -776,9 +1206,141 @@ document.addEventListener('paste', function (e) {
   }));
 });
 
+// ---- search: a dialog; results open in the conversation with their neighbours ----
+var sdlg = $('searchDlg');
+$('searchBtn').addEventListener('click', function () {
+  var sel = $('searchFrom'), keep = sel.value, names = new Map();
+  S.users.forEach(function (n, k) { names.set(k, n); });
+  S.byId.forEach(function (node) { var f = node.msg && node.msg.from; if (f && !names.has(fold(f))) names.set(fold(f), f); });
+  while (sel.options.length > 1) sel.remove(1);
+  Array.from(names.values()).sort(function (a, b) { return a.localeCompare(b, undefined, { sensitivity: 'base' }); })
+    .forEach(function (n) { var o = el('option', null, n); o.value = n; sel.appendChild(o); });
+  sel.value = names.has(fold(keep)) ? names.get(fold(keep)) : '';
+  // In a private chat, the search may keep to that conversation (search.with).
+  if (!S.to || $('searchWithText').dataset.peer !== fold(S.to)) $('searchWith').checked = false;
+  $('searchWithRow').hidden = !S.to;
+  $('searchWithText').textContent = S.to ? 'Only the private chat with ' + S.to : '';
+  $('searchWithText').dataset.peer = S.to ? fold(S.to) : '';
+  if (sdlg.showModal) sdlg.showModal(); else sdlg.setAttribute('open', '');
+  $('searchInput').focus(); $('searchInput').select();
+});
+$('searchClose').addEventListener('click', function () { sdlg.close(); });
+sdlg.addEventListener('close', function () { $('searchBtn').focus(); });
+$('searchForm').addEventListener('submit', function (e) {
+  e.preventDefault();
+  var text = $('searchInput').value.trim();
+  if (!text) { $('searchNote').textContent = 'Type the words to find.'; return; }
+  $('searchResults').textContent = '';
+  askSearch({ text: text, from: $('searchFrom').value, peer: S.to && $('searchWith').checked ? S.to : '' });
+});
+$('searchMore').addEventListener('click', function () {
+  if (S.search && S.search.oldest) askSearch({ text: S.search.text, from: S.search.from, peer: S.search.peer, before: S.search.oldest });
+});
+function askSearch(q) {
+  var r = { type: 'search', text: q.text, cid: newCid(), limit: SEARCH_PAGE };
+  if (q.from) r.from = q.from;
+  if (q.peer) r['with'] = q.peer;
+  if (q.before) r.before = q.before;
+  S.search = { cid: r.cid, text: q.text, from: q.from || '', peer: q.peer || '', oldest: q.before || 0 };
+  $('searchMore').hidden = true;
+  $('searchNote').textContent = raw(r) ? 'Searching…' : 'Not connected: try again once back online.';
+}
+H.search_results = function (m) {
+  if (!S.search || m.cid !== S.search.cid) return;
+  var list = $('searchResults'), results = Array.isArray(m.results) ? m.results : [];
+  results.forEach(function (r) {
+    if (!r || typeof r.id !== 'number') return;
+    if (!S.search.oldest || r.id < S.search.oldest) S.search.oldest = r.id;
+    list.appendChild(buildResult(r));
+  });
+  var n = list.children.length;
+  $('searchNote').textContent = n ? n + (n === 1 ? ' message found' : ' messages found') + (m.has_more ? ', more below' : '')
+                                  : 'No message found.';
+  $('searchMore').hidden = !(m.has_more && results.length);
+};
+function buildResult(r) {
+  var li = el('li'), b = el('button', 'sr'); b.type = 'button';
+  var head = el('span', 'srh');
+  head.appendChild(el('span', 'srf', (r.from || '?') + (r.to ? ' → ' + r.to : '')));
+  if (r.to) head.appendChild(el('span', 'tag', 'private'));
+  var tm = el('time', null, r.ts ? fmtTime(r.ts) : ''); if (r.ts) tm.dateTime = r.ts;
+  head.appendChild(tm);
+  b.appendChild(head);
+  var text = r.text || '';
+  if (r.file && r.file.name) text = (text ? text + ' · ' : '') + String(r.file.name);
+  b.appendChild(el('span', 'srt', text));
+  b.addEventListener('click', function () {
+    sdlg.close();
+    if (typeof r.uid === 'number' && r.from) S.uidNick.set(r.uid, r.from);
+    showMessage(r.id);
+  });
+  li.appendChild(b);
+  return li;
+}
+
+// ---- the image viewer: full screen, swipe or arrows between the conversation's images ----
+var viewer = $('viewer'), vItems = [], vAt = 0, vPushed = false, vTouch = null;
+function openViewer(thumb) {
+  vItems = Array.prototype.slice.call(log.querySelectorAll('.thumb:not([hidden])'));
+  vAt = Math.max(0, vItems.indexOf(thumb));
+  showViewer();
+  if (!viewer.open) {
+    if (viewer.showModal) viewer.showModal(); else viewer.setAttribute('open', '');
+    history.pushState({ viewer: true }, '');     // Back closes the viewer, not the chat
+    vPushed = true;
+  }
+  $('vClose').focus();
+}
+function showViewer() {
+  var a = vItems[vAt]; if (!a) return;
+  var w = a.closest('.f'), name = w ? w.dataset.fname : 'image';
+  $('vImg').src = a.href; $('vImg').alt = name;
+  $('vName').textContent = name;
+  $('vCount').textContent = (vAt + 1) + ' of ' + vItems.length;
+  var dl = w && w.querySelector('.dl');
+  $('vDl').href = dl ? dl.href : a.href;
+  $('vDl').setAttribute('download', name);
+  $('vDl').setAttribute('aria-label', 'Download ' + name);
+  $('vPrev').disabled = vAt === 0;
+  $('vNext').disabled = vAt >= vItems.length - 1;
+}
+function stepViewer(d) {
+  var to = vAt + d;
+  if (to < 0 || to >= vItems.length) return;
+  vAt = to; showViewer();
+}
+$('vPrev').addEventListener('click', function () { stepViewer(-1); });
+$('vNext').addEventListener('click', function () { stepViewer(1); });
+$('vClose').addEventListener('click', function () { viewer.close(); });
+viewer.addEventListener('close', function () {
+  var a = vItems[vAt];
+  $('vImg').removeAttribute('src');
+  if (vPushed) { vPushed = false; history.back(); }
+  if (a && a.isConnected) a.focus();
+});
+window.addEventListener('popstate', function () {
+  if (vPushed && viewer.open) { vPushed = false; viewer.close(); }
+});
+viewer.addEventListener('keydown', function (e) {
+  if (e.key === 'ArrowLeft') { e.preventDefault(); stepViewer(-1); }
+  else if (e.key === 'ArrowRight') { e.preventDefault(); stepViewer(1); }
+});
+// One finger swipes; two fingers pinch (the browser zooms, touch-action allows it).
+$('vStage').addEventListener('touchstart', function (e) {
+  vTouch = e.touches.length === 1 ? { x: e.touches[0].clientX, y: e.touches[0].clientY } : null;
+}, { passive: true });
+$('vStage').addEventListener('touchend', function (e) {
+  if (!vTouch || !e.changedTouches.length) return;
+  var dx = e.changedTouches[0].clientX - vTouch.x, dy = e.changedTouches[0].clientY - vTouch.y;
+  vTouch = null;
+  if (window.visualViewport && window.visualViewport.scale > 1.05) return;   // zoomed in: panning
+  if (Math.abs(dx) > SWIPE_PX && Math.abs(dx) > 2 * Math.abs(dy)) stepViewer(dx < 0 ? 1 : -1);
+}, { passive: true });
+$('vStage').addEventListener('click', function (e) { if (e.target === $('vStage')) viewer.close(); });
+
 // ---- start ----
 outbox.forEach(addPending);
-renderUsers(); updateChrome();
+renderUsers(); updateChrome(); renderSound(); drawFavicon(0, false); redays();
 setBanner('Connecting…');
 if (!S.nick) askNick('');
 connect();

@@ -141,11 +141,13 @@ class ChatClient:
         self._cid += 1
         return "c%d" % self._cid
 
-    def say(self, text, to=None, cid=None, wait=True):
+    def say(self, text, to=None, cid=None, wait=True, reply_to=None):
         cid = cid or self.next_cid()
         header = {"type": "msg", "text": text, "cid": cid}
         if to is not None:
             header["to"] = to
+        if reply_to is not None:
+            header["reply_to"] = reply_to
         self.send(header)
         if not wait:
             return cid
@@ -165,6 +167,24 @@ class ChatClient:
             return cid
         return self.wait_for(lambda h: (h["type"] == "change" and h.get("target") == msg_id)
                              or (h["type"] == "error" and h.get("ref") == cid))
+
+    def react(self, msg_id, emoji, wait=True):
+        """Set (or with "" remove) this user's reaction; returns its `change` or the error."""
+        cid = self.next_cid()
+        self.send({"type": "react", "id": msg_id, "emoji": emoji, "cid": cid})
+        if not wait:
+            return cid
+        me = self.welcome["uid"] if self.welcome else None
+        return self.wait_for(lambda h: (h["type"] == "change" and h.get("target") == msg_id
+                                        and h.get("change") == "react" and h.get("uid") == me)
+                             or (h["type"] == "error" and h.get("ref") == cid))
+
+    def search(self, text, **fields):
+        """`search_results` for a search (fields: from, with, before, limit), or the error."""
+        cid = self.next_cid()
+        self.send(dict({"type": "search", "text": text, "cid": cid}, **fields))
+        return self.wait_for(lambda h: h["type"] in ("search_results", "error")
+                             and (h.get("cid") == cid or h.get("ref") == cid))
 
     def close(self):
         try:

@@ -238,11 +238,11 @@ def test_a_failed_write_refuses_the_turn_and_the_loop_goes_on(monkeypatch, faili
         store_cls = cs.MessageStore
         real = store_cls.commit if failing == "commit" else store_cls.add_message
 
-        def broken(self, *args):
+        def broken(self, *args, **options):
             if armed.is_set() and (failing != "commit" or self.in_transaction):
                 armed.clear()
                 raise sqlite3.OperationalError("database or disk is full")
-            return real(self, *args)
+            return real(self, *args, **options)
         monkeypatch.setattr(store_cls, "commit" if failing == "commit" else "add_message",
                             broken)
         armed.set()

@@ -920,3 +920,83 @@ mutation("decisions_kept_after_rollback",
          M + "test_a_token_rotation_that_could_not_be_stored_keeps_the_old_token",
          "a token rotation that failed to store works until the next start, then the old "
          "code is back")
+
+
+# -- replies, mentions, reactions, search; how the pages are served (issue 20) ------------
+C = "test_conversation::"
+S = "test_serving::"
+
+mutation("reply_quotes_any_dm",
+         "        if row[\"recipient_id\"] is not None and \\\n"
+         "                {row[\"sender_id\"], row[\"recipient_id\"]} != {conn.uid, recipient and "
+         "recipient[0]}:",
+         "        if False:",
+         C + "test_a_direct_message_is_answered_only_in_its_own_conversation",
+         "a public reply quotes a direct message to the whole class")
+
+mutation("quote_keeps_removed_text",
+         "        self.store.rewrite_message(row[\"id\"], _json_encoder.encode(tombstone), \"\")\n"
+         "        self.requote(tombstone)\n",
+         "        self.store.rewrite_message(row[\"id\"], _json_encoder.encode(tombstone), \"\")\n",
+         C + "test_quotes_follow_an_edit_and_a_removal_of_the_original",
+         "an unsent message lives on in the quotes of its replies")
+
+mutation("search_ignores_visibility",
+         "        where = [\"m.kind = 0\", \"(m.recipient_id IS NULL OR m.recipient_id = ? OR \"\n"
+         "                 \"m.sender_id = ?)\"]",
+         "        where = [\"m.kind = 0\", \"(1 OR ? OR ?)\"]",
+         C + "test_search_shows_a_direct_message_to_its_two_parties_only",
+         "anyone finds the direct messages of others by searching for a word")
+
+mutation("search_finds_removed",
+         "        self.store.rewrite_message(row[\"id\"], _json_encoder.encode(tombstone), \"\")",
+         "        self.store.rewrite_message(row[\"id\"], _json_encoder.encode(tombstone))",
+         C + "test_search_finds_a_file_by_its_name_and_never_a_removed_message",
+         "a removed message still turns up in search results")
+
+mutation("search_like_wildcards",
+         "            args = [\"%\" + w.replace(\"\\\\\", \"\\\\\\\\\").replace(\"%\", \"\\\\%\")"
+         ".replace(\"_\", \"\\\\_\")\n"
+         "                    + \"%\" for w in words] + args",
+         "            args = [\"%\" + w + \"%\" for w in words] + args",
+         C + "test_search_without_fts5_finds_substrings",
+         "on an SQLite without FTS5, % and _ in a search match anything")
+
+mutation("reactions_not_limited",
+         "    \"react\": Handler(\"on_react\"),",
+         "    \"react\": Handler(\"on_react\", rate_limited=False),",
+         C + "test_reactions_count_in_flood_control",
+         "one script floods the room with reaction changes")
+
+mutation("many_reactions_per_user",
+         "        after = {e: [u for u in uids if u != conn.uid] for e, uids in before.items()}",
+         "        after = {e: list(uids) for e, uids in before.items()}",
+         C + "test_reactions_one_per_user_live_and_in_history",
+         "one user stacks every emoji on a message")
+
+mutation("mentions_leave_the_dm",
+         "            if recipient is not None and claim[\"id\"] not in (sender_uid, "
+         "recipient[0]):\n                continue\n",
+         "",
+         C + "test_a_direct_message_mentions_only_its_two_parties",
+         "a direct message names a third person, who was never meant to be in it")
+
+mutation("operator_sees_dm_quotes",
+         "    return {k: v for k, v in msg.items() if k in _OPERATOR_SEES_OF_PRIVATE} | "
+         "{\"private\": True}",
+         "    return {k: v for k, v in msg.items() if k not in (\"text\", \"file\", \"edited\")} | "
+         "{\"private\": True}",
+         C + "test_the_operator_export_shows_no_quote_of_a_direct_message",
+         "the export shows a direct message's text through the quote of its answer")
+
+mutation("csp_allows_inline",
+         "        csp = _page_csps[id(page)] = PAGE_CSP % (\" \".join(hashes) or \"'none'\")",
+         "        csp = _page_csps[id(page)] = PAGE_CSP % \"'self' 'unsafe-inline'\"",
+         S + "test_the_csp_lets_only_the_pages_own_script_run",
+         "a script injected into the page (a bug in how a message is shown) runs")
+
+mutation("gzip_despite_q0",
+         "        if name.strip() in (\"gzip\", \"x-gzip\"):\n            return q > 0",
+         "        if name.strip() in (\"gzip\", \"x-gzip\"):\n            return True",
+         S + "test_accept_encoding_is_read_as_rfc_9110_says",
+         "a client that refuses gzip gets bytes it cannot read")

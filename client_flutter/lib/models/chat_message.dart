@@ -1,7 +1,9 @@
-// What the history is made of (PROTOCOL.md §4 and §10): stored chat messages
-// (`msg`) and the changes to them (`change`: delete, edit, clear), both with
-// ids in the same sequence.
+// What the history is made of (PROTOCOL.md §4, §10 and §12): stored chat
+// messages (`msg`, with their quote, mentions and reactions) and the changes
+// to them (`change`: delete, edit, clear, react), both with ids in the same
+// sequence.
 
+import '../services/protocol.dart' show ChangeKind, WireField;
 import 'shared_file.dart';
 
 /// One entry of a history: a message or a change, in id order.
@@ -30,12 +32,17 @@ class ChatMessage extends HistoryItem {
     this.file,
     this.edited,
     this.deleted,
+    this.replyTo,
+    this.mentions = const [],
+    this.reactions = const {},
   });
 
   factory ChatMessage.fromJson(Map<String, Object?> json) {
     final file = json['file'];
     final edited = json['edited'];
     final deleted = json['deleted'];
+    final replyTo = json[WireField.replyTo];
+    final mentions = json[WireField.mentions];
     return ChatMessage(
       id: (json['id'] as num).toInt(),
       ts: DateTime.parse(json['ts'] as String),
@@ -47,6 +54,13 @@ class ChatMessage extends HistoryItem {
       file: file is Map<String, Object?> && deleted == null ? SharedFile.fromJson(file) : null,
       edited: edited is String ? DateTime.tryParse(edited) : null,
       deleted: deleted is String ? deleted : null,
+      replyTo: replyTo is Map<String, Object?> ? ReplyQuote.fromJson(replyTo) : null,
+      mentions: [
+        if (mentions is List<Object?>)
+          for (final nick in mentions)
+            if (nick is String) nick,
+      ],
+      reactions: parseReactions(json[WireField.reactions]),
     );
   }
 
@@ -77,6 +91,16 @@ class ChatMessage extends HistoryItem {
   /// text is empty and its file gone, and "message removed" shows instead.
   final String? deleted;
 
+  /// The message this one answers, as the server quoted it (`reply_to`).
+  final ReplyQuote? replyTo;
+
+  /// Nicks the server found as `@nick` in the text (display spelling).
+  final List<String> mentions;
+
+  /// Emoji → uids who reacted with it, in the order they reacted; only
+  /// emoji with at least one uid.
+  final Map<String, List<int>> reactions;
+
   bool get isDirect => to != null;
   bool get isDeleted => deleted != null;
   bool get isEdited => edited != null;
@@ -91,8 +115,12 @@ class ChatMessage extends HistoryItem {
     return nickKey(mine ? recipient : from);
   }
 
+  /// Whether [nick] is among the mentions (nicks compare as in §2).
+  bool mentionsNick(String nick) => mentions.any((m) => sameNick(m, nick));
+
   /// The message as the `delete` change leaves it: "its text becomes "",
-  /// its file goes, and it gains deleted" (PROTOCOL.md §10).
+  /// its file goes, and it gains deleted" (PROTOCOL.md §10). A tombstone
+  /// has nothing to react to or quote, so those go too.
   ChatMessage removedBy(String by) => ChatMessage(
         id: id,
         ts: ts,
@@ -105,16 +133,36 @@ class ChatMessage extends HistoryItem {
       );
 
   /// The message with the text of an `edit` change.
-  ChatMessage editedTo(String newText, DateTime when) => ChatMessage(
+  ChatMessage editedTo(String newText, DateTime when) =>
+      _copy(text: newText, edited: when);
+
+  /// The message with the whole `reactions` of a `react` change.
+  ChatMessage withReactions(Map<String, List<int>> newReactions) =>
+      _copy(reactions: newReactions);
+
+  /// The message with its quote changed (the original was edited or removed).
+  ChatMessage withQuote(ReplyQuote quote) => _copy(replyTo: quote);
+
+  ChatMessage _copy({
+    String? text,
+    DateTime? edited,
+    ReplyQuote? replyTo,
+    Map<String, List<int>>? reactions,
+  }) =>
+      ChatMessage(
         id: id,
         ts: ts,
         from: from,
-        text: newText,
+        text: text ?? this.text,
         cid: cid,
         uid: uid,
         to: to,
         file: file,
-        edited: when,
+        edited: edited ?? this.edited,
+        deleted: deleted,
+        replyTo: replyTo ?? this.replyTo,
+        mentions: mentions,
+        reactions: reactions ?? this.reactions,
       );
 
   Map<String, Object?> toJson() => {
@@ -129,7 +177,74 @@ class ChatMessage extends HistoryItem {
         'file': ?file?.toJson(),
         'edited': ?edited?.toUtc().toIso8601String(),
         'deleted': ?deleted,
+        'reply_to': ?replyTo?.toJson(),
+        if (mentions.isNotEmpty) 'mentions': mentions,
+        if (reactions.isNotEmpty) 'reactions': reactions,
       };
+}
+
+/// "The first 200 characters of the original's text" (§12): characters are
+/// code points, as the server counts them, not UTF-16 units.
+const int quoteLength = 200;
+
+/// `msg.reply_to`: the quote of the message a reply answers.
+class ReplyQuote {
+  const ReplyQuote({
+    required this.id,
+    required this.from,
+    required this.text,
+    this.deleted = false,
+  });
+
+  factory ReplyQuote.fromJson(Map<String, Object?> json) => ReplyQuote(
+        id: (json['id'] as num).toInt(),
+        from: json['from'] as String? ?? '',
+        text: json['text'] as String? ?? '',
+        deleted: json['deleted'] == true,
+      );
+
+  /// The id of the original message.
+  final int id;
+  final String from;
+
+  /// Its text (cut at [quoteLength] characters), or its file name.
+  final String text;
+
+  /// The original was removed: the quote says so, with no text.
+  final bool deleted;
+
+  /// The quote once its original is removed: `{"id", "from", "text": "",
+  /// "deleted": true}`.
+  ReplyQuote removed() => ReplyQuote(id: id, from: from, text: '', deleted: true);
+
+  /// The quote once its original is edited: its text follows.
+  ReplyQuote editedTo(String newText) => ReplyQuote(
+        id: id,
+        from: from,
+        text: String.fromCharCodes(newText.runes.take(quoteLength)),
+        deleted: deleted,
+      );
+
+  Map<String, Object?> toJson() => {
+        'id': id,
+        'from': from,
+        'text': text,
+        if (deleted) 'deleted': true,
+      };
+}
+
+/// `reactions` (in `msg` and in a `react` change): emoji → uids. Anything
+/// that is not a list of ints is skipped, and so are empty lists ("only
+/// emojis with at least one uid").
+Map<String, List<int>> parseReactions(Object? json) {
+  if (json is! Map<String, Object?>) return const {};
+  final reactions = <String, List<int>>{};
+  for (final MapEntry(key: emoji, value: uids) in json.entries) {
+    if (uids is! List<Object?>) continue;
+    final list = [for (final uid in uids) if (uid is num) uid.toInt()];
+    if (list.isNotEmpty) reactions[emoji] = List<int>.unmodifiable(list);
+  }
+  return Map<String, List<int>>.unmodifiable(reactions);
 }
 
 /// A change to the history (`change`, PROTOCOL.md §4 and §10). A client
@@ -144,11 +259,15 @@ class MessageChange extends HistoryItem {
     this.target,
     this.text,
     this.edited,
+    this.uid,
+    this.emoji,
+    this.reactions,
   });
 
   factory MessageChange.fromJson(Map<String, Object?> json) {
     final ts = DateTime.parse(json['ts'] as String);
     final edited = json['edited'];
+    final isReact = json['change'] == ChangeKind.react;
     return MessageChange(
       id: (json['id'] as num).toInt(),
       ts: ts,
@@ -159,6 +278,11 @@ class MessageChange extends HistoryItem {
       // "for edit: text (the new text) and edited (its ts)".
       edited: (edited is String ? DateTime.tryParse(edited) : null) ??
           (json['change'] == 'edit' ? ts : null),
+      uid: (json[WireField.uid] as num?)?.toInt(),
+      emoji: json[WireField.emoji] as String?,
+      // "the target's whole reactions object after the change, {} when none
+      // is left": absent only in kinds other than react.
+      reactions: isReact ? parseReactions(json[WireField.reactions]) : null,
     );
   }
 
@@ -166,7 +290,7 @@ class MessageChange extends HistoryItem {
   final int id;
   final DateTime ts;
 
-  /// `"delete"`, `"edit"` or `"clear"` (a newer kind is ignored).
+  /// `"delete"`, `"edit"`, `"clear"` or `"react"` (a newer kind is ignored).
   final String kind;
 
   /// `"sender"` or `"operator"`.
@@ -179,9 +303,16 @@ class MessageChange extends HistoryItem {
   final String? text;
   final DateTime? edited;
 
+  /// For `react`: who reacted, with which emoji (`""`: removed theirs), and
+  /// the target's reactions after the change.
+  final int? uid;
+  final String? emoji;
+  final Map<String, List<int>>? reactions;
+
   bool get isDelete => kind == 'delete';
   bool get isEdit => kind == 'edit';
   bool get isClear => kind == 'clear';
+  bool get isReact => kind == ChangeKind.react;
 }
 
 /// "Two nicks are the same when their NFKC forms match case-insensitively"

@@ -1,6 +1,7 @@
 // The chat session of PROTOCOL.md §2–§4 over any ChatTransport: hello and
 // welcome, acknowledgement by cid, an outbox for messages written offline,
-// reconnection with exponential back-off, and resume from the last seen id.
+// reconnection with exponential back-off, and resume from the last seen id;
+// replies, reactions and search (§12).
 //
 // Pure Dart. The transport comes from an injected connector, so tests run
 // this very class against a fake server (test/services/chat_client_test.dart).
@@ -72,6 +73,7 @@ class PendingMessage {
     required this.text,
     required this.createdAt,
     this.to,
+    this.replyTo,
     this.state = PendingState.sending,
     this.error,
   });
@@ -79,6 +81,9 @@ class PendingMessage {
   final String cid;
   final String text;
   final String? to;
+
+  /// The id of the message this one answers, sent as `reply_to`.
+  final int? replyTo;
   final DateTime createdAt;
   final PendingState state;
   final AppError? error;
@@ -88,6 +93,7 @@ class PendingMessage {
         text: text,
         createdAt: createdAt,
         to: to,
+        replyTo: replyTo,
         state: newState,
         error: newError,
       );
@@ -263,6 +269,10 @@ class ChatClient {
   // in the reply, and as ref of an error"), oldest first.
   final Map<String, Completer<Result<HistoryPage>>> _historyWaiters = {};
   int _historyCount = 0;
+  // Searches by their cid, the same way: `search_results` echoes it, an
+  // error names it as `ref`.
+  final Map<String, Completer<Result<SearchResults>>> _searchWaiters = {};
+  int _searchCount = 0;
   Timer? _livenessTimer;
   Timer? _handshakeTimer;
   DateTime _lastFrameAt = DateTime.now();
@@ -669,6 +679,10 @@ class ChatClient {
         _onNotice(notice);
       case final HistoryPage page:
         _onHistory(page);
+      case final SearchResults results:
+        // Not absorbed: results are old messages picked by text, not a
+        // range of the id sequence, and must not move the resume point.
+        _searchWaiters.remove(results.cid)?.complete(Ok(results));
       case final UserJoined joined:
         // Sent to everyone, the joiner included: count each nick once.
         if (!_users.any((u) => sameNick(u, joined.nick))) _online++;
@@ -686,13 +700,19 @@ class ChatClient {
         _onError(error);
       case final ByeReceived bye:
         _endReason ??= byeReason(bye); // the server closes the connection next
+      case final MalformedMessage malformed:
+        // A search answer that does not parse still answers its search.
+        final cid = malformed.header['cid'];
+        if (malformed.header['type'] == ServerType.searchResults && cid is String) {
+          _searchWaiters.remove(cid)?.complete(
+              Err(AppError(ErrorCode.badJson.wire, 'The server sent unreadable results.')));
+        }
       case PongReceived():
       case UploadReady():
       case DownloadStart():
       case FileChunk():
       case DownloadEnd():
       case UnknownMessage():
-      case MalformedMessage():
         break; // file transfers listen to serverMessages; others are ignored
     }
     if (!_serverMessages.isClosed) _serverMessages.add(incoming);
@@ -815,6 +835,8 @@ class ChatClient {
       // Only an error naming the request's cid answers it: a rate_limited
       // error for `typing` (which has no cid) must not end a history request.
       _historyWaiters.remove(ref)!.complete(Err(AppError(error.wireCode, error.message)));
+    } else if (ref != null && _searchWaiters.containsKey(ref)) {
+      _searchWaiters.remove(ref)!.complete(Err(AppError(error.wireCode, error.message)));
     }
     final reason = AppError(error.wireCode, error.message);
     if (error.fatal) {
@@ -830,19 +852,27 @@ class ChatClient {
     for (final waiter in waiters) {
       waiter.complete(Err(reason));
     }
+    // A search asked on a lost connection gets no answer on the next one.
+    final searches = List.of(_searchWaiters.values);
+    _searchWaiters.clear();
+    for (final waiter in searches) {
+      waiter.complete(Err(reason));
+    }
   }
 
   // -------------------------------------------------------------- actions
 
   /// Queues a message and sends it now if online, else after reconnecting.
-  /// The server's copy with the same cid acknowledges it.
-  Result<PendingMessage> sendText(String text, {String? to}) {
+  /// The server's copy with the same cid acknowledges it. [replyTo]: the id
+  /// of the message it answers (the server sends it back with a quote).
+  Result<PendingMessage> sendText(String text, {String? to, int? replyTo}) {
     if (text.isEmpty) return const Err(AppError('empty', 'Nothing to send.'));
     if (utf8.encode(text).length > _limits.text) {
       return Err(AppError(ErrorCode.textTooLong.wire,
           'Messages are limited to ${_limits.text} bytes.'));
     }
-    final pending = PendingMessage(cid: _newCid(), text: text, to: to, createdAt: DateTime.now());
+    final pending = PendingMessage(
+        cid: _newCid(), text: text, to: to, replyTo: replyTo, createdAt: DateTime.now());
     _outbox.add(pending);
     _emitOutbox();
     if (isOnline) _sendPending(pending);
@@ -913,6 +943,56 @@ class ChatClient {
     return Ok(cid);
   }
 
+  /// Puts this user's reaction [emoji] on message [id] (`""` removes it;
+  /// one per user per message, a new one replaces the old). Answered by a
+  /// `change` with `change: "react"`, or an error whose `ref` is the
+  /// returned cid. Not queued: a reaction made offline would land late.
+  Result<String> react(int id, String emoji) {
+    if (!isOnline) return const Err(AppError('offline', 'Not connected: try again once back online.'));
+    final cid = _newCid();
+    unawaited(_send(ClientMessages.react(id: id, emoji: emoji, cid: cid)));
+    return Ok(cid);
+  }
+
+  /// Searches the messages this user can see (PROTOCOL.md §12): completes
+  /// with the `search_results` whose `cid` is this request's, or with the
+  /// error that names it (`bad_request`, `unknown_user`, `rate_limited`).
+  /// [withNick]: only the direct conversation with that nick; [before]:
+  /// the next page ([SearchResults.nextBefore]).
+  Future<Result<SearchResults>> search(
+    String text, {
+    String? from,
+    String? withNick,
+    int? before,
+    int limit = searchPageSize,
+  }) async {
+    final query = text.trim();
+    if (query.isEmpty) return const Err(AppError('empty', 'Type something to search for.'));
+    if (query.runes.length > maxSearchTextLength) {
+      return const Err(AppError(
+          'bad_request', 'A search is limited to $maxSearchTextLength characters.'));
+    }
+    if (_transport == null || !_welcomed) {
+      return const Err(AppError('offline', 'Not connected.'));
+    }
+    final waiter = Completer<Result<SearchResults>>();
+    final cid = 's-${++_searchCount}';
+    _searchWaiters[cid] = waiter;
+    final failure = await _send(ClientMessages.search(
+      text: query,
+      cid: cid,
+      from: from,
+      withNick: withNick,
+      before: before,
+      limit: min(max(limit, 1), maxSearchLimit),
+    ));
+    if (failure != null && !waiter.isCompleted) {
+      _searchWaiters.remove(cid);
+      waiter.complete(Err(failure));
+    }
+    return waiter.future;
+  }
+
   /// Tells others this user is typing (callers throttle it).
   void sendTyping({String? to}) {
     if (isOnline) unawaited(_send(ClientMessages.typing(to: to)));
@@ -925,7 +1005,8 @@ class ChatClient {
   }
 
   void _sendPending(PendingMessage pending) {
-    unawaited(_send(ClientMessages.msg(text: pending.text, cid: pending.cid, to: pending.to)));
+    unawaited(_send(ClientMessages.msg(
+        text: pending.text, cid: pending.cid, to: pending.to, replyTo: pending.replyTo)));
   }
 
   void _emit(ChatEvent event) {

@@ -1,5 +1,6 @@
 // Typed messages of PROTOCOL.md §3 (client → server builders) and §4
-// (server → client models). Field names and order follow the tables.
+// (server → client models), with the replies, reactions and search of §12.
+// Field names and order follow the tables.
 
 import 'dart:typed_data';
 
@@ -32,11 +33,14 @@ abstract final class ClientMessages {
         'since': ?since,
       };
 
-  static Json msg({required String text, required String cid, String? to}) => {
+  /// [replyTo]: the id of the message this one answers (`reply_to`); the
+  /// server answers an id the sender cannot see with `unknown_message`.
+  static Json msg({required String text, required String cid, String? to, int? replyTo}) => {
         'type': ClientType.msg,
         'text': text,
         'cid': cid,
         'to': ?to,
+        'reply_to': ?replyTo,
       };
 
   static Json history({int? before, int? after, int limit = historyPageSize, String? cid}) => {
@@ -109,6 +113,39 @@ abstract final class ClientMessages {
         'id': id,
         'text': text,
         'cid': ?cid,
+      };
+
+  /// Puts this user's one reaction on message [id]: [emoji] replaces the
+  /// previous one, `""` removes it. Answered by a `change` with `change:
+  /// "react"`, or an error whose `ref` is [cid] (`muted`, `unknown_message`,
+  /// `bad_request`, `rate_limited`).
+  static Json react({required int id, required String emoji, String? cid}) => {
+        'type': ClientType.react,
+        'id': id,
+        'emoji': emoji,
+        'cid': ?cid,
+      };
+
+  /// Full-text search: every word of [text] must start a word of a message.
+  /// [from]: only that sender; [withNick]: only the direct conversation
+  /// with that nick; [before]: only ids below it (the next page). Answered
+  /// by `search_results` with the same [cid].
+  static Json search({
+    required String text,
+    required String cid,
+    String? from,
+    String? withNick,
+    int? before,
+    int limit = searchPageSize,
+  }) =>
+      {
+        'type': ClientType.search,
+        'text': text,
+        'cid': cid,
+        'from': ?from,
+        'with': ?withNick,
+        'before': ?before,
+        'limit': limit,
       };
 }
 
@@ -183,6 +220,14 @@ sealed class ServerMessage {
             messages: _items(h['messages']),
             hasMore: h['has_more'] == true,
             cid: h['cid'] as String?,
+          ),
+        ServerType.searchResults => SearchResults(
+            cid: h['cid'] as String? ?? '',
+            results: [
+              for (final item in h[WireField.results] as List<Object?>? ?? const <Object?>[])
+                ChatMessage.fromJson(item as Map<String, Object?>),
+            ],
+            hasMore: h[WireField.hasMore] == true,
           ),
         ServerType.join => UserJoined(h['nick'] as String),
         ServerType.leave => UserLeft(h['nick'] as String, h['reason'] as String? ?? 'quit'),
@@ -318,6 +363,26 @@ final class HistoryPage extends ServerMessage {
 
   /// Echo of the request's `cid`, when it sent one (PROTOCOL.md section 3).
   final String? cid;
+}
+
+/// `search_results`: the messages matching a `search`, newest first.
+final class SearchResults extends ServerMessage {
+  const SearchResults({required this.cid, required this.results, required this.hasMore});
+
+  /// Echo of the request's `cid`.
+  final String cid;
+
+  /// Only messages the asker can see; never removed ones, never changes.
+  final List<ChatMessage> results;
+
+  /// "Older matches exist: ask again with before = the smallest id received."
+  final bool hasMore;
+
+  /// The `before` of the next page; null when there is none.
+  int? get nextBefore {
+    if (!hasMore || results.isEmpty) return null;
+    return results.map((m) => m.id).reduce((a, b) => a < b ? a : b);
+  }
 }
 
 final class UserJoined extends ServerMessage {

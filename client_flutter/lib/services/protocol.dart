@@ -1,7 +1,7 @@
 // Wire protocol v1 of chatserver.py: names, limits and error codes.
 //
 // docs/PROTOCOL.md is the contract; every name below is copied from its
-// tables (sections 3, 4 and 6). tests/test_flutter_sources.py checks that each
+// tables (sections 3, 4, 6 and 12). tests/test_flutter_sources.py checks that each
 // name in those tables appears here as a string literal.
 //
 // Pure Dart: no Flutter import, so this file runs anywhere Dart runs.
@@ -51,6 +51,12 @@ abstract final class ClientType {
   /// Changes the text of one of your own messages (section 10).
   static const String edit = 'edit';
 
+  /// Adds, replaces or removes this user's emoji on a message (section 12).
+  static const String react = 'react';
+
+  /// Full-text search of the messages this user can see (section 12).
+  static const String search = 'search';
+
   static const Set<String> all = {
     hello,
     msg,
@@ -66,6 +72,8 @@ abstract final class ClientType {
     downloadCancel,
     delete,
     edit,
+    react,
+    search,
   };
 }
 
@@ -95,6 +103,9 @@ abstract final class ServerType {
   /// The operator muted or unmuted you.
   static const String notice = 'notice';
 
+  /// The answer to a `search`, matched by its `cid` (section 12).
+  static const String searchResults = 'search_results';
+
   static const Set<String> all = {
     welcome,
     msg,
@@ -113,6 +124,7 @@ abstract final class ServerType {
     change,
     room,
     notice,
+    searchResults,
   };
 }
 
@@ -121,7 +133,49 @@ abstract final class ChangeKind {
   static const String delete = 'delete';
   static const String edit = 'edit';
   static const String clear = 'clear';
+
+  /// Someone's reaction was added, replaced or removed (section 12).
+  static const String react = 'react';
 }
+
+/// Field names of section 12 (replies, reactions, mentions, search) that
+/// more than one file reads or writes: here once, so a typo cannot hide.
+abstract final class WireField {
+  /// `msg.reply_to`: an id when sending, a quote object when received.
+  static const String replyTo = 'reply_to';
+
+  /// `msg.mentions`: the nicks mentioned as `@nick`.
+  static const String mentions = 'mentions';
+
+  /// `msg.reactions` and `change.reactions`: emoji → uids.
+  static const String reactions = 'reactions';
+
+  /// `react.emoji` and `change.emoji` (`""`: removed).
+  static const String emoji = 'emoji';
+
+  /// `change.uid`: who reacted.
+  static const String uid = 'uid';
+
+  /// `search_results.results`: the matching messages, newest first.
+  static const String results = 'results';
+
+  /// `search_results.has_more`, as in `history`.
+  static const String hasMore = 'has_more';
+
+  /// `search.with`: only the direct conversation with that nick.
+  static const String withNick = 'with';
+}
+
+/// "`limit` (int 1–50, default 20)" for `search` — PROTOCOL.md §12.
+const int searchPageSize = 20;
+const int maxSearchLimit = 50;
+
+/// "`text` (string, 1–200 characters after trimming)" for `search`.
+const int maxSearchTextLength = 200;
+
+/// Emoji the message menu offers for a reaction (any other emoji the server
+/// accepts still shows, as a chip, when someone else used it).
+const List<String> quickReactions = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 
 /// Who removed a message: `change.by` and `msg.deleted`.
 abstract final class ChangedBy {

@@ -1,5 +1,7 @@
 // Small rows of the message list: day separator, "new messages" line,
-// "load older" row, a note (the history was cleared) and the typing line.
+// "load older" row (also "load the messages in between", above a gap left by
+// opening an old search result), a note (the history was cleared) and the
+// typing line.
 
 import 'package:flutter/material.dart';
 
@@ -52,10 +54,16 @@ class UnreadDivider extends StatelessWidget {
 }
 
 class OlderMessagesRow extends StatelessWidget {
-  const OlderMessagesRow({super.key, required this.loading, required this.onLoad});
+  const OlderMessagesRow({
+    super.key,
+    required this.loading,
+    required this.onLoad,
+    this.label = 'Load older messages',
+  });
 
   final bool loading;
   final VoidCallback onLoad;
+  final String label;
 
   @override
   Widget build(BuildContext context) {
@@ -64,7 +72,7 @@ class OlderMessagesRow extends StatelessWidget {
       child: Center(
         child: loading
             ? const SizedBox.square(dimension: 24, child: CircularProgressIndicator(strokeWidth: 2))
-            : TextButton(onPressed: onLoad, child: const Text('Load older messages')),
+            : TextButton(onPressed: onLoad, child: Text(label)),
       ),
     );
   }

@@ -1,5 +1,6 @@
 // The people: the public room, then everyone online or with a direct
-// conversation, with unread counts. Picking one opens that conversation.
+// conversation, with unread counts (mentions of me counted apart, "@2 · 5").
+// Picking one opens that conversation.
 
 import 'package:flutter/material.dart';
 
@@ -16,6 +17,7 @@ class UserDrawer extends StatelessWidget {
     required this.selectedPeer,
     required this.unreadIn,
     required this.onSelect,
+    this.mentionsIn,
   });
 
   final String me;
@@ -31,6 +33,9 @@ class UserDrawer extends StatelessWidget {
   /// The open conversation; null for the public room.
   final String? selectedPeer;
   final int Function(String? peer) unreadIn;
+
+  /// Unread messages that mention me, among [unreadIn]'s.
+  final int Function(String? peer)? mentionsIn;
   final ValueChanged<String?> onSelect;
 
   @override
@@ -49,7 +54,7 @@ class UserDrawer extends StatelessWidget {
               leading: const Icon(Icons.forum_outlined),
               title: const Text('Everyone'),
               selected: selectedPeer == null,
-              trailing: _unreadBadge(unreadIn(null)),
+              trailing: _unreadBadge(unreadIn(null), mentionsIn?.call(null) ?? 0),
               onTap: () => onSelect(null),
             ),
             Padding(
@@ -65,7 +70,7 @@ class UserDrawer extends StatelessWidget {
                 title: Text(peer),
                 subtitle: Text(_isOnline(peer) ? 'online' : 'offline'),
                 selected: selectedPeer != null && sameNick(peer, selectedPeer!),
-                trailing: _unreadBadge(unreadIn(peer)),
+                trailing: _unreadBadge(unreadIn(peer), mentionsIn?.call(peer) ?? 0),
                 onTap: () => onSelect(peer),
               ),
           ],
@@ -76,5 +81,12 @@ class UserDrawer extends StatelessWidget {
 
   bool _isOnline(String peer) => onlineUsers.any((u) => sameNick(u, peer));
 
-  static Widget? _unreadBadge(int count) => count == 0 ? null : Badge.count(count: count);
+  static Widget? _unreadBadge(int count, int mentions) {
+    if (count == 0) return null;
+    if (mentions == 0) return Badge.count(count: count);
+    return Badge(label: Text(unreadLabel(count, mentions)));
+  }
 }
+
+/// "5", or "@2 · 5" when 2 of the 5 unread messages mention me.
+String unreadLabel(int count, int mentions) => mentions > 0 ? '@$mentions · $count' : '$count';

@@ -168,6 +168,9 @@ Json msg(
   Json? file,
   String? edited,
   String? deleted,
+  Json? replyTo,
+  List<String>? mentions,
+  Map<String, List<int>>? reactions,
 }) =>
     {
       'type': 'msg',
@@ -181,9 +184,50 @@ Json msg(
       'file': ?file,
       'edited': ?edited,
       'deleted': ?deleted,
+      'reply_to': ?replyTo,
+      'mentions': ?mentions,
+      'reactions': ?reactions,
     };
 
-/// A `change` (PROTOCOL.md §4 and §10): `delete`, `edit` or `clear`.
+/// A `msg.reply_to` quote (PROTOCOL.md §12).
+Json quote(int id, {String from = 'bob', String text = 'hello', bool deleted = false}) => {
+      'id': id,
+      'from': from,
+      'text': text,
+      if (deleted) 'deleted': true,
+    };
+
+/// A `change` with `change: "react"`: [uid] put [emoji] (`""`: removed);
+/// [reactions] is the target's whole reactions object after it.
+Json reactFrame(
+  int id, {
+  required int target,
+  required int uid,
+  required String emoji,
+  required Map<String, List<int>> reactions,
+  String ts = '2026-11-25T09:21:00.000Z',
+}) =>
+    {
+      'type': 'change',
+      'id': id,
+      'ts': ts,
+      'change': 'react',
+      'target': target,
+      'uid': uid,
+      'emoji': emoji,
+      'reactions': reactions,
+    };
+
+/// `search_results` answering the `search` whose cid is [cid].
+Json searchResultsFrame(String cid, List<Json> results, {bool hasMore = false}) => {
+      'type': 'search_results',
+      'cid': cid,
+      'results': results,
+      'has_more': hasMore,
+    };
+
+/// A `change` (PROTOCOL.md §4 and §10): `delete`, `edit` or `clear`
+/// (`react`: [reactFrame]).
 Json changeFrame(
   int id,
   String kind, {

@@ -1,8 +1,9 @@
 // The chat screen over the real view model and the fake server: sending keeps
 // the keyboard open, and a refused text stays in the field; the room in the
-// app bar, the composer while muted, the menu of one's own messages (long
-// press, and the hover button where a mouse is usual), removed messages,
-// server refusals as snack bars, and "Join again" after a kick.
+// app bar, the composer while muted, the message menu (long press, and the
+// hover button where a mouse is usual), removed messages, server refusals as
+// snack bars, and "Join again" after a kick; Reply with its quote, reaction
+// chips that toggle, @ suggestions, and the search screen (issue 20).
 
 import 'package:flutter/gestures.dart';
 import 'package:flutter/material.dart';
@@ -10,8 +11,11 @@ import 'package:flutter_test/flutter_test.dart';
 import 'package:lan_chat/models/server_address.dart';
 import 'package:lan_chat/screens/chat/chat_screen.dart';
 import 'package:lan_chat/screens/chat/chat_view_model.dart';
+import 'package:lan_chat/screens/chat/search_screen.dart';
 import 'package:lan_chat/services/chat_client.dart';
 import 'package:lan_chat/services/file_transfers.dart';
+import 'package:lan_chat/widgets/message_actions.dart';
+import 'package:lan_chat/widgets/message_bubble.dart';
 
 import '../fakes/fake_server.dart';
 import '../fakes/memory_files.dart';
@@ -97,17 +101,24 @@ void main() {
     await tester.pump(const Duration(milliseconds: 500));
   }
 
+  /// Lets a page transition (push or pop) finish.
+  Future<void> settlePage(WidgetTester tester) async {
+    await tester.pump();
+    await tester.pump(const Duration(seconds: 1));
+    await tester.pump(const Duration(seconds: 1));
+  }
+
   List<Json> sentOfType(String type) =>
       [for (final frame in connection.sent) if (frame.type == type) frame.header];
 
   /// alice (uid 7) said "my note"; bob (uid 8) said "their note".
-  Json twoNotes({bool muted = false, Json? room}) => welcome(
+  Json twoNotes({bool muted = false, Json? room, Map<String, List<int>>? reactions}) => welcome(
         uid: 7,
         muted: muted,
         room: room,
         history: [
           msg(1, from: 'alice', uid: 7, text: 'my note'),
-          msg(2, from: 'bob', uid: 8, text: 'their note'),
+          msg(2, from: 'bob', uid: 8, text: 'their note', reactions: reactions),
         ],
         lastId: 2,
       );
@@ -167,10 +178,14 @@ void main() {
     await closeChat(tester);
   });
 
-  testWidgets('a long press on someone else\'s message offers no menu', (tester) async {
+  testWidgets('a long press on someone else\'s message offers the emoji, Reply and Copy, not Edit or Delete',
+      (tester) async {
     await showChat(tester, reply: twoNotes());
     await tester.longPress(find.text('their note'));
     await settleRoute(tester);
+    expect(find.byTooltip('React with 👍'), findsOneWidget);
+    expect(find.text('Reply'), findsOneWidget);
+    expect(find.text('Copy text'), findsOneWidget);
     expect(find.text('Edit'), findsNothing);
     expect(find.text('Delete'), findsNothing);
     await closeChat(tester);
@@ -201,8 +216,12 @@ void main() {
     addTearDown(mouse.removePointer);
     await mouse.moveTo(tester.getCenter(find.text('my note')));
     await tester.pump();
-    expect(find.byTooltip('Message actions'), findsOneWidget, reason: 'only my message has one');
-    await tester.tap(find.byTooltip('Message actions'));
+    expect(find.byTooltip('Message actions'), findsNWidgets(2), reason: 'every message has one');
+    final mine = find.descendant(
+      of: find.ancestor(of: find.text('my note'), matching: find.byType(MessageActions)),
+      matching: find.byTooltip('Message actions'),
+    );
+    await tester.tap(mine);
     await settleRoute(tester);
     await tester.tap(find.text('Delete'));
     await settleRoute(tester);
@@ -211,6 +230,120 @@ void main() {
     expect(sentOfType('delete').single['id'], 1);
     await closeChat(tester);
   }, variant: TargetPlatformVariant.only(TargetPlatform.linux));
+
+  testWidgets('Reply shows the quote above the composer and sends reply_to', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.longPress(find.text('their note'));
+    await settleRoute(tester);
+    await tester.tap(find.text('Reply'));
+    await settleRoute(tester);
+    expect(find.text('Replying to bob'), findsOneWidget);
+    expect(find.text('their note'), findsNWidgets(2), reason: 'the bubble and the quote');
+    await tester.enterText(find.byType(TextField), 'agreed');
+    await tester.tap(find.byTooltip('Send'));
+    await tester.pump();
+    final sent = sentOfType('msg').single;
+    expect((sent['text'], sent['reply_to']), ('agreed', 2));
+    expect(find.text('Replying to bob'), findsNothing);
+    await serverSends(tester, msg(3, from: 'alice', uid: 7, text: 'agreed', cid: sent['cid'] as String,
+        replyTo: quote(2, from: 'bob', text: 'their note')));
+    expect(find.text('their note'), findsNWidgets(2), reason: 'the stored reply quotes it');
+    await closeChat(tester);
+  });
+
+  testWidgets('Cancel reply removes the quote; nothing is sent with reply_to', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.longPress(find.text('their note'));
+    await settleRoute(tester);
+    await tester.tap(find.text('Reply'));
+    await settleRoute(tester);
+    await tester.tap(find.byTooltip('Cancel reply'));
+    await tester.pump();
+    expect(find.text('Replying to bob'), findsNothing);
+    await tester.enterText(find.byType(TextField), 'plain');
+    await tester.tap(find.byTooltip('Send'));
+    await tester.pump();
+    expect(sentOfType('msg').single.containsKey('reply_to'), isFalse);
+    await closeChat(tester);
+  });
+
+  testWidgets('a reaction chip shows the count, mine highlighted, and a tap toggles it', (tester) async {
+    await showChat(tester, reply: twoNotes(reactions: {'👍': [8]}));
+    expect(find.text('👍 1'), findsOneWidget);
+    await tester.tap(find.text('👍 1'));
+    await tester.pump();
+    expect((sentOfType('react').single['id'], sentOfType('react').single['emoji']), (2, '👍'));
+    await serverSends(tester, reactFrame(3, target: 2, uid: 7, emoji: '👍', reactions: {'👍': [8, 7]}));
+    expect(find.text('👍 2'), findsOneWidget);
+    expect(tester.widget<ReactionChips>(find.byType(ReactionChips)).mine, '👍', reason: 'mine is highlighted');
+    await tester.tap(find.text('👍 2'));
+    await tester.pump();
+    expect(sentOfType('react').last['emoji'], '', reason: 'my own emoji again takes it back');
+    await serverSends(tester, reactFrame(4, target: 2, uid: 7, emoji: '', reactions: {'👍': [8]}));
+    expect(find.text('👍 1'), findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('an emoji in the long-press sheet reacts', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.longPress(find.text('my note'));
+    await settleRoute(tester);
+    await tester.tap(find.byTooltip('React with ❤️'));
+    await settleRoute(tester);
+    expect((sentOfType('react').single['id'], sentOfType('react').single['emoji']), (1, '❤️'));
+    await serverSends(tester, reactFrame(3, target: 1, uid: 8, emoji: '❤️', reactions: {'❤️': [8]}));
+    expect(find.text('❤️ 1'), findsOneWidget);
+    await closeChat(tester);
+  });
+
+  testWidgets('a message that mentions me is marked; @ offers online nicks', (tester) async {
+    await showChat(tester, reply: welcome(uid: 7, users: ['alice', 'bob', 'carol'], history: [
+      msg(1, from: 'bob', uid: 8, text: '@alice look', mentions: ['alice']),
+    ], lastId: 1));
+    expect(tester.widget<MessageBubble>(find.byType(MessageBubble)).entry.mentionsMe, isTrue);
+    expect(find.bySemanticsLabel(RegExp('Mentions you')), findsWidgets, reason: 'said to screen readers');
+    await tester.enterText(find.byType(TextField), 'hi @b');
+    await tester.pump();
+    expect(find.byTooltip('Mention bob'), findsOneWidget);
+    expect(find.byTooltip('Mention carol'), findsNothing);
+    await tester.tap(find.byTooltip('Mention bob'));
+    await tester.pump();
+    expect(composerText(tester), 'hi @bob ');
+    await closeChat(tester);
+  });
+
+  testWidgets('search: results, More results, and a tap opens the message in the chat', (tester) async {
+    await showChat(tester, reply: twoNotes());
+    await tester.tap(find.byTooltip('Search'));
+    await settlePage(tester);
+    expect(find.byType(SearchScreen), findsOneWidget);
+    await tester.enterText(
+        find.descendant(of: find.byType(SearchScreen), matching: find.byType(TextField)), 'note');
+    await tester.testTextInput.receiveAction(TextInputAction.search);
+    await tester.pump();
+    final first = sentOfType('search').single;
+    expect((first['text'], first['cid'], first['limit']), ('note', 's-1', 20));
+    await serverSends(tester, searchResultsFrame('s-1', [
+      msg(2, from: 'bob', uid: 8, text: 'their note'),
+    ], hasMore: true));
+    expect(find.text('their note'), findsOneWidget);
+    expect(find.text('More results'), findsOneWidget);
+    await tester.tap(find.text('More results'));
+    await tester.pump();
+    expect(sentOfType('search').last['before'], 2);
+    await serverSends(tester, searchResultsFrame('s-2', [
+      msg(1, from: 'alice', uid: 7, text: 'my note'),
+    ]));
+    expect(find.text('my note'), findsOneWidget);
+    expect(find.text('More results'), findsNothing);
+    expect(find.text('No more results.'), findsOneWidget);
+    await tester.tap(find.text('their note'));
+    await settlePage(tester);
+    expect(find.byType(SearchScreen), findsNothing);
+    expect(viewModel.highlightId, 2, reason: 'the chat is open at the result');
+    expect(sentOfType('history'), isEmpty, reason: 'the result was held');
+    await closeChat(tester);
+  });
 
   testWidgets("the server's refusal shows as a snack bar with its sentence", (tester) async {
     await showChat(tester, reply: twoNotes());

@@ -1,11 +1,15 @@
 // The chat view model over the real services and the fake server:
 // conversations, grouping, unread counts, typing, the outbox in the list;
 // own messages by uid, changes (delete, edit, clear) live and from history,
-// the room in the title, muted, delete/edit requests, kicked and rejoin.
+// the room in the title, muted, delete/edit requests, kicked and rejoin;
+// replies, reactions (live and resumed), quotes that follow their original,
+// mentions of me counted apart, search with paging and opening a result
+// (issue 20).
 
 import 'dart:typed_data';
 
 import 'package:flutter_test/flutter_test.dart';
+import 'package:lan_chat/models/chat_message.dart';
 import 'package:lan_chat/models/server_address.dart';
 import 'package:lan_chat/screens/chat/chat_view_model.dart';
 import 'package:lan_chat/models/result.dart';
@@ -518,6 +522,229 @@ void main() {
         2: ('', true),
         1: ('one, fixed', false),
       });
+    });
+  });
+
+  group('replies, reactions, mentions, search (issue 20)', () {
+    test('react changes set the whole reactions live; mine is known by uid; a tap toggles',
+        () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(1, uid: 8)], lastId: 1));
+      connection.reply(reactFrame(2, target: 1, uid: 8, emoji: '👍', reactions: {'👍': [8]}));
+      await settle();
+      final held = viewModel.entries.single.message!;
+      expect(viewModel.entries.single.reactions, {'👍': [8]});
+      expect(viewModel.myReaction(held), isNull);
+
+      viewModel.toggleReaction(held, '👍');
+      expect(await connection.nextOfType('react'), allOf(containsPair('id', 1), containsPair('emoji', '👍')));
+      connection.reply(reactFrame(3, target: 1, uid: 7, emoji: '👍', reactions: {'👍': [8, 7]}));
+      await settle();
+      final mine = viewModel.entries.single.message!;
+      expect(viewModel.myReaction(mine), '👍');
+
+      viewModel.toggleReaction(mine, '👍');
+      expect((await connection.nextOfType('react'))['emoji'], '', reason: 'the same emoji takes it back');
+      viewModel.toggleReaction(mine, '😂');
+      expect((await connection.nextOfType('react'))['emoji'], '😂', reason: 'another one replaces mine');
+      connection.reply(reactFrame(4, target: 1, uid: 7, emoji: '', reactions: {'👍': [8]}));
+      await settle();
+      expect(viewModel.entries.single.reactions, {'👍': [8]});
+      expect(viewModel.myReaction(viewModel.entries.single.message!), isNull);
+    });
+
+    test('react changes missed while away arrive in the resumed welcome and are applied', () async {
+      final first = await joinWith(welcome(uid: 7, history: [
+        msg(1, uid: 8, reactions: {'❤️': [8]}),
+        msg(2, uid: 8),
+      ], lastId: 2));
+      expect(viewModel.entries.last.reactions, {'❤️': [8]}, reason: 'reactions in the history');
+      first.drop();
+      final second = await server.connection(2);
+      expect((await second.nextOfType('hello'))['since'], 2);
+      second.reply(welcome(uid: 7, history: [
+        reactFrame(3, target: 1, uid: 9, emoji: '❤️', reactions: {'❤️': [8, 9]}),
+        reactFrame(4, target: 2, uid: 9, emoji: '🙏', reactions: {'🙏': [9]}),
+        reactFrame(5, target: 1, uid: 8, emoji: '', reactions: {'❤️': [9]}),
+      ], lastId: 5));
+      await settle();
+      final byId = {for (final e in viewModel.entries) e.message!.id: e.reactions};
+      expect(byId, {2: {'🙏': [9]}, 1: {'❤️': [9]}});
+    });
+
+    test('quotes follow an edit and a delete of their original, held or not', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [
+        msg(5, from: 'bob', uid: 8, text: 'see you at 10'),
+        msg(6, from: 'alice', uid: 7, text: 'ok', replyTo: quote(5, text: 'see you at 10')),
+        msg(7, from: 'carol', uid: 9, text: 'me too', replyTo: quote(3, from: 'dan', text: 'lunch?')),
+      ], lastId: 7));
+      ReplyQuote quoteIn(int id) => viewModel.entries.firstWhere((e) => e.message!.id == id).quote!;
+      expect(quoteIn(6).text, 'see you at 10');
+
+      connection.reply(changeFrame(8, 'edit', target: 5, text: 'see you at 11'));
+      await settle();
+      expect(quoteIn(6).text, 'see you at 11');
+
+      connection.reply(changeFrame(9, 'delete', target: 5));
+      connection.reply(changeFrame(10, 'delete', target: 3, by: 'operator'));
+      await settle();
+      expect((quoteIn(6).deleted, quoteIn(6).text), (true, ''));
+      expect(quoteIn(7).deleted, isTrue, reason: 'the original (3) was never held');
+    });
+
+    test('Reply: the composer quote, reply_to on the wire, then no reply pending', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(5, uid: 8, text: 'ready?')], lastId: 5));
+      final original = viewModel.entries.single.message!;
+      viewModel.startReply(original);
+      expect((viewModel.replyQuote!.id, viewModel.replyQuote!.text), (5, 'ready?'));
+      viewModel.send('yes!');
+      final sent = await connection.nextOfType('msg');
+      expect((sent['text'], sent['reply_to']), ('yes!', 5));
+      await settle();
+      expect(viewModel.replyingTo, isNull);
+      expect(viewModel.entries.first.pending, isNotNull);
+      expect(viewModel.entries.first.quote?.id, 5, reason: 'the pending reply shows its quote');
+      viewModel.startReply(original);
+      viewModel.cancelReply();
+      viewModel.send('no quote');
+      expect((await connection.nextOfType('msg')).containsKey('reply_to'), isFalse);
+    });
+
+    test('a message that mentions me is flagged and counted apart', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [], lastId: 0));
+      viewModel.openConversation('bob'); // the room is not shown: its messages stay unread
+      connection.reply(msg(1, from: 'bob', uid: 8, text: '@alice look', mentions: ['Alice']));
+      connection.reply(msg(2, from: 'bob', uid: 8, text: 'and you @carol', mentions: ['carol']));
+      connection.reply(msg(3, from: 'alice', uid: 7, text: 'me, @alice', mentions: ['alice']));
+      await settle();
+      expect(viewModel.unreadIn(null), 2);
+      expect(viewModel.unreadMentionsIn(null), 1);
+      expect(viewModel.unreadMentionsElsewhere, 1);
+      viewModel.openConversation(null);
+      final flags = {for (final e in viewModel.entries) e.message!.id: e.mentionsMe};
+      expect(flags, {3: false, 2: false, 1: true}, reason: 'nicks compare case-insensitively; not my own');
+      expect(viewModel.unreadMentionsIn(null), 0, reason: 'read once shown');
+    });
+
+    test('@ suggestions: online nicks that start with the prefix; in a DM only its peer', () async {
+      await joinWith(welcome(uid: 7, users: ['alice', 'bob', 'Bea', 'carol']));
+      expect(viewModel.mentionCandidates('b'), ['Bea', 'bob']);
+      expect(viewModel.mentionCandidates(''), ['Bea', 'bob', 'carol']);
+      viewModel.openConversation('carol');
+      expect(viewModel.mentionCandidates(''), ['carol']);
+    });
+
+    test('search: results newest first, "More results" asks before the oldest', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(90)], lastId: 90));
+      final first = viewModel.search(' link ');
+      expect(viewModel.searchState.loading, isTrue);
+      final request = await connection.nextOfType('search');
+      expect((request['text'], request['cid'], request.containsKey('before')), ('link', 's-1', false));
+      connection.reply(searchResultsFrame('s-1', [msg(60, text: 'a link'), msg(40, text: 'link two')],
+          hasMore: true));
+      await first;
+      expect(viewModel.searchState.results.map((m) => m.id), [60, 40]);
+      expect((viewModel.searchState.hasMore, viewModel.searchState.loading), (true, false));
+
+      final more = viewModel.moreResults();
+      final next = await connection.nextOfType('search');
+      expect((next['before'], next['cid']), (40, 's-2'));
+      connection.reply(searchResultsFrame('s-2', [msg(12, text: 'old link')]));
+      await more;
+      expect(viewModel.searchState.results.map((m) => m.id), [60, 40, 12]);
+      expect(viewModel.searchState.hasMore, isFalse);
+      expect(viewModel.entries.map((e) => e.message!.id), [90], reason: 'results stay out of the chat');
+
+      connection.reply(changeFrame(91, 'delete', target: 40));
+      await settle();
+      expect(viewModel.searchState.results.map((m) => m.id), [60, 12], reason: 'never removed ones');
+    });
+
+    test('a search kept to one direct conversation sends with, also for its next page', () async {
+      final connection = await joinWith(welcome(uid: 7));
+      final first = viewModel.search('notes', withNick: 'bob');
+      final request = await connection.nextOfType('search');
+      expect(request['with'], 'bob');
+      connection.reply(searchResultsFrame('s-1', [msg(20, to: 'alice', text: 'notes')], hasMore: true));
+      await first;
+      expect(viewModel.searchState.withNick, 'bob');
+      final more = viewModel.moreResults();
+      expect((await connection.nextOfType('search'))['with'], 'bob');
+      connection.reply(searchResultsFrame('s-2', []));
+      await more;
+      expect(viewModel.searchState.hasMore, isFalse);
+    });
+
+    test('a newer query wins over a slower older one; an error is kept as a sentence', () async {
+      final connection = await joinWith(welcome(uid: 7));
+      final slow = viewModel.search('first');
+      await connection.nextOfType('search');
+      final fast = viewModel.search('second');
+      await connection.nextOfType('search');
+      connection.reply(searchResultsFrame('s-2', [msg(5, text: 'second')]));
+      await fast;
+      connection.reply(searchResultsFrame('s-1', [msg(4, text: 'first')]));
+      await slow;
+      expect((viewModel.searchState.query, viewModel.searchState.results.single.id), ('second', 5));
+      final failing = viewModel.search('third');
+      await connection.nextOfType('search');
+      connection.reply(errorFrame('rate_limited', 'Too many requests; slow down.', ref: 's-3'));
+      await failing;
+      expect(viewModel.searchState.error, 'Too many requests; slow down.');
+    });
+
+    test('opening a result not held loads its neighbours and opens its conversation', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(90)], lastId: 90));
+      final result = ChatMessage.fromJson(msg(30, from: 'bob', uid: 8, text: 'the link', to: 'alice'));
+      final opening = viewModel.openMessage(result);
+      final older = await connection.nextOfType('history');
+      expect(older, {'type': 'history', 'before': 31, 'limit': 10, 'cid': 'h-1'});
+      connection.reply({'type': 'history', 'messages': [msg(29, to: 'alice'), msg(30, to: 'alice', text: 'the link')],
+          'has_more': true, 'cid': 'h-1'});
+      final newer = await connection.nextOfType('history');
+      expect(newer, {'type': 'history', 'before': 41, 'after': 30, 'limit': 10, 'cid': 'h-2'});
+      connection.reply({'type': 'history', 'messages': [msg(31, to: 'alice')], 'has_more': false, 'cid': 'h-2'});
+      expect(await opening, isTrue);
+      expect(viewModel.peer, 'bob', reason: 'a direct message opens its conversation');
+      expect(viewModel.entries.map((e) => e.message!.id), [31, 30, 29]);
+      expect(viewModel.highlightId, 30);
+      expect(viewModel.entries[1].highlighted, isTrue);
+    });
+
+    test('an old result leaves a gap above its neighbours, loaded by "the messages in between"',
+        () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(90), msg(91)], lastId: 91));
+      final opening = viewModel.openMessage(ChatMessage.fromJson(msg(30, text: 'old link')));
+      final older = await connection.nextOfType('history');
+      connection.reply({'type': 'history', 'messages': [msg(29), msg(30)], 'has_more': true, 'cid': older['cid']});
+      final newer = await connection.nextOfType('history');
+      connection.reply({'type': 'history', 'messages': [msg(31)], 'has_more': false, 'cid': newer['cid']});
+      await opening;
+      List<int> gapRows() => [for (final e in viewModel.entries) if (e.gapBefore) e.message!.id];
+      expect(viewModel.entries.map((e) => e.message!.id), [91, 90, 31, 30, 29]);
+      expect(gapRows(), [90], reason: 'ids 41-89 were never asked for');
+      expect(viewModel.hasOlder, isTrue, reason: 'the page before 31 had more');
+
+      final first = viewModel.loadGap();
+      final fill = await connection.nextOfType('history');
+      expect((fill['after'], fill['before']), (40, 90));
+      connection.reply({'type': 'history', 'messages': [msg(60), msg(61)], 'has_more': true, 'cid': fill['cid']});
+      await first;
+      expect(gapRows(), [60], reason: 'still missing: 41-59');
+
+      final second = viewModel.loadGap();
+      final rest = await connection.nextOfType('history');
+      expect((rest['after'], rest['before']), (40, 60));
+      connection.reply({'type': 'history', 'messages': [msg(45)], 'has_more': false, 'cid': rest['cid']});
+      await second;
+      expect(gapRows(), isEmpty);
+      expect(viewModel.entries.map((e) => e.message!.id), [91, 90, 61, 60, 45, 31, 30, 29]);
+    });
+
+    test('opening a held result asks for nothing', () async {
+      final connection = await joinWith(welcome(uid: 7, history: [msg(89), msg(90)], lastId: 90));
+      expect(await viewModel.openMessage(viewModel.entries.last.message!), isTrue);
+      expect(connection.sent.where((f) => f.type == 'history'), isEmpty);
+      expect(viewModel.highlightId, 89);
     });
   });
 

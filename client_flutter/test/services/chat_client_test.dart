@@ -1,7 +1,8 @@
 // The real ChatClient against a fake server (injected transport connector):
 // hello/welcome, acknowledgement by cid, the offline queue, resume by since;
 // the device key and own messages by uid (issue 16); changes, the room,
-// moderation and the ends that must not reconnect (issue 17).
+// moderation and the ends that must not reconnect (issue 17); replies,
+// reactions and search matched by cid (issue 20).
 
 import 'dart:async';
 
@@ -793,6 +794,109 @@ void main() {
       await settle();
       expect((client.deleteMessage(5) as Err<String>).error.code, 'offline');
       expect((client.editMessage(5, 'x') as Err<String>).error.code, 'offline');
+    });
+  });
+
+  group('replies, reactions, search (PROTOCOL.md §12)', () {
+    test('a reply carries reply_to, also when resent after a reconnect', () async {
+      final connection = await join();
+      client.sendText('yes!', replyTo: 42);
+      expect(await connection.nextOfType('msg'),
+          {'type': 'msg', 'text': 'yes!', 'cid': 'cid-1', 'reply_to': 42});
+      final (second, _) = await reconnect(2, connection, welcome());
+      expect(await second.nextOfType('msg'),
+          {'type': 'msg', 'text': 'yes!', 'cid': 'cid-1', 'reply_to': 42},
+          reason: 'the unacknowledged reply is resent with its reply_to');
+    });
+
+    test('the stored reply arrives with its quote, mentions and reactions', () async {
+      final connection = await join();
+      connection.reply(msg(43, text: '@alice yes', replyTo: quote(42, from: 'alice', text: 'ready?'),
+          mentions: ['alice'], reactions: {'👍': [3, 7]}));
+      await settle();
+      final message = events.whereType<MessagesAdded>().last.messages.single;
+      expect((message.replyTo!.id, message.replyTo!.from, message.replyTo!.text), (42, 'alice', 'ready?'));
+      expect(message.mentions, ['alice']);
+      expect(message.reactions, {'👍': [3, 7]});
+    });
+
+    test('react sends id, emoji and a cid; "" takes it back; offline fails at once', () async {
+      final connection = await join();
+      expect(client.react(42, '👍'), isA<Ok<String>>());
+      expect(await connection.nextOfType('react'),
+          {'type': 'react', 'id': 42, 'emoji': '👍', 'cid': 'cid-1'});
+      client.react(42, '');
+      expect((await connection.nextOfType('react'))['emoji'], '');
+      connection.drop();
+      await settle();
+      expect((client.react(42, '👍') as Err<String>).error.code, 'offline');
+    });
+
+    test('a live react change is passed on with the whole reactions, and is a resume point',
+        () async {
+      final connection = await join(welcome(history: [msg(42)], lastId: 42));
+      connection.reply(reactFrame(44, target: 42, uid: 7, emoji: '❤️', reactions: {'❤️': [7]}));
+      await settle();
+      final change = events.whereType<MessagesAdded>().last.changes.single;
+      expect((change.isReact, change.target, change.uid, change.emoji), (true, 42, 7, '❤️'));
+      expect(change.reactions, {'❤️': [7]});
+      expect(client.lastSeenId, 44);
+    });
+
+    test('search sends its fields; results are matched by cid, whatever their order', () async {
+      final connection = await join(welcome(history: [msg(90)], lastId: 90));
+      final first = client.search('  homework link ');
+      final second = client.search('lab', withNick: 'bob', before: 30, limit: 5);
+      final a = await connection.nextOfType('search');
+      final b = await connection.nextOfType('search');
+      expect(a, {'type': 'search', 'text': 'homework link', 'cid': 's-1', 'limit': 20});
+      expect(b, {'type': 'search', 'text': 'lab', 'cid': 's-2', 'with': 'bob', 'before': 30, 'limit': 5});
+      connection.reply(searchResultsFrame('s-2', [msg(12, text: 'lab at 10', to: 'alice')]));
+      connection.reply(searchResultsFrame('s-1', [msg(80, text: 'homework link'), msg(20, text: 'homework links')],
+          hasMore: true));
+      final older = (await first) as Ok<SearchResults>;
+      expect(older.value.results.map((m) => m.id), [80, 20]);
+      expect(older.value.hasMore, isTrue);
+      expect(older.value.nextBefore, 20);
+      expect(((await second) as Ok<SearchResults>).value.results.single.to, 'alice');
+      await settle();
+      expect(client.lastSeenId, 90, reason: 'results are not a range of the id sequence');
+      expect(events.whereType<MessagesAdded>().expand((e) => e.messages).map((m) => m.id), [90],
+          reason: 'results do not enter the conversation');
+    });
+
+    test('an error naming the search cid answers it; others do not', () async {
+      final connection = await join();
+      var answered = false;
+      final result = client.search('x', from: 'nobody')..then((_) => answered = true);
+      expect((await connection.nextOfType('search'))['from'], 'nobody');
+      connection.reply(errorFrame('rate_limited', 'Slow down.'));
+      await settle();
+      expect(answered, isFalse);
+      connection.reply(errorFrame('unknown_user', "No user named 'nobody'.", ref: 's-1'));
+      expect(((await result) as Err<SearchResults>).error.code, 'unknown_user');
+    });
+
+    test('results that do not parse still answer their search, as an error', () async {
+      final connection = await join();
+      final result = client.search('x');
+      await connection.nextOfType('search');
+      connection.reply({'type': 'search_results', 'cid': 's-1', 'results': [{'id': 'not a number'}],
+          'has_more': false});
+      expect(((await result) as Err<SearchResults>).error.code, 'bad_json');
+      expect(client.status, ConnectionStatus.online);
+    });
+
+    test('an empty or too long search is refused before sending; a lost connection fails it',
+        () async {
+      final connection = await join();
+      expect(((await client.search('   ')) as Err<SearchResults>).error.code, 'empty');
+      expect(((await client.search('a' * 201)) as Err<SearchResults>).error.code, 'bad_request');
+      expect(connection.sent.where((f) => f.type == 'search'), isEmpty);
+      final pending = client.search('lost');
+      await connection.nextOfType('search');
+      connection.drop();
+      expect(((await pending) as Err<SearchResults>).error.code, 'disconnected');
     });
   });
 

@@ -1,13 +1,16 @@
-// The typed messages of issues 16 and 17 against tests/vectors/frames*.json
-// (the bytes the server's own tests check): the client's delete, edit and
-// hello encode to exactly the vector bytes, and the server's welcome, change,
-// room, notice, bye and error frames parse into what the app uses.
+// The typed messages of issues 16, 17 and 20 against tests/vectors/frames*.json
+// (the bytes the server's own tests check): the client's delete, edit, hello,
+// reply, react and search encode to exactly the vector bytes, and the
+// server's welcome, change (react too), room, notice, bye, error, a msg with
+// a quote, mentions and reactions, and search_results parse into what the
+// app uses.
 
 import 'dart:convert';
 import 'dart:io';
 import 'dart:typed_data';
 
 import 'package:flutter_test/flutter_test.dart';
+import 'package:lan_chat/models/chat_message.dart';
 import 'package:lan_chat/services/frame_codec.dart';
 import 'package:lan_chat/services/messages.dart';
 import 'package:lan_chat/services/protocol.dart';
@@ -44,6 +47,15 @@ void main() {
 
   String hexOf(String name) => vectors[name]!['hex'] as String;
 
+  /// The JSON header of a vector, to compare a parse with.
+  Map<String, Object?> headerOf(String name) => decodeFrame(fromHex(hexOf(name))).header;
+
+  /// {emoji: [uid…]} of a JSON reactions object, typed.
+  Map<String, List<int>> reactionsOf(Object? json) => {
+        for (final MapEntry(:key, :value) in (json as Map<String, Object?>).entries)
+          key: [for (final uid in value as List<Object?>) (uid as num).toInt()],
+      };
+
   group('client frames encode to the vector bytes', () {
     test('hello carries the device key, no session', () {
       expect(
@@ -70,6 +82,99 @@ void main() {
       expect(toHex(encodeFrame(ClientMessages.edit(id: 43, text: 'psst!', cid: 'a-6'))), hexOf('edit'));
       expect(toHex(encodeFrame(ClientMessages.edit(id: 9, text: 'fixed typo', cid: 'e-1'))),
           hexOf('edit_own_message'));
+    });
+  });
+
+  group('issue 20: replies, reactions, search (client frames)', () {
+    test('msg with reply_to, react and search encode to the vector bytes', () {
+      expect(toHex(encodeFrame(ClientMessages.msg(text: 'yes! @bob', cid: 'a-9', replyTo: 42))),
+          hexOf('msg_reply'));
+      expect(toHex(encodeFrame(ClientMessages.react(id: 42, emoji: '👍', cid: 'r-1'))),
+          hexOf('react'));
+      expect(toHex(encodeFrame(ClientMessages.search(text: 'homework link', cid: 's-1'))),
+          hexOf('search'), reason: 'limit 20 is always sent');
+    });
+
+    test('the hand-written examples of PROTOCOL.md section 12 too', () {
+      expect(toHex(encodeFrame(ClientMessages.msg(text: 'yes!', cid: 'a-9', replyTo: 42))),
+          hexOf('doc_msg_reply'));
+      expect(toHex(encodeFrame(ClientMessages.react(id: 42, emoji: '👍', cid: 'r-1'))),
+          hexOf('doc_react'));
+      expect(toHex(encodeFrame(ClientMessages.search(text: 'homework link', cid: 's-1'))),
+          hexOf('doc_search'));
+    });
+
+    test('a msg without reply_to is unchanged (no null field)', () {
+      expect(toHex(encodeFrame(ClientMessages.msg(text: 'hi all', cid: 'a-1'))), hexOf('msg_public'));
+    });
+
+    test('search fields in the order of the table; with is the direct conversation', () {
+      expect(
+          ClientMessages.search(
+              text: 'link', cid: 's-2', from: 'bob', withNick: 'bob', before: 90, limit: 5)
+              .keys,
+          ['type', 'text', 'cid', 'from', 'with', 'before', 'limit']);
+      expect(ClientMessages.react(id: 1, emoji: '').containsKey('cid'), isFalse);
+    });
+  });
+
+  group('issue 20: replies, reactions, search (server frames)', () {
+    test('msg_with_reply: the quote, mentions and reactions', () {
+      final header = headerOf('msg_with_reply');
+      final message = (parsed('msg_with_reply') as MessageReceived).message;
+      final quote = header['reply_to'] as Map<String, Object?>;
+      expect(message.replyTo, isNotNull);
+      expect((message.replyTo!.id, message.replyTo!.from, message.replyTo!.text),
+          (quote['id'], quote['from'], quote['text']));
+      expect(message.replyTo!.deleted, quote['deleted'] == true);
+      expect(message.mentions, header['mentions']);
+      expect(message.mentions, isNotEmpty, reason: 'the vector has mentions');
+      expect(message.reactions, reactionsOf(header['reactions']));
+      expect(message.reactions, isNotEmpty, reason: 'the vector has reactions');
+    });
+
+    test('change_react: who, which emoji, the whole reactions after it', () {
+      final header = headerOf('change_react');
+      final change = (parsed('change_react') as ChangeReceived).change;
+      expect(change.isReact, isTrue);
+      expect(change.kind, ChangeKind.react);
+      expect((change.id, change.target, change.uid, change.emoji),
+          (header['id'], header['target'], header['uid'], header['emoji']));
+      expect(change.reactions, reactionsOf(header['reactions']));
+    });
+
+    test('search_results: cid, results newest first, has_more', () {
+      final header = headerOf('search_results');
+      final results = parsed('search_results') as SearchResults;
+      expect(results.cid, header['cid']);
+      expect(results.hasMore, header['has_more']);
+      final ids = [for (final r in header['results'] as List<Object?>) (r as Map)['id']];
+      expect(results.results.map((m) => m.id), ids);
+      expect(results.results, isNotEmpty, reason: 'the vector has a result');
+      for (var i = 1; i < ids.length; i++) {
+        expect((ids[i - 1] as num) > (ids[i] as num), isTrue, reason: 'newest first');
+      }
+      if (results.hasMore) {
+        expect(results.nextBefore, results.results.map((m) => m.id).reduce((a, b) => a < b ? a : b));
+      } else {
+        expect(results.nextBefore, isNull);
+      }
+    });
+
+    test('a quote of a removed original, and a react change that empties them', () {
+      final removed = ChatMessage.fromJson({
+        'type': 'msg', 'id': 50, 'ts': '2026-11-25T09:14:03.120Z', 'from': 'bob', 'uid': 3,
+        'text': 'no', 'cid': 'b-9',
+        'reply_to': {'id': 42, 'from': 'alice', 'text': '', 'deleted': true},
+      });
+      expect((removed.replyTo!.deleted, removed.replyTo!.text), (true, ''));
+      expect(removed.mentions, isEmpty);
+      expect(removed.reactions, isEmpty, reason: 'absent when there is none');
+      final emptied = ServerMessage.fromFrame(decodeFrame(encodeFrame({
+        'type': 'change', 'id': 51, 'ts': '2026-11-25T09:20:00.000Z', 'change': 'react',
+        'target': 42, 'uid': 7, 'emoji': '', 'reactions': <String, Object?>{},
+      }))) as ChangeReceived;
+      expect((emptied.change.emoji, emptied.change.reactions), ('', <String, List<int>>{}));
     });
   });
 

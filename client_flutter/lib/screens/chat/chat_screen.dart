@@ -1,8 +1,11 @@
 // The chat: messages of one conversation (the room or a direct one), the
 // people in a drawer, transfers above the composer; the room's name and
-// topic in the app bar; edit and delete on one's own messages.
+// topic in the app bar; react, reply and copy on every message, edit and
+// delete on one's own; `@` suggestions in the composer; search, whose result
+// opens here at that message.
 
 import 'dart:async';
+import 'dart:math' as math;
 
 import 'package:flutter/material.dart';
 import 'package:flutter/services.dart';
@@ -22,9 +25,13 @@ import '../../widgets/transfer_panel.dart';
 import '../../widgets/user_drawer.dart';
 import 'chat_view_model.dart';
 import 'image_viewer.dart';
+import 'search_screen.dart';
 
 /// Within this many pixels of the oldest message, older ones are fetched.
 const double _loadOlderThreshold = 400;
+
+/// Frames spent looking for a row to scroll to before giving up.
+const int _scrollAttempts = 60;
 
 class ChatScreen extends StatefulWidget {
   const ChatScreen({super.key, required this.viewModel});
@@ -41,6 +48,13 @@ class _ChatScreenState extends State<ChatScreen> {
   final _scroll = ScrollController();
   late final AppLifecycleListener _lifecycle;
   StreamSubscription<String>? _notices;
+
+  // Scrolling to a message (a search result, a quote's original): the row
+  // of [_scrollTarget] carries [_targetKey] once built; [_builtRows] are the
+  // indexes built in the last frame, which say which way to go from here.
+  int? _scrollTarget;
+  final GlobalKey _targetKey = GlobalKey();
+  final List<int> _builtRows = [];
 
   ChatViewModel get _viewModel => widget.viewModel;
 
@@ -151,19 +165,27 @@ class _ChatScreenState extends State<ChatScreen> {
     ));
   }
 
-  /// The menu of an own message: what it offers (empty: no menu).
+  /// The menu of a stored message: what it offers (empty: no menu).
   List<MessageAction> _actionsFor(ChatEntry entry) {
     final message = entry.message;
-    if (message == null || !_viewModel.canDelete(message)) return const [];
+    if (message == null || message.isDeleted) return const [];
     return [
+      if (_viewModel.canReact(message)) MessageAction.react,
+      if (_viewModel.canReply(message)) MessageAction.reply,
       if (message.text.isNotEmpty) MessageAction.copy,
       if (_viewModel.canEdit(message)) MessageAction.edit,
-      MessageAction.delete,
+      if (_viewModel.canDelete(message)) MessageAction.delete,
     ];
   }
 
   Future<void> _onAction(ChatMessage message, MessageAction action) async {
     switch (action) {
+      case MessageAction.react:
+        final emoji = await pickReaction(context, current: _viewModel.myReaction(message));
+        if (emoji != null) _viewModel.toggleReaction(message, emoji);
+      case MessageAction.reply:
+        _viewModel.startReply(message);
+        _focus.requestFocus();
       case MessageAction.copy:
         await Clipboard.setData(ClipboardData(text: message.text));
         _showNotice('Copied.');
@@ -177,6 +199,68 @@ class _ChatScreenState extends State<ChatScreen> {
       case MessageAction.delete:
         if (await confirmDelete(context)) _viewModel.deleteMessage(message.id);
     }
+  }
+
+  /// Opens the search; a result tapped there opens here, at that message.
+  Future<void> _openSearch() async {
+    final result = await Navigator.of(context).push<ChatMessage>(
+      MaterialPageRoute<ChatMessage>(builder: (_) => SearchScreen(viewModel: _viewModel)),
+    );
+    if (result == null || !mounted) return;
+    if (await _viewModel.openMessage(result)) {
+      _scrollTo(result.id);
+    } else {
+      _showNotice('That message is no longer in the history.');
+    }
+  }
+
+  Future<void> _openQuote(ReplyQuote quote) async {
+    if (await _viewModel.openQuote(quote)) _scrollTo(quote.id);
+  }
+
+  /// Scrolls until the row of message [id] is built, then centres it. The
+  /// list builds rows lazily, so a row far away has no context yet: jump to
+  /// where it should be (from its index), then step towards it.
+  void _scrollTo(int id) {
+    setState(() => _scrollTarget = id);
+    var attempts = 0;
+    void step(Duration _) {
+      if (!mounted || _scrollTarget != id || !_scroll.hasClients) return;
+      final row = _targetKey.currentContext;
+      if (row != null) {
+        unawaited(Scrollable.ensureVisible(row, alignment: 0.5, duration: const Duration(milliseconds: 250)));
+        return;
+      }
+      if (++attempts > _scrollAttempts) return;
+      final entries = _viewModel.entries;
+      final index = entries.indexWhere((e) => e.message?.id == id);
+      if (index < 0) return;
+      final position = _scroll.position;
+      final double next;
+      if (attempts == 1) {
+        // First guess: rows of equal height.
+        next = position.maxScrollExtent * index / entries.length;
+      } else {
+        // Index 0 is the newest row, at offset 0 of the reversed list: a
+        // target older than every row just built is further up.
+        final built = _builtRows;
+        final newestBuilt = built.isEmpty ? 0 : built.reduce(math.min);
+        final stride = position.viewportDimension * 0.8;
+        next = position.pixels + (built.isNotEmpty && index < newestBuilt ? -stride : stride);
+      }
+      _builtRows.clear();
+      _scroll.jumpTo(math.min(math.max(next, position.minScrollExtent), position.maxScrollExtent));
+      WidgetsBinding.instance.addPostFrameCallback(step);
+    }
+
+    WidgetsBinding.instance.addPostFrameCallback(step);
+  }
+
+  void _insertMention(String nick) {
+    final value = _text.value;
+    final (text, cursor) = insertMention(value.text, value.selection.baseOffset, nick);
+    _text.value = TextEditingValue(text: text, selection: TextSelection.collapsed(offset: cursor));
+    _focus.requestFocus();
   }
 
   @override
@@ -201,13 +285,18 @@ class _ChatScreenState extends State<ChatScreen> {
               ],
             ),
             actions: [
+              IconButton(
+                tooltip: 'Search',
+                onPressed: _openSearch,
+                icon: const Icon(Icons.search),
+              ),
               Builder(
                 builder: (context) => IconButton(
                   tooltip: 'People and conversations',
                   onPressed: () => Scaffold.of(context).openEndDrawer(),
                   icon: Badge(
                     isLabelVisible: viewModel.unreadElsewhere > 0,
-                    label: Text('${viewModel.unreadElsewhere}'),
+                    label: Text(unreadLabel(viewModel.unreadElsewhere, viewModel.unreadMentionsElsewhere)),
                     child: const Icon(Icons.people_outline),
                   ),
                 ),
@@ -222,6 +311,7 @@ class _ChatScreenState extends State<ChatScreen> {
             onlineCount: viewModel.onlineCount,
             selectedPeer: peer,
             unreadIn: viewModel.unreadIn,
+            mentionsIn: viewModel.unreadMentionsIn,
             onSelect: (selected) {
               Navigator.of(context).pop(); // close the drawer
               viewModel.openConversation(selected);
@@ -244,15 +334,26 @@ class _ChatScreenState extends State<ChatScreen> {
                   onCancel: viewModel.cancelTransfer,
                   onDismiss: viewModel.dismissTransfer,
                 ),
-                Composer(
-                  controller: _text,
-                  focusNode: _focus,
-                  hint: peer == null ? 'Message everyone' : 'Message $peer',
-                  onSend: _send,
-                  onAttach: _attach,
-                  onChanged: viewModel.composing,
-                  offline: viewModel.status != ConnectionStatus.online,
-                  disabledText: viewModel.muted ? viewModel.mutedText : null,
+                // Rebuilt as the text changes too, for the `@` suggestions.
+                ValueListenableBuilder<TextEditingValue>(
+                  valueListenable: _text,
+                  builder: (context, value, _) {
+                    final prefix = mentionPrefixAt(value.text, value.selection.baseOffset);
+                    return Composer(
+                      controller: _text,
+                      focusNode: _focus,
+                      hint: peer == null ? 'Message everyone' : 'Message $peer',
+                      onSend: _send,
+                      onAttach: _attach,
+                      onChanged: viewModel.composing,
+                      offline: viewModel.status != ConnectionStatus.online,
+                      disabledText: viewModel.muted ? viewModel.mutedText : null,
+                      replyQuote: viewModel.replyQuote,
+                      onCancelReply: viewModel.cancelReply,
+                      suggestions: prefix == null ? const [] : viewModel.mentionCandidates(prefix),
+                      onSuggestion: _insertMention,
+                    );
+                  },
                 ),
               ],
             ),
@@ -289,10 +390,19 @@ class _ChatScreenState extends State<ChatScreen> {
         final entry = entries[index];
         final file = entry.file;
         final message = entry.message;
+        final quote = entry.quote;
+        _builtRows.add(index);
+        final target = message != null && message.id == _scrollTarget;
         return Column(
-          key: ValueKey(entry.key),
+          key: target ? _targetKey : ValueKey(entry.key),
           crossAxisAlignment: CrossAxisAlignment.stretch,
           children: [
+            if (entry.gapBefore)
+              OlderMessagesRow(
+                loading: viewModel.loadingGap,
+                onLoad: viewModel.loadGap,
+                label: gapLabel,
+              ),
             if (entry.dayLabel != null) DayDivider(label: entry.dayLabel!),
             if (entry.unreadMarker) const UnreadDivider(),
             MessageBubble(
@@ -303,6 +413,11 @@ class _ChatScreenState extends State<ChatScreen> {
               onOpenLink: _openLink,
               actions: _actionsFor(entry),
               onAction: message == null ? null : (action) => _onAction(message, action),
+              myReaction: message == null ? null : viewModel.myReaction(message),
+              onToggleReaction: message == null || !viewModel.canReact(message)
+                  ? null
+                  : (emoji) => viewModel.toggleReaction(message, emoji),
+              onOpenQuote: quote == null ? null : () => _openQuote(quote),
               attachment: file == null
                   ? null
                   : FileTile(

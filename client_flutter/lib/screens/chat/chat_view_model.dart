@@ -1,6 +1,7 @@
 // State of a chat session for the screens: messages by conversation, the
-// outbox, users, typing, unread counts and file transfers. It listens to the
-// services and turns their events into something a widget can draw.
+// outbox, users, typing, unread counts and file transfers; the reply being
+// written, reactions, mentions of me and the search (issue 20). It listens to
+// the services and turns their events into something a widget can draw.
 
 import 'dart:async';
 import 'dart:collection';
@@ -58,6 +59,10 @@ class ChatEntry {
     this.lastOfGroup = true,
     this.unreadMarker = false,
     this.dayLabel,
+    this.quote,
+    this.mentionsMe = false,
+    this.highlighted = false,
+    this.gapBefore = false,
   });
 
   final String from;
@@ -79,6 +84,22 @@ class ChatEntry {
   /// Draw a day separator above this entry ("Today", "2026-11-24").
   final String? dayLabel;
 
+  /// The message this one answers, drawn inside the bubble.
+  final ReplyQuote? quote;
+
+  /// Someone else's message that mentions me: highlighted.
+  final bool mentionsMe;
+
+  /// The message a search result or a quote led to: briefly marked.
+  final bool highlighted;
+
+  /// Messages between this one and the previous row are not loaded (a
+  /// result far back was opened): a "load the messages in between" row.
+  final bool gapBefore;
+
+  /// Emoji → uids, as the server last sent them.
+  Map<String, List<int>> get reactions => message?.reactions ?? const {};
+
   SharedFile? get file => message?.file;
   String get key => message != null ? 'm${message!.id}' : 'p${pending!.cid}';
 
@@ -94,6 +115,41 @@ class ChatEntry {
   /// The text was edited after sending: marked "edited".
   bool get edited => message?.isEdited ?? false;
 }
+
+/// What the search screen shows: the query, the results so far (newest
+/// first), whether more can be asked for, and what is going on.
+class SearchState {
+  const SearchState({
+    this.query = '',
+    this.withNick,
+    this.results = const [],
+    this.hasMore = false,
+    this.loading = false,
+    this.error,
+  });
+
+  final String query;
+
+  /// Only the direct conversation with this nick (`search.with`); null:
+  /// everything this user can see.
+  final String? withNick;
+  final List<ChatMessage> results;
+  final bool hasMore;
+  final bool loading;
+
+  /// The last failure, as a sentence ("Not connected.").
+  final String? error;
+
+  /// Nothing asked yet.
+  bool get idle => query.isEmpty;
+}
+
+/// The row above a gap in the history (see [ChatEntry.gapBefore]).
+const String gapLabel = 'Load the messages in between';
+
+/// "Opening a result in its conversation: history {before: <id> + 1,
+/// limit: 10} and history {after: <id>, before: <id> + 11}" — §12.
+const int resultNeighbours = 10;
 
 class _Typing {
   _Typing(this.nick, this.to, this.timer);
@@ -147,11 +203,20 @@ class ChatViewModel extends ChangeNotifier {
   int? _unreadMarkerId;
   bool _visible = true;
   bool _hasOlder = false;
+  // Ids strictly between gap.after and gap.before may exist but are not
+  // held: opening an old search result loads it with its neighbours only.
+  ({int after, int before})? _gap;
+  bool _loadingGap = false;
   bool _loadingOlder = false;
   DateTime _lastTypingSent = DateTime.fromMillisecondsSinceEpoch(0);
   List<ChatEntry>? _entries;
   bool _disposed = false;
   RoomInfo _room = const RoomInfo();
+  ChatMessage? _replyingTo;
+  int? _highlightId;
+  SearchState _search = const SearchState();
+  // Answers of an older query (or page) are dropped once a new one is asked.
+  int _searchGeneration = 0;
   bool _muted = false;
   String _mutedText = defaultMutedText;
   String? _historyNote;
@@ -267,6 +332,49 @@ class ChatViewModel extends ChangeNotifier {
     return DateTime.now().toUtc().difference(message.ts) < window;
   }
 
+  /// Every stored message can be answered and reacted to, not a removed
+  /// one; muted users may do neither (the server says `muted`).
+  bool canReply(ChatMessage message) => !message.isDeleted && !_muted;
+  bool canReact(ChatMessage message) => !message.isDeleted && !_muted;
+
+  /// The message the composer answers, shown above it; null: none.
+  ChatMessage? get replyingTo => _replyingTo;
+
+  /// The quote the composer shows for [replyingTo].
+  ReplyQuote? get replyQuote {
+    final original = _replyingTo;
+    return original == null ? null : _quoteOf(original);
+  }
+
+  /// My reaction on [message], if any (one per user per message).
+  String? myReaction(ChatMessage message) {
+    final mine = _client.uid;
+    if (mine == null) return null;
+    for (final MapEntry(key: emoji, value: uids) in message.reactions.entries) {
+      if (uids.contains(mine)) return emoji;
+    }
+    return null;
+  }
+
+  /// Someone else's message whose `mentions` hold my nick.
+  bool mentionsMe(ChatMessage message) =>
+      !isMine(message) && !message.isDeleted && message.mentionsNick(me);
+
+  /// The search screen's state.
+  SearchState get searchState => _search;
+
+  /// The id of the message a search result (or a quote) led to.
+  int? get highlightId => _highlightId;
+
+  /// Online nicks to suggest after `@` in the composer: those starting with
+  /// [prefix]; in a direct conversation only its other party, since the
+  /// server resolves only the two parties there.
+  List<String> mentionCandidates(String prefix) {
+    final key = nickKey(prefix);
+    final pool = _peer == null ? otherUsers : [if (peerOnline) _peer!];
+    return [for (final nick in pool) if (nickKey(nick).startsWith(key)) nick];
+  }
+
   /// Headers for HTTP requests of file URLs (thumbnails in the browser).
   Map<String, String> get fileRequestHeaders => _transfers.requestHeaders;
 
@@ -280,6 +388,9 @@ class ChatViewModel extends ChangeNotifier {
 
   String? _conversationOf(ChatMessage message) => message.conversation(mine: isMine(message));
   bool get hasOlder => _hasOlder;
+
+  /// Whether "load the messages in between" is being answered.
+  bool get loadingGap => _loadingGap;
   bool get loadingOlder => _loadingOlder;
   bool get canDownload => _transfers.canDownload;
 
@@ -297,6 +408,29 @@ class ChatViewModel extends ChangeNotifier {
       }
     }
     return count;
+  }
+
+  /// Unread messages that mention me, in one conversation (null: the room),
+  /// counted apart from [unreadIn].
+  int unreadMentionsIn(String? peer) {
+    final key = peer == null ? null : nickKey(peer);
+    final lastRead = _lastRead[key] ?? _readBaseline;
+    var count = 0;
+    for (final message in _messages.values) {
+      if (message.id > lastRead && mentionsMe(message) && _conversationOf(message) == key) {
+        count++;
+      }
+    }
+    return count;
+  }
+
+  /// Unread mentions of me outside the shown conversation ("@" badge).
+  int get unreadMentionsElsewhere {
+    var total = _peer == null ? 0 : unreadMentionsIn(null);
+    for (final user in _directPeers()) {
+      if (_peer == null || !sameNick(user, _peer!)) total += unreadMentionsIn(user);
+    }
+    return total;
   }
 
   /// Unread messages outside the shown conversation (badge on the menu).
@@ -353,7 +487,9 @@ class ChatViewModel extends ChangeNotifier {
 
   /// Shows the public room (null) or the direct conversation with [peer].
   void openConversation(String? peer) {
+    if (!_samePeer(peer, _peer)) _replyingTo = null; // a reply stays in its conversation
     _peer = peer;
+    _highlightId = null;
     _markConversationRead(showMarker: true);
     _changed();
   }
@@ -365,10 +501,14 @@ class ChatViewModel extends ChangeNotifier {
       _notice(_mutedText);
       return Err(AppError('muted', _mutedText));
     }
-    final result = _client.sendText(text, to: _peer);
+    final result = _client.sendText(text, to: _peer, replyTo: _replyingTo?.id);
     switch (result) {
       case Ok():
         _lastTypingSent = DateTime.fromMillisecondsSinceEpoch(0);
+        if (_replyingTo != null) {
+          _replyingTo = null;
+          _changed();
+        }
         return const Ok<void>(null);
       case Err(:final error):
         _notice(error.message);
@@ -386,6 +526,161 @@ class ChatViewModel extends ChangeNotifier {
   }
 
   void retry(String cid) => _client.retry(cid);
+
+  /// "Reply": the composer shows the quote until sent or cancelled.
+  void startReply(ChatMessage message) {
+    if (!canReply(message)) return;
+    _replyingTo = message;
+    _changed();
+  }
+
+  void cancelReply() {
+    if (_replyingTo == null) return;
+    _replyingTo = null;
+    _changed();
+  }
+
+  /// Taps on a reaction: the same emoji as mine takes it back (`""`),
+  /// another one replaces mine. The `change` that answers redraws the chips.
+  Result<void> toggleReaction(ChatMessage message, String emoji) {
+    if (_muted) {
+      _notice(_mutedText);
+      return Err(AppError('muted', _mutedText));
+    }
+    final again = myReaction(message) == emoji;
+    return _reportFailure(_client.react(message.id, again ? '' : emoji));
+  }
+
+  // ---------------------------------------------------------------- search
+
+  /// A new search for [query] (from the first page); [withNick]: only in
+  /// the direct conversation with that nick.
+  Future<void> search(String query, {String? withNick}) async {
+    final text = query.trim();
+    if (text.isEmpty) {
+      clearSearch();
+      return;
+    }
+    _search = SearchState(query: text, withNick: withNick, loading: true);
+    _changed();
+    await _searchPage(text, withNick: withNick, before: null);
+  }
+
+  /// "More results": the page of matches older than those shown.
+  Future<void> moreResults() async {
+    final state = _search;
+    if (state.loading || !state.hasMore || state.results.isEmpty) return;
+    _search = SearchState(
+        query: state.query,
+        withNick: state.withNick,
+        results: state.results,
+        hasMore: true,
+        loading: true);
+    _changed();
+    final oldest = state.results.map((m) => m.id).reduce((a, b) => a < b ? a : b);
+    await _searchPage(state.query, withNick: state.withNick, before: oldest);
+  }
+
+  void clearSearch() {
+    _searchGeneration++;
+    _search = const SearchState();
+    _changed();
+  }
+
+  Future<void> _searchPage(String text, {required String? withNick, required int? before}) async {
+    final generation = ++_searchGeneration;
+    final result = await _client.search(text, withNick: withNick, before: before);
+    if (generation != _searchGeneration || _disposed) return; // a newer query won
+    final shown = before == null ? const <ChatMessage>[] : _search.results;
+    switch (result) {
+      case Ok(:final value):
+        final seen = {for (final m in shown) m.id};
+        _search = SearchState(
+          query: text,
+          withNick: withNick,
+          results: [...shown, for (final m in value.results) if (!seen.contains(m.id)) m],
+          hasMore: value.hasMore && value.results.isNotEmpty,
+        );
+      case Err(:final error):
+        _search = SearchState(
+          query: text,
+          withNick: withNick,
+          results: shown,
+          hasMore: _search.hasMore,
+          error: error.message,
+        );
+    }
+    _changed();
+  }
+
+  /// Opens [message] (a search result, or the original of a quote) in its
+  /// conversation, fetching it and its neighbours when they are not held.
+  /// Completes with whether the message is now in the list.
+  Future<bool> openMessage(ChatMessage message) async {
+    final mine = isMine(message);
+    final to = message.to;
+    openConversation(to == null ? null : (mine ? to : message.from));
+    return _reveal(message.id);
+  }
+
+  /// Scrolls to a quoted original when held; else fetches it like a result.
+  Future<bool> openQuote(ReplyQuote quote) async {
+    if (quote.deleted) return false;
+    return _reveal(quote.id);
+  }
+
+  Future<bool> _reveal(int id) async {
+    if (!_messages.containsKey(id)) {
+      final oldestBefore = _messages.isEmpty ? null : _messages.firstKey();
+      final newestBefore = _messages.isEmpty ? null : _messages.lastKey();
+      final older = await _client.requestHistory(before: id + 1, limit: resultNeighbours);
+      final newer = await _client.requestHistory(
+          after: id, before: id + resultNeighbours + 1, limit: resultNeighbours);
+      if (older case Ok(:final value) when oldestBefore == null || id < oldestBefore) {
+        _hasOlder = value.hasMore; // the list's oldest end is now this page
+      }
+      if (newer is Ok<HistoryPage>) _noteGap(id + resultNeighbours, newestBefore);
+    }
+    final found = _messages.containsKey(id);
+    _highlightId = found ? id : null;
+    _changed();
+    return found;
+  }
+
+  /// What lies between the neighbours just loaded (up to [loadedUpTo]) and
+  /// the next message held above them is unknown: a gap, unless nothing is
+  /// held above (the neighbours are the newest) or nothing lies between.
+  void _noteGap(int loadedUpTo, int? newestBefore) {
+    if (newestBefore == null) return;
+    final above = _messages.keys.firstWhere((key) => key > loadedUpTo, orElse: () => -1);
+    if (above < 0 || above <= loadedUpTo + 1) return;
+    final gap = _gap;
+    // One gap at a time: a second far jump keeps the wider one.
+    if (gap == null || above - loadedUpTo > gap.before - gap.after) {
+      _gap = (after: loadedUpTo, before: above);
+    }
+  }
+
+  /// "Load the messages in between": the newest page of the gap; the gap
+  /// shrinks to what is still missing below it, or closes.
+  Future<void> loadGap() async {
+    final gap = _gap;
+    if (gap == null || _loadingGap) return;
+    _loadingGap = true;
+    _changed();
+    final result = await _client.requestHistory(after: gap.after, before: gap.before);
+    _loadingGap = false;
+    if (result case Ok(:final value) when _gap == gap) {
+      final ids = [for (final item in value.messages) item.id];
+      if (!value.hasMore || ids.isEmpty) {
+        _gap = null;
+      } else {
+        final lowest = ids.reduce((a, b) => a < b ? a : b);
+        _gap = lowest <= gap.after + 1 ? null : (after: gap.after, before: lowest);
+      }
+    }
+    _changed();
+  }
 
   /// Removes one of my messages for everyone (after the screen asked).
   /// The server's `change` updates the list; its refusal is a notice.
@@ -580,17 +875,82 @@ class ChatViewModel extends ChangeNotifier {
         continue;
       }
       final target = change.target;
-      final held = target == null ? null : _messages[target];
-      if (target == null || held == null) continue;
+      if (target == null) continue;
+      final held = _messages[target];
+      // Quotes follow their original, held or not (§12): the reply may be
+      // on screen while the original is far back in the history.
+      if (change.isDelete) {
+        _updateQuotes(target, (quote) => quote.removed());
+      } else if (change.isEdit && change.text != null && held?.file == null) {
+        // A file message is quoted by its file name, which an edit keeps.
+        _updateQuotes(target, (quote) => quote.editedTo(change.text!));
+      }
+      _updateResult(target, change);
+      if (held == null) continue;
       if (change.isDelete) {
         _forgetFile(held.file);
         _messages[target] = held.removedBy(change.by);
+        if (_replyingTo?.id == target) _replyingTo = null;
       } else if (change.isEdit && !held.isDeleted) {
         final text = change.text;
         if (text != null) _messages[target] = held.editedTo(text, change.edited ?? change.ts);
+        if (_replyingTo?.id == target) _replyingTo = _messages[target]; // its quote follows
+      } else if (change.isReact && !held.isDeleted) {
+        // The whole reactions object after the change: no counting here,
+        // so a change seen twice (live, then in a resumed range) is harmless.
+        _messages[target] = held.withReactions(change.reactions ?? const {});
       }
     }
   }
+
+  /// A change to a message among the search results: a removed one leaves
+  /// them ("never removed ones"), an edited or reacted one follows.
+  void _updateResult(int target, MessageChange change) {
+    final results = _search.results;
+    final index = results.indexWhere((m) => m.id == target);
+    if (index < 0) return;
+    final result = results[index];
+    final ChatMessage? updated;
+    if (change.isDelete) {
+      updated = null;
+    } else if (change.isEdit && change.text != null) {
+      updated = result.editedTo(change.text!, change.edited ?? change.ts);
+    } else if (change.isReact) {
+      updated = result.withReactions(change.reactions ?? const {});
+    } else {
+      return;
+    }
+    _search = SearchState(
+      query: _search.query,
+      withNick: _search.withNick,
+      results: [
+        for (final m in results)
+          if (m.id != target) m else if (updated != null) updated,
+      ],
+      hasMore: _search.hasMore,
+      loading: _search.loading,
+      error: _search.error,
+    );
+  }
+
+  /// Applies [update] to the quote in every held reply to [original].
+  void _updateQuotes(int original, ReplyQuote Function(ReplyQuote quote) update) {
+    for (final entry in _messages.entries.toList()) {
+      final quote = entry.value.replyTo;
+      if (quote != null && quote.id == original && !quote.deleted) {
+        _messages[entry.key] = entry.value.withQuote(update(quote));
+      }
+    }
+  }
+
+  /// The quote of [message] as the server would make it: the first 200
+  /// characters of its text, or its file name.
+  static ReplyQuote _quoteOf(ChatMessage message) => ReplyQuote(
+        id: message.id,
+        from: message.from,
+        text: message.file?.name ??
+            String.fromCharCodes(message.text.runes.take(quoteLength)),
+      );
 
   /// `clear`: "every message and change with a smaller id is gone, with
   /// every shared file. A client drops everything it holds with a smaller id."
@@ -600,6 +960,8 @@ class ChatViewModel extends ChangeNotifier {
       _forgetFile(_messages.remove(key)?.file);
     }
     _hasOlder = false; // nothing older exists any more
+    final gap = _gap;
+    if (gap != null && gap.after < id) _gap = null; // what it missed is gone
     _historyNote = clearedNote;
   }
 
@@ -651,7 +1013,11 @@ class ChatViewModel extends ChangeNotifier {
       final unread = unreadIn(conversation);
       unawaited(notifier.show(
         id: notificationId(conversation),
-        title: conversation == null ? '${message.from} · Everyone' : message.from,
+        title: mentionsMe(message)
+            ? '${message.from} mentioned you'
+            : conversation == null
+                ? '${message.from} · Everyone'
+                : message.from,
         body: unread > 1 ? '$text (+${unread - 1} more)' : text,
       ));
     }
@@ -719,6 +1085,9 @@ class ChatViewModel extends ChangeNotifier {
 
   String? get _peerKey => _peer == null ? null : nickKey(_peer!);
 
+  static bool _samePeer(String? a, String? b) =>
+      a == null || b == null ? a == b : sameNick(a, b);
+
   Iterable<String> _directPeers() {
     final peers = <String, String>{};
     for (final message in _messages.values) {
@@ -757,6 +1126,9 @@ class ChatViewModel extends ChangeNotifier {
             time: message.ts.toLocal(),
             mine: isMine(message),
             message: message,
+            quote: message.isDeleted ? null : message.replyTo,
+            mentionsMe: mentionsMe(message),
+            highlighted: message.id == _highlightId,
           ),
       for (final pending in _outbox)
         if ((pending.to == null ? null : nickKey(pending.to!)) == key)
@@ -766,6 +1138,7 @@ class ChatViewModel extends ChangeNotifier {
             time: pending.createdAt,
             mine: true,
             pending: pending,
+            quote: _pendingQuote(pending.replyTo),
           ),
     ];
     final grouped = <ChatEntry>[];
@@ -776,6 +1149,16 @@ class ChatViewModel extends ChangeNotifier {
       final marker = _unreadMarkerId != null && row.message?.id == _unreadMarkerId;
       final nextMarker = _unreadMarkerId != null && next?.message?.id == _unreadMarkerId;
       final newDay = previous == null || !_sameDay(previous.time, row.time);
+      final gap = _gap;
+      final rowId = row.message?.id;
+      final previousId = previous?.message?.id;
+      // Between two rows of this conversation, one below the gap and one
+      // above it (at the top, "Load older" is the way).
+      final gapBefore = gap != null &&
+          rowId != null &&
+          previousId != null &&
+          previousId <= gap.after &&
+          rowId >= gap.before;
       grouped.add(ChatEntry(
         from: row.from,
         text: row.text,
@@ -783,13 +1166,25 @@ class ChatViewModel extends ChangeNotifier {
         mine: row.mine,
         message: row.message,
         pending: row.pending,
-        firstOfGroup: previous == null || marker || newDay || !_sameGroup(previous, row),
+        firstOfGroup: previous == null || marker || newDay || gapBefore || !_sameGroup(previous, row),
         lastOfGroup: next == null || nextMarker || !_sameDay(row.time, next.time) || !_sameGroup(row, next),
         unreadMarker: marker,
         dayLabel: newDay ? dayLabel(row.time) : null,
+        quote: row.quote,
+        mentionsMe: row.mentionsMe,
+        highlighted: row.highlighted,
+        gapBefore: gapBefore,
       ));
     }
     return grouped.reversed.toList();
+  }
+
+  /// A reply not yet acknowledged shows the quote of the original it
+  /// answers, when the original is held.
+  ReplyQuote? _pendingQuote(int? replyTo) {
+    if (replyTo == null) return null;
+    final original = _messages[replyTo];
+    return original == null || original.isDeleted ? null : _quoteOf(original);
   }
 
   static bool _sameGroup(ChatEntry a, ChatEntry b) =>
