@@ -48,13 +48,19 @@ def chat_server(make_server):
     return make_server("--open", "--rate-limit", "0")
 
 
-# The page's socket(s), so that a test can cut the link as a WiFi drop would.
+# The page's socket(s), so that a test can cut the link as a WiFi drop would; while
+# window.__noNetwork is set, new sockets fail as they do without a network (Chromium's
+# offline emulation does not hold WebSockets back, so the page could reconnect at once).
 RECORD_SOCKETS = """
 (() => {
   const Native = window.WebSocket;
   window.__sockets = [];
+  window.__noNetwork = false;
   window.WebSocket = class extends Native {
-    constructor(url, protocols) { super(url, protocols); window.__sockets.push(this); }
+    constructor(url, protocols) {
+      if (window.__noNetwork) throw new DOMException('no network (test)', 'NetworkError');
+      super(url, protocols); window.__sockets.push(this);
+    }
   };
 })();
 """
@@ -358,7 +364,8 @@ def test_reply_react_and_mention_across_two_browsers_and_a_framed_client(browser
         bob.page.goto("about:blank")
         alice.context.set_offline(True)
         alice.allowed.append("ERR_INTERNET_DISCONNECTED")
-        alice.page.evaluate("() => window.__sockets.forEach(s => s.close())")
+        alice.page.evaluate("() => { window.__noNetwork = true; "
+                            "window.__sockets.forEach(s => s.close()); }")
         expect(alice.page.get_by_role("status")).to_have_text(re.compile("Reconnecting"))
         assert react_frame(carol, reply["id"], "😂")["type"] == "change"
         late = carol.say("late answer @bob", cid="late-1")
@@ -373,6 +380,7 @@ def test_reply_react_and_mention_across_two_browsers_and_a_framed_client(browser
 
         bob.back()
         alice.context.set_offline(False)
+        alice.page.evaluate("() => { window.__noNetwork = false; }")
         alice.wait_online(RECONNECT_TIMEOUT_MS)
         for user in (alice, bob):
             expect(user.chip(reply["id"], "😂")).to_have_text("😂1")
