@@ -135,8 +135,11 @@ def test_the_web_app_joins_the_chat_from_its_own_origin(make_server, app_dir):
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto("http://127.0.0.1:%d/app/#k=%s" % (srv.port, token))
-            page.wait_for_function("document.getElementById('state').textContent === "
-                                   "'joined'", timeout=15000)
+            # a function, not an expression: Playwright evaluates an expression string with
+            # eval() in the page, which the app's CSP (no 'unsafe-eval') may refuse
+            page.wait_for_function("() => { const s = document.getElementById('state'); "
+                                   "return s !== null && s.textContent === 'joined'; }",
+                                   timeout=15000)
             assert errors == []
         finally:
             browser.close()
