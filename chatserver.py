@@ -29,6 +29,7 @@ import email.utils
 import errno
 import gzip
 import hashlib
+import functools
 import heapq
 import html
 import ipaddress
@@ -4318,6 +4319,10 @@ class Chat:
         self.addresses = addresses if addresses is not None else AddressBook()
         self.outbox = Outbox()
         self.joined = {}            # nick key -> connection
+        # Joined this turn, welcome not delivered yet: the turn's earlier broadcasts are in
+        # its welcome's history already, so they must not reach it live as well (a resuming
+        # client would see them twice, and take its `since` from them).
+        self.welcoming = set()
         self.sessions = {}          # session secret -> connection (for HTTP file routes)
         self.token = None           # pairing token; None = open server
         self.handlers = {kind: (getattr(self, row.method), row) for kind, row in HANDLERS.items()}
@@ -4463,7 +4468,9 @@ class Chat:
         conn.mark_joined()
         self.joined[key] = conn
         self.sessions[conn.session] = conn
+        self.welcoming.add(conn)
         self.outbox.send((conn,), self.welcome(conn, since, device))
+        self.outbox.call(functools.partial(self.welcoming.discard, conn))
         if holder is None and len(self.joined) <= PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "join", "nick": nick}))
 
@@ -4519,6 +4526,7 @@ class Chat:
     def leave(self, conn, reason):
         """A connection is gone (closed by either side); if it had joined, everyone hears."""
         self.files.detach(conn)
+        self.welcoming.discard(conn)
         if conn.nick is None or self.joined.get(conn.key) is not conn:
             return
         del self.joined[conn.key]
@@ -7376,8 +7384,9 @@ class Server:
 
     def _broadcast(self, raws):
         framed = ws = None
+        welcoming = self.chat.welcoming
         for conn in self.chat.joined.values():
-            if conn.state != OPEN:
+            if conn.state != OPEN or (welcoming and conn in welcoming):
                 continue
             if conn.proto == "ws":
                 if ws is None:

@@ -70,6 +70,7 @@ FRAME_HEAD = struct.Struct(">II")
 RECV_BYTES = 1 << 20
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 HISTORY_PAGE = 200
+TRACE_PATH = os.environ.get("CLASSROOM_TRACE")   # file: resume events of clients with loss
 UPLOAD_QUEUE_LOW = 256 * 1024      # queue the next upload chunk below this much queued output
 STATUS_INTERVAL_S = 0.5
 SAMPLE_INTERVAL_S = 0.1
@@ -401,6 +402,11 @@ class ChatClient:
         self.upload = None
         self.sending = False
         self.welcome_history_has_more = 0
+        self.trace = [] if TRACE_PATH else None     # resume events, for a lost-message report
+
+    def note(self, *event):
+        if self.trace is not None:
+            self.trace.append((round(time.monotonic(), 3),) + event)
 
     # -- connection ---------------------------------------------------------------------
     def connect(self):
@@ -531,6 +537,7 @@ class ChatClient:
         self.sock.close()
         self.sock = None
         was_joined = self.state == "joined"
+        self.note("lost", self.state, self.max_id, self.paging, list(self.holes))
         self.state = "down"
         self.drops += 1
         if self.paging is not None:          # that page never came: fetch it again
@@ -573,6 +580,8 @@ class ChatClient:
     def on_message(self, h):
         t = h.get("type")
         if t == "msg":
+            if self.state != "joined":       # the protocol puts welcome first, always
+                self.error("msg %r before welcome" % h.get("id"))
             self.got_msg(h, live=True)
         elif t == "typing":
             pass
@@ -615,6 +624,8 @@ class ChatClient:
         else:
             since = self.max_id
             hist = h["history"]
+            self.note("welcome", since, h["last_id"], len(hist), hist[0]["id"] if hist else None,
+                      hist[-1]["id"] if hist else None, h.get("has_more"), list(self.holes))
             for m in hist:
                 self.got_msg(m, live=False)
             if h.get("has_more"):
@@ -668,6 +679,8 @@ class ChatClient:
             return
         _, after, before = self.paging
         msgs = h["messages"]
+        self.note("page", after, before, len(msgs), msgs[0]["id"] if msgs else None,
+                  msgs[-1]["id"] if msgs else None, h.get("has_more"))
         for m in msgs:
             self.got_msg(m, live=False)
         self.paging = None
@@ -898,6 +911,19 @@ class Worker:
             return True
         return all(c.max_id >= last and c.caught_up() for c in self.clients)
 
+    def write_trace(self, c, ids, counts):
+        missing = [i for i in ids if (counts[i] if i < len(counts) else 0) != 1]
+        ranges = []
+        for i in missing:
+            if ranges and ranges[-1][1] == i - 1:
+                ranges[-1][1] = i
+            else:
+                ranges.append([i, i])
+        with open(TRACE_PATH, "a") as f:
+            f.write(dump({"nick": c.nick, "ws": c.ws, "bad_ranges": ranges,
+                          "counts": {str(i): counts[i] for i in missing[:50] if i < len(counts)},
+                          "trace": c.trace}).decode() + "\n")
+
     def send_final(self):
         fin = self.final
         self.final = None
@@ -915,6 +941,8 @@ class Worker:
                 elif v > 1:
                     dup += v - 1
             extra = sum(1 for i in range(baseline + 1, len(counts)) if counts[i] and i not in idset)
+            if (lost or dup) and c.trace is not None:
+                self.write_trace(c, ids, counts)
             per_client.append({
                 "nick": c.nick, "ws": c.ws, "lost": lost, "dup": dup, "extra": extra,
                 "connects": c.connects, "drops": c.drops, "sent": c.sent,

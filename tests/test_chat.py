@@ -64,9 +64,13 @@ class Room:
                 if targets is cs._CALL:
                     raw()
                     continue
-                for conn in (self.chat.joined.values() if targets is None else targets):
-                    if targets is not None:
+                if targets is None:       # as Server._broadcast: not to one still joining
+                    targets = [c for c in self.chat.joined.values()
+                               if c not in self.chat.welcoming]
+                else:
+                    for conn in targets:
                         conn.out_pending -= len(raw)
+                for conn in targets:
                     conn.received.append(json.loads(raw))
 
     def send(self, conn, **header):
@@ -133,6 +137,32 @@ def test_resume_pages_the_missed_messages_without_gap_or_duplicate(room):
     (page,) = back.of_type("history")
     ids = [m["id"] for m in page["messages"]] + got
     assert ids == list(range(11, cs.WELCOME_HISTORY_RESUME + 31)) and page["cid"] == "page"
+
+
+def test_a_resume_in_the_turn_of_a_message_gets_it_once_in_its_welcome_not_before(room):
+    """Bug: the turn's broadcasts went to every connection joined when they were delivered,
+    so one that joined later in the same turn got a message live *before* its welcome and
+    again in the welcome's history; a resuming client then took its `since` from it and never
+    paged the gap below."""
+    alice = room.join("alice")
+    bob = room.join("bob")
+    room.chat.leave(bob, "quit")
+    room.turn()
+    room.chat.handle(alice, json.dumps({"type": "msg", "text": "while you were out",
+                                        "cid": "w1"}).encode())
+    back = FakeConnection("bob2")
+    back.device = bob.device
+    room.chat.handle(back, json.dumps({"type": "hello", "nick": "bob", "proto": 1,
+                                       "since": 0, "device": bob.device}).encode())
+    room.chat.handle(alice, json.dumps({"type": "msg", "text": "welcome back",
+                                        "cid": "w2"}).encode())
+    room.turn()
+    kinds = [m["type"] for m in back.received]
+    assert kinds[0] == "welcome", kinds
+    assert [m["text"] for m in back.received[0]["history"]] == ["while you were out"]
+    assert [m["text"] for m in back.of_type("msg")] == ["welcome back"]
+    assert [m["text"] for m in alice.of_type("msg")] == ["while you were out", "welcome back"]
+    assert not room.chat.welcoming
 
 
 def test_requests_before_hello_are_not_joined(room):
