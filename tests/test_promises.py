@@ -318,6 +318,38 @@ def test_resume_after_a_small_gap_has_no_gap_and_no_duplicate(server):
     assert back.wait_for("msg")["id"] == live["id"] == missed[-1] + 1
 
 
+def test_a_resume_in_the_middle_of_a_burst_gets_welcome_first_and_nothing_twice(server):
+    """Bug: a hello read in the same loop turn as someone's messages (read before it) got
+    those messages live before its welcome, and again in the welcome's history; a client
+    taking `since` from the newest id it saw then skipped the gap below. A busy sender makes
+    that turn likely: the hello arrives while the previous burst is being committed."""
+    a, b = server.client("alice"), server.client("bob")
+    device, seen = b.device, 0
+    b.close()
+    burst = lambda tag: b"".join(encode({"type": "msg", "text": "%s %d" % (tag, i),  # noqa
+                                         "cid": "%s-%d" % (tag, i)}) for i in range(60))
+    for attempt in range(15):
+        back = ChatClient(server.port)                  # connected before the burst
+        a.send_raw(burst("early%d" % attempt))
+        a.send_raw(burst("late%d" % attempt))
+        back.send({"type": "hello", "nick": "bob", "client": "tests/1", "proto": 1,
+                   "since": seen, "device": device})
+        first = back.recv()
+        assert first["type"] == "welcome", first
+        ids = [m["id"] for m in first["history"]]
+        assert first["has_more"] is False and ids == list(range(seen + 1, seen + 1 + len(ids)))
+        while not ids or ids[-1] < seen + 120:        # the rest of both bursts, live
+            h = back.recv()
+            if h["type"] == "msg":
+                ids.append(h["id"])
+        assert ids == list(range(seen + 1, seen + 121)), "attempt %d" % attempt
+        seen += 120
+        for _ in range(120):
+            a.wait_for("msg")
+        back.close()
+        a.wait_for(lambda h: h["type"] == "leave" and h["nick"] == "bob")
+
+
 def test_resume_after_a_small_gap_over_websocket(server):
     a = server.client("alice")
     with ws_connect(server) as ws:
