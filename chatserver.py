@@ -126,6 +126,28 @@ MAX_SELECT_TIMEOUT = 1.0              # lets Ctrl+C through on Windows, where se
 ACCEPT_BATCH = 64                     # connections accepted per readiness event
 HTTP_READ = 16 * 1024                 # bytes read per turn from an HTTP connection (not a body)
 
+# Fairness under load (docs/PERFORMANCE.md, "Flood"). Every turn serves the interactive
+# lane first: connections that sent a little since the last turn are read and dispatched.
+# Bulk senders (a flood of messages, a file upload) share the rest of the turn round-robin,
+# a slice at a time; light input that arrives meanwhile is served after the current slice,
+# so that an interactive message waits for one slice, not for the bulk senders' backlog.
+LIGHT_TURN_FRAMES = 16                # frames a connection dispatches in the interactive lane;
+LIGHT_TURN_BYTES = 16 * 1024          # more, or a read this large, makes it a bulk sender
+BULK_SLICE_FRAMES = 64                # frames a bulk sender dispatches before the next one's
+                                      # turn (round-robin) and a look for waiting light input
+TURN_FRAMES = 1024                    # frames all bulk senders together dispatch per turn...
+TURN_DELIVERIES = 1024 * 1024         # ...and at most this many frames x joined clients, so
+                                      # that one turn's delivery stays short in a large room
+TURN_READ_BYTES = 1024 * 1024         # bytes read from all bulk senders together per turn
+PACE_BACKLOG = 128 * 1024             # a joined client with this much chat output queued is
+PACE_QUORUM = 4                       # backlogged; while more than 1 in PACE_QUORUM of the room
+                                      # is, bulk senders whose messages went to the room are not
+                                      # read (TCP slows the sender, not the room)
+PACE_STALLED = 1.0                    # ...counting only those that took bytes this recently
+NOTSENT_LOWAT = 128 * 1024            # TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per
+                                      # socket; the rest waits in our queues, where chat goes
+                                      # ahead of file chunks
+
 # What a client may cost the server (docs/RELIABILITY.md, "Budgets"). Before `hello` a
 # connection is a stranger: small reads, no payloads, a small output queue, a deadline.
 HELLO_TIMEOUT = 10.0                  # seconds from connect (or WebSocket upgrade) to welcome;
@@ -4068,9 +4090,11 @@ class Outbox:
     def __init__(self):
         self.entries = []
         self.durable = []          # (start, end, on_fail) ranges of this turn's entries
+        self.broadcasts = 0        # ever queued: the loop sees who fans out to the room
 
     def broadcast(self, raw):
         self.entries.append((None, raw))
+        self.broadcasts += 1
 
     def send(self, targets, raw):
         size = len(raw)
@@ -5370,6 +5394,7 @@ CLOSED = 3
 # Why a connection is not read (bits of Connection.paused).
 PAUSED_BY_DISK = 1      # its upload chunks wait for the disk thread (DiskWriter.congested)
 PAUSED_BY_OUTPUT = 2    # its own output is queued beyond its budget: TCP slows the sender
+PAUSED_BY_ROOM = 4      # a bulk sender while the room is backlogged (Server.room_backlogged)
 
 
 class FileSegment:
@@ -5418,14 +5443,19 @@ class Download:
 
 
 class Connection:
-    """One client socket: output queue and writes, budgets, close request, liveness."""
+    """One client socket: output queues and writes, budgets, close request, liveness.
+
+    Output has two priorities: `out` (everything in order: chat, answers, HTTP) and `bulk`
+    (the file_chunk frames of framed downloads and their download_end). The writer sends
+    `out` first and bulk only when `out` is empty, switching at bulk frame boundaries only."""
 
     __slots__ = ("loop", "sock", "fd", "peer", "address", "proto", "handler", "out",
                  "out_bytes", "out_pending", "out_budget", "read_size", "nick", "key",
                  "session", "uid", "bucket", "connected", "last_rx", "last_tx", "soft_since", "state",
                  "close_reason", "hold_until", "goodbye_sent", "paused", "events",
                  "registered_write", "downloads", "http_download", "hello_due",
-                 "device_hash", "sent")
+                 "device_hash", "sent", "bulk", "bulk_bytes", "bulk_open", "backlogged",
+                 "frames_left", "heavy", "deferred", "fans_out", "got")
 
     def __init__(self, loop, sock, peer, bucket):
         self.loop = loop                  # the event loop (call_later, config, fds)
@@ -5436,7 +5466,16 @@ class Connection:
         self.proto = "sniff"              # -> "framed" | "http" | "ws" | "reject"
         self.handler = None               # FramedSession | HttpConnection, once sniffed
         self.out = collections.deque()
-        self.out_bytes = 0                # bytes in `out`
+        self.out_bytes = 0                # bytes in `out` and `bulk`
+        self.bulk = collections.deque()   # download chunks: written when `out` is empty
+        self.bulk_bytes = 0
+        self.bulk_open = False            # a bulk frame is partly written: it goes on first
+        self.backlogged = False           # joined, with over PACE_BACKLOG of `out` queued
+        self.frames_left = LIGHT_TURN_FRAMES   # frames it may still dispatch this turn
+        self.heavy = False                # a bulk sender: served after the interactive lane
+        self.deferred = False             # frames wait in its decoder for its next turn
+        self.fans_out = False             # its last turn put messages to the room
+        self.got = 0                      # bytes read in its last turn
         self.out_pending = 0              # bytes the Outbox holds for this turn's delivery
         self.out_budget = PREJOIN_OUT_BUDGET
         self.read_size = PREJOIN_READ
@@ -5477,6 +5516,22 @@ class Connection:
             return
         self.out.append(data)
         self.out_bytes += len(data)
+        if self.out_bytes - self.bulk_bytes > PACE_BACKLOG and not self.backlogged and \
+                self.nick is not None:
+            self.backlogged = True
+            self.loop.backlogged.add(self)
+        self._queued()
+
+    def push_bulk(self, data):
+        """Queue bytes (or a FileSegment) of a bulk frame: after everything in `out`."""
+        if not data or self.state >= LINGERING or self.goodbye_sent:
+            return
+        self.bulk.append(data)
+        self.bulk_bytes += len(data)
+        self.out_bytes += len(data)
+        self._queued()
+
+    def _queued(self):
         self.loop.wants_flush(self)
         cfg = self.loop.config
         if self.out_bytes > cfg.out_soft and self.soft_since is None:
@@ -5512,9 +5567,22 @@ class Connection:
         self.loop.abort_after_pass(self)
 
     def may_dispatch(self):
-        """Whether another frame of input may be acted on now: the connection is open and
-        its own output (queued, or waiting in this turn's Outbox) is within its budget."""
-        return self.state == OPEN and self.out_bytes + self.out_pending <= self.out_budget
+        """Whether another frame of input may be acted on now: the connection is open, it
+        has frames left in this turn's share (handlers count them down), and its own output
+        (queued, or waiting in this turn's Outbox) is within its budget."""
+        return self.state == OPEN and self.frames_left > 0 and \
+            self.out_bytes + self.out_pending <= self.out_budget
+
+    def stop_dispatching(self):
+        """A handler stopped with input left: over its output budget, reading pauses until
+        the queue drains; out of frames for this turn, the rest waits for its next turn."""
+        if self.state != OPEN:
+            return
+        if self.out_bytes + self.out_pending > self.out_budget:
+            self.pause_input()
+        elif not self.deferred:
+            self.deferred = self.heavy = True
+            self.loop.defer(self)
 
     def pause_input(self):
         """Stop reading: called by a handler that stopped dispatching at the output budget.
@@ -5579,20 +5647,23 @@ class Connection:
         messages queued meanwhile go out between chunks."""
         while self.downloads and self.out_bytes < DOWNLOAD_LOW_WATER:
             key, dl = next(iter(self.downloads.items()))
+            # framed: chunks are bulk, chat goes ahead of them; HTTP: one response at a time,
+            # in order, so its body stays in `out` behind its head
+            push = self.push_bulk if dl.framed else self.push
             count = min(DOWNLOAD_CHUNK, dl.end - dl.offset)
             if count > 0:
                 if dl.framed:
                     head = dump_json({"type": "file_chunk", "file": key, "offset": dl.offset})
-                    self.push(FRAME_PREFIX.pack(len(head), count) + head)
+                    push(FRAME_PREFIX.pack(len(head), count) + head)
                 dl.queued += 1
-                self.push(FileSegment(dl, dl.offset, count))
+                push(FileSegment(dl, dl.offset, count))
                 dl.offset += count
             if dl.offset >= dl.end:
                 del self.downloads[key]
                 dl.stop()
                 if dl.framed:
-                    self.send_json(dump_json({"type": "download_end", "file": key,
-                                              "size": dl.meta["size"]}))
+                    push(frame_json(dump_json({"type": "download_end", "file": key,
+                                               "size": dl.meta["size"]})))
                 elif self.http_download is not None:
                     self.http_download()
 
@@ -5614,6 +5685,7 @@ class Connection:
                 view.release()
         if not got:
             raise PeerGone("quit")
+        self.got = got if view is not None else len(got)
         if self.state != OPEN:
             return True           # closing or lingering: the answer is out, input is dropped
         if view is not None:
@@ -5654,18 +5726,22 @@ class Connection:
             return
         if self.out_bytes <= self.loop.config.out_soft:
             self.soft_since = None
+        if self.backlogged and self.out_bytes - self.bulk_bytes <= PACE_BACKLOG // 2:
+            self.backlogged = False
+            self.loop.backlogged.discard(self)
         if self.paused & PAUSED_BY_OUTPUT and self.out_bytes <= self.out_budget // 4:
             self.paused &= ~PAUSED_BY_OUTPUT
             self.update_interest()
             self.loop.resume_soon(self)
-        if self.state == CLOSING and not self.out:
+        if self.state == CLOSING and not self.out and not self.bulk:
             self.linger()
 
     def _send_single(self, now):
         """The common case after a broadcast: one buffer queued, nothing else going on. One
         send() and done; anything else (or a partial send) takes the general path."""
         out = self.out
-        if len(out) != 1 or self.registered_write or self.downloads or self.state != OPEN:
+        if len(out) != 1 or self.registered_write or self.downloads or self.bulk or \
+                self.state != OPEN:
             return False
         data = out[0]
         if type(data) is not bytes:
@@ -5690,14 +5766,17 @@ class Connection:
         while budget > 0:
             if self.downloads and self.out_bytes < DOWNLOAD_LOW_WATER:
                 self._pump_downloads()
-            if not self.out:
+            if self.out and not self.bulk_open:
+                sent = self._write_some()
+            elif self.bulk:
+                sent = self._write_bulk()
+            else:
                 break
-            sent = self._write_some()
             if sent == 0:
                 break
             self.last_tx = now
             budget -= sent
-        want_write = bool(self.out) or bool(self.downloads)
+        want_write = bool(self.out) or bool(self.bulk) or bool(self.downloads)
         if want_write and budget <= 0:
             self.loop.wants_flush(self)     # fairness: more next turn, after the others
         if want_write != self.registered_write:
@@ -5705,10 +5784,10 @@ class Connection:
             self.update_interest()
 
     def _write_some(self):
-        """Write the head of the queue; returns the bytes sent (0: the socket is full)."""
+        """Write the head of `out`; returns the bytes sent (0: the socket is full)."""
         try:
             if isinstance(self.out[0], FileSegment):
-                sent = self._write_segment(self.out[0])
+                sent = self._write_segment(self.out[0], self.out)
             else:
                 sent = self._write_buffers()
         except OSError as exc:
@@ -5716,6 +5795,33 @@ class Connection:
                 return 0
             raise PeerGone("error") from None
         self.out_bytes -= sent
+        return sent
+
+    def _write_bulk(self):
+        """Write the head item of `bulk`; a frame that is started is finished before `out`
+        goes again (bulk_open), so chat waits at most for the rest of one chunk."""
+        bulk = self.bulk
+        item = bulk[0]
+        try:
+            if isinstance(item, FileSegment):
+                sent = self._write_segment(item, bulk)
+                finished = item.count == 0
+            else:
+                sent = self.sock.send(item)
+                finished = sent == len(item)
+                if finished:
+                    bulk.popleft()
+                else:
+                    bulk[0] = memoryview(item)[sent:]
+        except OSError as exc:
+            if is_retry(exc):
+                return 0
+            raise PeerGone("error") from None
+        self.out_bytes -= sent
+        self.bulk_bytes -= sent
+        # the frame goes on: the item is not finished, or it was a chunk's head (its file
+        # part is next; a FileSegment only ever follows its head)
+        self.bulk_open = not finished or (bool(bulk) and isinstance(bulk[0], FileSegment))
         return sent
 
     def _write_buffers(self):
@@ -5740,7 +5846,7 @@ class Connection:
                 remaining = 0
         return sent
 
-    def _write_segment(self, seg):
+    def _write_segment(self, seg, queue):
         dl = seg.download
         if hasattr(os, "sendfile"):
             sent = os.sendfile(self.fd, dl.fh.fileno(), seg.offset, seg.count)
@@ -5753,7 +5859,7 @@ class Connection:
         seg.offset += sent
         seg.count -= sent
         if seg.count == 0:
-            self.out.popleft()
+            queue.popleft()
             dl.queued -= 1
             dl.close_if_done()
         return sent
@@ -5784,12 +5890,16 @@ class Connection:
         """The socket is closed: give back every file it held."""
         self.state = CLOSED
         self.stop_downloads()
-        for item in self.out:
+        for item in itertools.chain(self.out, self.bulk):
             if isinstance(item, FileSegment):
                 item.download.queued -= 1
                 item.download.close_if_done()
         self.out.clear()
-        self.out_bytes = 0
+        self.bulk.clear()
+        self.out_bytes = self.bulk_bytes = 0
+        if self.backlogged:
+            self.backlogged = False
+            self.loop.backlogged.discard(self)
         if self.handler is not None:
             self.handler.closed()
 
@@ -5824,8 +5934,9 @@ class FramedSession:
         self.dispatch()
 
     def dispatch(self):
-        """Act on complete frames while the connection may: a fatal error or an output queue
-        over budget stops it; the rest waits in the decoder, and reading pauses."""
+        """Act on complete frames while the connection may: a fatal error, an output queue
+        over budget or the end of its share of the turn stops it; the rest waits in the
+        decoder (Connection.stop_dispatching)."""
         conn, chat = self.conn, self.chat
         frames = self.decoder.frames()
         handled = False
@@ -5836,6 +5947,7 @@ class FramedSession:
                     return
                 handled = True
                 chat.handle(conn, frame[0], frame[1])
+                conn.frames_left -= 1
         except FrameError as err:
             chat.reject(conn, err)
             return
@@ -5843,7 +5955,7 @@ class FramedSession:
             frames.close()
             if handled and conn.nick is not None:
                 conn.frame_received()     # complete frames are life (once per read)
-        conn.pause_input()
+        conn.stop_dispatching()
 
     def frame(self, raw_json):
         return frame_json(raw_json)
@@ -6645,13 +6757,14 @@ class HttpConnection:
                     break
                 if conn.nick is not None:
                     conn.frame_received()
+                conn.frames_left -= 1
                 if isinstance(event, WsText):
                     self.chat.handle(conn, event.data.encode("utf-8"))
                 elif isinstance(event, WsBinary):
                     self.chat.reject(conn, bad_request("Binary WebSocket messages are not "
                                                        "used; send files with POST /files."))
             else:
-                conn.pause_input()
+                conn.stop_dispatching()
         except WsProtocolError as err:
             log.info("%s: WebSocket protocol error %d: %s", conn.label(), err.close_code,
                      err.message)
@@ -6857,8 +6970,14 @@ class Server:
     """Accepts, reads, dispatches to the Chat, commits, delivers, flushes — one thread.
 
     Its public methods are the loop's API for connections and handlers: call_later,
-    wants_flush, watch, abort_after_pass, joined, sniff, resume_soon, lingering, drop,
-    hello_deadline; and for pages: health, pairing_urls."""
+    wants_flush, watch, abort_after_pass, joined, sniff, resume_soon, defer, lingering,
+    drop, hello_deadline; and for pages: health, pairing_urls.
+
+    A turn: select; the interactive lane (connections that sent little lately) is read
+    and dispatched; then the bulk lane: deferred and busy connections round-robin, a slice
+    at a time, until the turn's budget is spent (one slice if the interactive lane had
+    messages), or light input waits (it is served at once); then timers; then commit,
+    delivery and writes (end_turn)."""
 
     def __init__(self, config):
         self.config = config
@@ -6870,6 +6989,10 @@ class Server:
         self.dirty = set()
         self.aborted = []
         self.resumable = set()
+        self.backlog = {}             # bulk senders to serve, in round-robin order (a dict:
+                                      # ordered, O(1) removal)
+        self.backlogged = set()       # joined connections with over PACE_BACKLOG queued
+        self.paced_by_room = set()    # bulk senders not read while the room is backlogged
         self.paused_by_disk = set()
         self.running = False
         self.stop_signal = None
@@ -7014,6 +7137,21 @@ class Server:
         """The connection drained its output: dispatch its buffered input next turn."""
         self.resumable.add(conn)
 
+    def defer(self, conn):
+        """The connection used its share of the turn with frames left: the bulk lane serves
+        it again (from its buffer, without reading), after the others already waiting."""
+        self.backlog[conn] = None
+
+    def room_backlogged(self):
+        """More than 1 in PACE_QUORUM joined clients have over PACE_BACKLOG queued and are
+        reading it: a few slow readers do not pace the room, nor does one that has not
+        taken a byte for PACE_STALLED seconds (the output limits deal with those)."""
+        joined = len(self.chat.joined)
+        if len(self.backlogged) * PACE_QUORUM <= joined:
+            return False
+        since = time.monotonic() - PACE_STALLED
+        return sum(1 for c in self.backlogged if c.last_tx > since) * PACE_QUORUM > joined
+
     def joined(self, conn):
         """The client said hello: it is no longer a pre-join connection; liveness starts."""
         self.unjoined.pop(conn, None)
@@ -7068,6 +7206,8 @@ class Server:
         self.unjoined.pop(conn, None)
         self.paused_by_disk.discard(conn)
         self.resumable.discard(conn)
+        self.backlog.pop(conn, None)
+        self.paced_by_room.discard(conn)
         if conn.events:
             try:
                 self.selector.unregister(conn.sock)
@@ -7107,7 +7247,29 @@ class Server:
 
     def run_once(self):
         now = time.monotonic()
-        timeout = 0.0 if self.resumable else self.timers.timeout(now)
+        timeout = 0.0 if self.resumable or self.backlog else self.timers.timeout(now)
+        light, bulk = self._poll(timeout)
+        self._serve_light(light)
+        self._resume_paced()
+        if bulk or self.backlog:
+            # with interactive messages in this turn, the bulk lane gets one slice: they go
+            # out after that much, in the same writes (no extra end_turn, whose writes to
+            # every client are the cost of a turn in a large room)
+            frames = BULK_SLICE_FRAMES if self.chat.outbox.entries else self.turn_frames()
+            if self._serve_bulk(bulk, frames):
+                # light input came during the bulk lane: it goes out with this turn's
+                # delivery, in the same writes (one end_turn, not two)
+                light, bulk = self._poll(0)
+                self._serve_light(light)
+                for conn in bulk:
+                    self.backlog.setdefault(conn, None)
+        self.timers.run_due(time.monotonic())
+        self.end_turn()
+
+    def _poll(self, timeout):
+        """Wait for readiness: accept, note writable connections, and return the readable
+        ones in two lanes (light, bulk)."""
+        light, bulk = [], []
         for key, mask in self.selector.select(timeout):
             tag = key.data
             if tag == "listen":
@@ -7115,16 +7277,106 @@ class Server:
             elif tag == "wake":
                 self._drain_wake()
             else:
-                try:
-                    if mask & selectors.EVENT_READ:
-                        self._read(tag)
-                    if mask & selectors.EVENT_WRITE and not tag.closed:
-                        self.dirty.add(tag)
-                except Exception:     # a bug must cost one connection, never the server
-                    self._internal_error(tag)
-        self._resume_paced()
-        self.timers.run_due(time.monotonic())
-        self.end_turn()
+                if mask & selectors.EVENT_WRITE:
+                    self.dirty.add(tag)
+                if mask & selectors.EVENT_READ:
+                    (bulk if tag.heavy else light).append(tag)
+        return light, bulk
+
+    def _serve_light(self, conns):
+        for conn in conns:
+            self._serve(conn, LIGHT_TURN_FRAMES)
+
+    def _serve(self, conn, frames):
+        """One connection's share of this turn: read and dispatch at most `frames` frames
+        (a deferred one dispatches from its buffer and is not read). Returns the frames
+        dispatched. A bug costs this one connection, never the server."""
+        if conn.closed or conn.paused:
+            return 0
+        outbox = self.chat.outbox
+        broadcasts = outbox.broadcasts
+        conn.frames_left = frames
+        conn.got = 0
+        try:
+            if conn.deferred:
+                conn.deferred = False
+                if conn.state == OPEN and conn.handler is not None:
+                    conn.handler.resume()
+            else:
+                self._read(conn)
+        except Exception:
+            self._internal_error(conn)
+            return 0
+        used = frames - conn.frames_left
+        conn.fans_out = outbox.broadcasts != broadcasts
+        if not conn.deferred:
+            conn.heavy = conn.got >= LIGHT_TURN_BYTES or used >= LIGHT_TURN_FRAMES
+        return used
+
+    def _serve_bulk(self, ready, frames):
+        """The bulk lane, round-robin: connections waiting since an earlier turn first, then
+        newly readable ones, BULK_SLICE_FRAMES at a time, until `frames` are spent
+        or a light connection has input (returns True: run_once serves it at once, so its
+        message is not kept waiting behind bulk). While the room is backlogged, a bulk
+        sender whose messages went to the room is not read until it drains."""
+        backlog = self.backlog
+        for conn in ready:
+            backlog.setdefault(conn, None)
+        read = TURN_READ_BYTES
+        paced = self.room_backlogged()
+        idle = 0                      # slices in a row that dispatched nothing
+        while backlog and frames > 0 and read > 0 and idle <= len(backlog):
+            conn = next(iter(backlog))
+            del backlog[conn]
+            if paced and conn.fans_out and conn.state == OPEN and not conn.closed:
+                self._pace_by_room(conn)
+                continue
+            used = self._serve(conn, min(BULK_SLICE_FRAMES, frames))
+            frames -= used
+            read -= conn.got
+            idle = 0 if used else idle + 1
+            if backlog and self._light_input_waiting():
+                return True
+        return False
+
+    def turn_frames(self):
+        """The bulk lane's frame budget for this turn: TURN_FRAMES, fewer in a large room
+        (TURN_DELIVERIES), never less than one slice."""
+        return max(BULK_SLICE_FRAMES,
+                   min(TURN_FRAMES, TURN_DELIVERIES // max(1, len(self.chat.joined))))
+
+    def _light_input_waiting(self):
+        """Whether a connection outside the bulk lane (or a new one) has input now: a
+        zero-timeout poll (the selector is level-triggered, so nothing is lost for the next
+        turn's select)."""
+        for key, mask in self.selector.select(0):
+            tag = key.data
+            if tag == "listen":
+                return True
+            if mask & selectors.EVENT_READ and isinstance(tag, Connection) and \
+                    not tag.heavy and not tag.paused and not tag.closed:
+                return True
+        return False
+
+    def _pace_by_room(self, conn):
+        conn.paused |= PAUSED_BY_ROOM
+        conn.update_interest()
+        self.paced_by_room.add(conn)
+
+    def _resume_after_room(self):
+        if not self.paced_by_room or self.room_backlogged():
+            return
+        paced, self.paced_by_room = self.paced_by_room, set()
+        for conn in paced:
+            if not conn.closed:
+                conn.paused &= ~PAUSED_BY_ROOM
+                self._unpaused(conn)
+
+    def _unpaused(self, conn):
+        """Reading may resume; frames it had left wait no more (the bulk lane serves them)."""
+        conn.update_interest()
+        if conn.deferred and not conn.paused:
+            self.defer(conn)
 
     def _internal_error(self, conn):
         LOOP_LOG.exception("internal", "internal error while serving %s; its connection is "
@@ -7147,7 +7399,7 @@ class Server:
         """Commit what this turn stored, deliver it, close who must go, write before sleeping.
         Each step is contained: a failure of one is logged and the others still run."""
         for step in (self._commit, self._deliver, self._close_aborted,
-                     self._resume_after_disk, self._flush_dirty):
+                     self._resume_after_disk, self._flush_dirty, self._resume_after_room):
             try:
                 step()
             except Exception:
@@ -7169,13 +7421,16 @@ class Server:
             pass
 
     def _resume_paced(self):
+        """Connections whose output drained act on their buffered input: a light one now,
+        a bulk sender in the bulk lane."""
         resumable, self.resumable = self.resumable, set()
         for conn in resumable:
             if conn.state == OPEN and conn.handler is not None:
-                try:
-                    conn.handler.resume()
-                except Exception:
-                    self._internal_error(conn)
+                conn.deferred = True
+                if conn.heavy:
+                    self.defer(conn)
+                else:
+                    self._serve(conn, LIGHT_TURN_FRAMES)
 
     # -- accept ---------------------------------------------------------------
 
@@ -7206,6 +7461,11 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):     # Linux, macOS; not Windows
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+            except OSError:
+                pass
         conn = Connection(self, sock, peer, TokenBucket(self.config.rate_limit,
                                                         self.config.rate_burst))
         refusal = self._refusal(conn)
@@ -7346,7 +7606,7 @@ class Server:
         for conn in paused:
             if not conn.closed:
                 conn.paused &= ~PAUSED_BY_DISK
-                conn.update_interest()
+                self._unpaused(conn)
 
     # -- delivery -------------------------------------------------------------
 
