@@ -5519,7 +5519,7 @@ class Connection:
         if self.out_bytes - self.bulk_bytes > PACE_BACKLOG and not self.backlogged and \
                 self.nick is not None:
             self.backlogged = True
-            self.loop.backlogged.add(self)
+            self.loop.backlog_changed(self)
         self._queued()
 
     def push_bulk(self, data):
@@ -5728,7 +5728,7 @@ class Connection:
             self.soft_since = None
         if self.backlogged and self.out_bytes - self.bulk_bytes <= PACE_BACKLOG // 2:
             self.backlogged = False
-            self.loop.backlogged.discard(self)
+            self.loop.backlog_changed(self)
         if self.paused & PAUSED_BY_OUTPUT and self.out_bytes <= self.out_budget // 4:
             self.paused &= ~PAUSED_BY_OUTPUT
             self.update_interest()
@@ -5899,7 +5899,7 @@ class Connection:
         self.out_bytes = self.bulk_bytes = 0
         if self.backlogged:
             self.backlogged = False
-            self.loop.backlogged.discard(self)
+            self.loop.backlog_changed(self)
         if self.handler is not None:
             self.handler.closed()
 
@@ -6970,8 +6970,8 @@ class Server:
     """Accepts, reads, dispatches to the Chat, commits, delivers, flushes — one thread.
 
     Its public methods are the loop's API for connections and handlers: call_later,
-    wants_flush, watch, abort_after_pass, joined, sniff, resume_soon, defer, lingering,
-    drop, hello_deadline; and for pages: health, pairing_urls.
+    wants_flush, watch, abort_after_pass, joined, sniff, resume_soon, defer,
+    backlog_changed, lingering, drop, hello_deadline; and for pages: health, pairing_urls.
 
     A turn: select; the interactive lane (connections that sent little lately) is read
     and dispatched; then the bulk lane: deferred and busy connections round-robin, a slice
@@ -7141,6 +7141,14 @@ class Server:
         """The connection used its share of the turn with frames left: the bulk lane serves
         it again (from its buffer, without reading), after the others already waiting."""
         self.backlog[conn] = None
+
+    def backlog_changed(self, conn):
+        """A joined connection's chat output crossed PACE_BACKLOG (up) or half of it (down):
+        `conn.backlogged` says which; room pacing counts them."""
+        if conn.backlogged:
+            self.backlogged.add(conn)
+        else:
+            self.backlogged.discard(conn)
 
     def room_backlogged(self):
         """More than 1 in PACE_QUORUM joined clients have over PACE_BACKLOG queued and are

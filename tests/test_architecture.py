@@ -22,7 +22,8 @@ LAYERED = ("Chat", "Connection", "FramedSession", "HttpConnection", "Outbox", "F
 # What a connection or handler may use of the loop (`conn.loop.X`, `self.loop.X`) and of
 # the site (`self.site.X`): the Server's docstring lists the same.
 LOOP_API = {"call_later", "wants_flush", "watch", "abort_after_pass", "joined", "sniff",
-            "resume_soon", "lingering", "drop", "hello_deadline", "config", "fds"}
+            "resume_soon", "defer", "backlog_changed", "lingering", "drop", "hello_deadline",
+            "config", "fds"}
 SITE_API = {"health", "pairing_urls", "host_allowed", "origin_allowed", "operator",
             "rotate_token"}
 
