@@ -102,8 +102,10 @@ mutation("auth_never_slowed",
 # -- durability: acknowledged means on disk --------------------------------------------
 
 mutation("ack_before_commit",
-         '        for step in (self._commit, self._deliver, self._close_aborted,\n                     self._resume_after_disk, self._flush_dirty):',
-         '        for step in (self._deliver, self._flush_dirty, self._commit, self._close_aborted,\n                     self._resume_after_disk, self._flush_dirty):',
+         '        for step in (self._commit, self._deliver, self._close_aborted,\n'
+         '                     self._resume_after_disk, self._flush_dirty, self._resume_after_room):',
+         '        for step in (self._deliver, self._flush_dirty, self._commit, self._close_aborted,\n'
+         '                     self._resume_after_disk, self._flush_dirty, self._resume_after_room):',
          "test_promises::test_no_client_receives_a_message_before_its_commit",
          "messages are delivered and acknowledged before their commit: a crash loses "
          "acknowledged messages")
@@ -551,8 +553,10 @@ mutation("no_408",
          "a slow request head is cut without its 408")
 
 mutation("no_lingering_close",
-         '        if self.state == CLOSING and not self.out:\n            self.linger()',
-         '        if self.state == CLOSING and not self.out:\n            self.loop.drop(self, self.close_reason)',
+         '        if self.state == CLOSING and not self.out and not self.bulk:\n'
+         '            self.linger()',
+         '        if self.state == CLOSING and not self.out and not self.bulk:\n'
+         '            self.loop.drop(self, self.close_reason)',
          "test_promises::test_a_fatal_error_reaches_a_client_whose_input_is_still_arriving",
          "the final error frame is destroyed by a TCP reset when the client was still sending")
 
@@ -601,14 +605,17 @@ mutation("auth_delay_exponent_uncapped",
          "about 1,028 wrong tokens overflow the delay and stop the server")
 
 mutation("closing_connection_keeps_dispatching",
-         "return self.state == OPEN and self.out_bytes + self.out_pending <= self.out_budget",
-         "return self.out_bytes + self.out_pending <= self.out_budget",
+         "return self.state == OPEN and self.frames_left > 0 and \\\n"
+         "            self.out_bytes + self.out_pending <= self.out_budget",
+         "return self.frames_left > 0 and \\\n"
+         "            self.out_bytes + self.out_pending <= self.out_budget",
          H + "test_a_thousand_wrong_tokens_in_one_write_get_one_answer",
          "every hello of one write is tried before the fatal close: a brute force at read speed")
 
 mutation("no_output_pacing",
-         "return self.state == OPEN and self.out_bytes + self.out_pending <= self.out_budget",
-         "return self.state == OPEN",
+         "return self.state == OPEN and self.frames_left > 0 and \\\n"
+         "            self.out_bytes + self.out_pending <= self.out_budget",
+         "return self.state == OPEN and self.frames_left > 0",
          H + "test_history_requests_that_are_never_read_cost_one_output_budget",
          "three clients asking for history they never read take 630 MB")
 
@@ -1001,3 +1008,48 @@ mutation("gzip_despite_q0",
          "        if name.strip() in (\"gzip\", \"x-gzip\"):\n            return True",
          S + "test_accept_encoding_is_read_as_rfc_9110_says",
          "a client that refuses gzip gets bytes it cannot read")
+
+# -- fairness under load (issue 19) -------------------------------------------------------
+
+F = "test_fairness::"
+
+mutation("broadcast_reaches_the_joining",
+         "            if conn.state != OPEN or (welcoming and conn in welcoming):",
+         "            if conn.state != OPEN:",
+         "test_promises::test_a_resume_in_the_middle_of_a_burst_gets_welcome_first_and_nothing_"
+         "twice",
+         "a phone that reconnects while others chat gets a message before its welcome and "
+         "again in it, then misses the gap it should have paged")
+
+mutation("bulk_lane_unbounded",
+         "            used = self._serve(conn, min(BULK_SLICE_FRAMES, frames))",
+         "            used = self._serve(conn, 10 ** 9)",
+         F + "test_ten_flooders_share_each_turn_and_a_light_message_goes_first",
+         "one busy sender's backlog is dispatched in one turn and everyone's messages wait "
+         "behind it")
+
+mutation("light_waits_for_the_bulk_lane",
+         "            if backlog and self._light_input_waiting():",
+         "            if False:",
+         F + "test_light_input_arriving_during_the_bulk_lane_is_served_after_the_slice",
+         "a chat message that arrives during a flood waits for the whole turn's bulk")
+
+mutation("no_room_pacing",
+         "            if paced and conn.fans_out and conn.state == OPEN and not conn.closed:",
+         "            if False:",
+         F + "test_a_flooder_waits_while_the_room_is_backlogged_and_resumes_when_it_drains",
+         "a flooder fills every reader's queue (memory grows to the output limits) instead of "
+         "being slowed by TCP")
+
+mutation("stalled_readers_pace_the_room",
+         "        return sum(1 for c in self.backlogged if c.last_tx > since) * PACE_QUORUM > "
+         "joined",
+         "        return True",
+         F + "test_a_reader_that_stopped_reading_does_not_pace_the_room",
+         "two phones that stopped reading stall everyone's flood of messages")
+
+mutation("download_chunks_ahead_of_chat",
+         "            push = self.push_bulk if dl.framed else self.push",
+         "            push = self.push",
+         F + "test_chat_overtakes_the_queued_chunks_of_a_download",
+         "a chat message waits behind megabytes of a download on the downloader's connection")
