@@ -172,6 +172,16 @@ def flood_table(rows):
     return out
 
 
+FLOOD_NOTE = (
+    "Flood = fan-out with no window (`--window 0`): each publisher writes its share of the K "
+    "messages as fast as the server reads them, so only TCP back-pressure paces it; the probe "
+    "client still sends one message every 20 ms and the subscribers record its latency, which "
+    "here includes the queue the flood builds in the server. Deliveries/s and probe columns are "
+    "medians over the runs column; the rounds were interleaved across targets "
+    "(`bench/run_all.sh`, `FLOOD=1`). Method and findings: \"Flood\" in the method section "
+    "and the discussion.")
+
+
 def ratio_table(rows):
     out = ["| N | K | chatserver deliveries/s | ÷ threaded (goal ≥ %.0f×) | ÷ asyncio (goal ≥ %.0f×) "
            "| ÷ redis (goal ≥ %.1f×) | p99 ms (goal < %.0f) |" % (
@@ -320,6 +330,7 @@ def render(records, tags):
              "### Goals (chatserver)", ""] + goals_table(rows, groups) + [
              "", "### Fan-out", ""] + fanout_table(rows) + [
              "", "### Flood (no window)", ""] + flood_table(fanout_rows(groups, is_flood_key)) + [
+             "", FLOOD_NOTE] + [
              "", "### chatserver against the references (goals)", ""] + ratio_table(rows) + [
              "", "### References against each other", ""] + reference_ratio_table(rows) + [
              "", "### Connection scale", ""] + connscale_table(groups) + [
