@@ -2,15 +2,17 @@
 """Load tool for chatserver.py and its reference servers.
 
 Targets (adapters below): chatserver (length-prefixed frames), threaded and asyncio (the
-reference servers in this folder, newline-delimited JSON) and redis (pub/sub, RESP written
-by hand). The tool starts the target itself on a free loopback port (or uses --connect).
+reference servers in this folder, newline-delimited JSON), redis (pub/sub, RESP written
+by hand) and inspircd (an IRC daemon: PRIVMSG to one channel). The tool starts the target
+itself on a free loopback port (or uses --connect).
 
 Modes
   fanout     N subscribers in one room; publishers send K messages of P bytes as fast as the
              target accepts (at most --window un-acknowledged messages per publisher);
              deliveries/s = K*N / time until every subscriber has all K; a latency probe
              (one message every 20 ms during the load, send time inside the text); loss and
-             duplicate detection.
+             duplicate detection. --window 0 is the flood: no window, the publishers
+             write everything as fast as the server reads it.
   connscale  C idle joined clients; server RSS; time for one broadcast to reach all C
              (--rounds broadcasts, one after the other).
   filerelay  chatserver only: 1 GiB upload and download through the server vs. a raw
@@ -210,6 +212,7 @@ class NdjsonTarget:
     """The reference servers: newline-delimited JSON, welcome line after hello."""
     ack_mark = BULK_MARK            # a publisher's ack is its own copy of the broadcast
     needs_data_dir = False
+    stop_signal = signal.SIGINT
 
     def __init__(self, name, script, options=()):
         self.name = name
@@ -250,6 +253,7 @@ class RedisTarget:
     name = "redis"
     ack_mark = b"\r\n"              # the publisher only ever gets ":<n>\r\n" replies
     needs_data_dir = False
+    stop_signal = signal.SIGINT
 
     def server_command(self, host, port, data_dir, args):
         return ["redis-server", "--port", str(port), "--bind", host, "--save", "",
@@ -310,6 +314,7 @@ class ChatserverTarget:
     name = "chatserver"
     ack_mark = BULK_MARK
     needs_data_dir = True
+    stop_signal = signal.SIGINT     # the server shuts down cleanly (cProfile writes its stats)
 
     def __init__(self, path=None):
         self.path = path or os.path.join(REPO_DIR, "chatserver.py")
@@ -369,6 +374,114 @@ def encode_frame(header, payload=b""):
     return FRAME_HEAD.pack(len(head), len(payload)) + head + payload
 
 
+# InspIRCd: the connect class lifts every per-client limit a benchmark would hit (flood
+# control and fake lag off, command rate and queues huge, 100,000 users) and sets pingfreq
+# above any run's length, so that no subscriber ever has to answer a PING. `threshold`
+# stays below ~4 million (InspIRCd overflows above).
+INSPIRCD_PATHS = ("inspircd", "/usr/sbin/inspircd")    # Debian installs it outside a user's PATH
+INSPIRCD_CONFIG = """\
+<server name="bench.local" description="bench" network="bench">
+<admin name="x" nick="x" email="x@x">
+<bind address="{host}" port="{port}" type="clients">
+<connect allow="*" timeout="300" pingfreq="86400" threshold="2000000"
+         commandrate="2000000000" fakelag="no" hardsendq="1073741824"
+         softsendq="1073741824" recvq="1073741824" localmax="100000" globalmax="100000"
+         limit="100000" resolvehostnames="no" useident="no">
+<performance nouserdns="yes" softlimit="19000" somaxconn="4096">
+"""
+IRC_CHANNEL = b"#" + ROOM
+IRC_LINE_MAX = 512                  # bytes, CRLF included; longer lines are cut
+# what the server puts before a delivered PRIVMSG's text: ":nick!ident@127.0.0.1 PRIVMSG
+# #room :" with the longest nick (30) and ident (10) InspIRCd allows by default
+IRC_DELIVERY_OVERHEAD = len(":%s!%s@127.0.0.1 PRIVMSG %s :\r\n" % ("n" * 30, "i" * 10,
+                                                                  IRC_CHANNEL.decode()))
+IRC_ACK = b"PING :a\r\n"            # answered by one PONG, in order: the publisher's ack
+IRC_REGISTERED = b"001"             # RPL_WELCOME
+IRC_END_OF_NAMES = b"366"           # the last reply to our JOIN
+IRC_REFUSALS = (b"432", b"433", b"436", b"451", b"465", b"471", b"473", b"474", b"475")
+
+
+def find_inspircd():
+    for candidate in INSPIRCD_PATHS:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
+
+
+def irc_lines(data):
+    """(end offset, command or numeric) of every complete line in data."""
+    pos = 0
+    while True:
+        i = data.find(b"\r\n", pos)
+        if i < 0:
+            return
+        line = bytes(data[pos:i])
+        parts = line.split(b" ", 2)
+        command = parts[1] if line.startswith(b":") and len(parts) > 1 else parts[0]
+        yield i + 2, command
+        pos = i + 2
+
+
+class IrcTarget:
+    """InspIRCd (Debian's IRC daemon): every client registers (NICK/USER), then JOINs #room;
+    messages are PRIVMSG #room. The sender gets no copy of its own PRIVMSG, so every
+    message is followed by a PING whose PONG (in order) is the ack, as PUBLISH's reply is
+    for Redis."""
+    name = "inspircd"
+    ack_mark = b" PONG "
+    needs_data_dir = True
+    stop_signal = signal.SIGTERM        # InspIRCd ignores SIGINT
+
+    def __init__(self):
+        self.path = find_inspircd() or INSPIRCD_PATHS[-1]
+
+    def server_command(self, host, port, data_dir, args):
+        config = os.path.join(data_dir, "inspircd.conf")
+        with open(config, "w") as f:
+            f.write(INSPIRCD_CONFIG.format(host=host, port=port))
+        cmd = [self.path, "--nofork", "--nopid", "--config", config]
+        if os.geteuid() == 0:
+            cmd.append("--runasroot")       # it refuses to start as root otherwise
+        return cmd
+
+    def hello(self, nick, role):
+        return b"NICK %s\r\nUSER %s 0 * :%s\r\n" % ((nick.encode(),) * 3)
+
+    def follow_up(self, data, role):
+        """JOIN once registered: before RPL_WELCOME (which InspIRCd sends from a one-second
+        timer) the server refuses every other command."""
+        if any(command == IRC_REGISTERED for _, command in irc_lines(data)):
+            return b"JOIN %s\r\n" % IRC_CHANNEL
+        return None
+
+    def handshake_end(self, data, role):
+        """Index just past the end of the channel's names list (the JOIN is done)."""
+        for end, command in irc_lines(data):
+            if command in IRC_REFUSALS or command == b"ERROR":
+                raise HandshakeError("inspircd refused: %r" % bytes(data[:end])[-200:])
+            if command == IRC_END_OF_NAMES:
+                return end
+        return None
+
+    def encode_msg(self, text, cid):
+        if len(text) + IRC_DELIVERY_OVERHEAD > IRC_LINE_MAX:
+            raise ValueError("a %d-byte text does not fit in an IRC line of %d bytes"
+                             % (len(text), IRC_LINE_MAX))
+        return b"PRIVMSG %s :%s\r\n%s" % (IRC_CHANNEL, text.encode(), IRC_ACK)
+
+    def bulk_tail(self, text, cid):
+        """:nick!ident@host PRIVMSG #room :<text>\\r\\n"""
+        return len(text) + 2, b"\r\n"
+
+    def version(self):
+        try:
+            out = subprocess.run([self.path, "--version"], capture_output=True, text=True).stdout
+            return out.strip() or None
+        except OSError:
+            return None
+
+
 def make_target(name, args=None):
     if name == "threaded":
         return NdjsonTarget("threaded", "ref_threaded.py")
@@ -380,10 +493,12 @@ def make_target(name, args=None):
         return RedisTarget()
     if name == "chatserver":
         return ChatserverTarget(getattr(args, "chatserver", None))
+    if name == "inspircd":
+        return IrcTarget()
     raise ValueError("unknown target %r" % name)
 
 
-TARGETS = ("threaded", "asyncio", "asyncio-perline", "redis", "chatserver")
+TARGETS = ("threaded", "asyncio", "asyncio-perline", "redis", "chatserver", "inspircd")
 
 
 # ---------------------------------------------------------------------------------------
@@ -572,7 +687,7 @@ class Server:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(self.target.stop_signal)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -609,7 +724,7 @@ class Client:
     its data into user space there (MSG_TRUNC) and records (since, time) per read until the
     end of the bulk is known from a verifying subscriber."""
     __slots__ = ("sock", "nick", "role", "hs", "counter", "joined", "out", "drain", "fence",
-                 "since", "timeline")
+                 "since", "timeline", "followed_up")
 
     def __init__(self, sock, nick, role):
         self.sock = sock
@@ -623,6 +738,7 @@ class Client:
         self.fence = None
         self.since = 0
         self.timeline = []
+        self.followed_up = False
 
 
 def open_client(host, port):
@@ -639,6 +755,7 @@ def open_client(host, port):
 def feed_handshake(target, client, buf, n, now_ns):
     """Buffer handshake bytes; once joined, count whatever followed the welcome."""
     client.hs += buf[:n]
+    send_follow_up(target, client)
     end = target.handshake_end(client.hs, client.role)
     if end is None:
         return False
@@ -648,6 +765,20 @@ def feed_handshake(target, client, buf, n, now_ns):
     if rest:
         client.counter.feed(rest, len(rest), now_ns)
     return True
+
+
+def send_follow_up(target, client):
+    """The second step of a two-step handshake (IRC: JOIN once registered), sent once the
+    server's replies so far call for it. A few bytes on a connection with nothing else
+    queued: one non-blocking send() takes them whole."""
+    follow_up = getattr(target, "follow_up", None)
+    if follow_up is None or client.followed_up:
+        return
+    out = follow_up(client.hs, client.role)
+    if out:
+        client.followed_up = True
+        if client.sock.send(out) != len(out):
+            raise HandshakeError("%s: short send of the handshake's second step" % client.nick)
 
 
 class SubscriberWorker:
@@ -1095,8 +1226,13 @@ def blocking_join(target, host, port, nick, role, timeout=30.0):
     return client
 
 
+NO_WINDOW = 0                       # --window 0: flood, no flow control at all
+
+
 class Publisher:
-    """Sends pre-encoded messages with at most `window` of them un-acknowledged."""
+    """Sends pre-encoded messages with at most `window` of them un-acknowledged, or, with
+    window NO_WINDOW (flood), all of them as fast as the socket takes them: then only the
+    server's reading (TCP back-pressure) paces the sender."""
 
     def __init__(self, client, messages, window, target):
         self.client = client
@@ -1115,7 +1251,9 @@ class Publisher:
     def fill(self):
         """Queue as many messages as the window allows, if nothing is queued yet."""
         if len(self.out) == 0 and self.sent < len(self.messages):
-            upto = min(len(self.messages), self.acked + self.window)
+            upto = len(self.messages)
+            if self.window != NO_WINDOW:
+                upto = min(upto, self.acked + self.window)
             if upto > self.sent:
                 self.out = memoryview(b"".join(self.messages[self.sent:upto]))
                 self.sent = upto
@@ -1815,9 +1953,12 @@ def save_record(rec, path):
 def summary_line(rec):
     if rec["mode"] == "fanout":
         p = rec["probe"]
-        return ("fanout %-10s N=%-5d K=%d P=%d: %s deliveries/s in %s s, lost=%d dup=%d, "
+        flood = rec.get("window") == NO_WINDOW
+        return ("%s %-10s N=%-5d K=%d P=%d%s: %s deliveries/s in %s s, lost=%d dup=%d, "
                 "probe p50=%s p99=%s ms, server cpu %s s, rss peak %s KiB, ok=%s" % (
-                    rec["target"], rec["n"], rec["k"], rec["p"], rec["deliveries_per_s"],
+                    "flood " if flood else "fanout", rec["target"], rec["n"], rec["k"], rec["p"],
+                    " publishers=%d" % rec["publishers"] if rec.get("publishers", 1) > 1 else "",
+                    rec["deliveries_per_s"],
                     rec["elapsed_s"], rec["lost"], rec["dup"], p["p50_ms"], p["p99_ms"],
                     rec["cpu_s"]["server"], rec["server_rss_kib"]["peak"], rec["ok"])
                 + " (cpu: tool %s, softirq %s, foreign %s)" % (
@@ -1871,7 +2012,9 @@ def build_parser():
     f.add_argument("-n", type=int, default=100, help="subscribers")
     f.add_argument("-k", type=int, default=20000, help="messages in total")
     f.add_argument("--publishers", type=int, default=1)
-    f.add_argument("--window", type=int, default=128, help="un-acknowledged messages per publisher")
+    f.add_argument("--window", type=int, default=128,
+                   help="un-acknowledged messages per publisher (0 = flood: no window, send "
+                        "everything as fast as the server reads it)")
     f.add_argument("--no-probe", action="store_true")
     f.add_argument("--verify-every", type=int, default=1, metavar="M",
                    help="1 subscriber in M counts every marker and probe; the others let the "

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import report  # noqa: E402  (sibling module, same selection rules)
 
 DEFAULT_OUT = os.path.join(report.BENCH_DIR, "results", "fanout.svg")
-COLORS = {"threaded": "#d62728", "asyncio-perline": "#9467bd", "asyncio": "#ff7f0e", "redis": "#2ca02c", "chatserver": "#1f77b4"}
+COLORS = {"threaded": "#d62728", "asyncio-perline": "#9467bd", "asyncio": "#ff7f0e", "redis": "#2ca02c", "inspircd": "#8c564b", "chatserver": "#1f77b4"}
 PANEL_W, PANEL_H = 420, 300
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 70, 20, 40, 50
 

@@ -19,7 +19,7 @@ import sys
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_RESULTS = os.path.join(BENCH_DIR, "results", "results.jsonl")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-TARGET_ORDER = ("threaded", "asyncio-perline", "asyncio", "redis", "chatserver")
+TARGET_ORDER = ("threaded", "asyncio-perline", "asyncio", "redis", "inspircd", "chatserver")
 
 # Goals from the "Benchmarks" issue (2-core machine).
 GOAL_VS_THREADED = 3.0
@@ -41,9 +41,25 @@ def load(path):
     return records
 
 
+# A fan-out record's flow control: loadtool.py --window (0 = flood, no window) and
+# --publishers; records from before these were stored ran with the defaults.
+DEFAULT_WINDOW = 128
+FLOOD_WINDOW = 0
+DEFAULT_PUBLISHERS = 1
+
+
+def window_of(rec):
+    return rec.get("window", DEFAULT_WINDOW)
+
+
+def publishers_of(rec):
+    return rec.get("publishers", DEFAULT_PUBLISHERS)
+
+
 def config_key(rec):
     if rec["mode"] == "fanout":
-        return ("fanout", rec["target"], rec["n"], rec["k"], rec["p"], rec.get("persist"))
+        return ("fanout", rec["target"], rec["n"], rec["k"], rec["p"], rec.get("persist"),
+                window_of(rec), publishers_of(rec))
     if rec["mode"] == "connscale":
         return ("connscale", rec["target"], rec["c"], rec.get("persist"))
     return ("filerelay", rec["target"], rec["size_mib"], rec.get("persist"))
@@ -86,14 +102,28 @@ def cores(rec, who):
     return used / rec["elapsed_s"] if used is not None and rec.get("elapsed_s") else None
 
 
-def fanout_rows(groups):
-    """Medians per (target, n, k, p)."""
+def is_fanout_key(key):
+    """The fan-out tables' runs: one publisher with the suite's window (flood runs and
+    several publishers have tables of their own)."""
+    return key[0] == "fanout" and key[6:] == (DEFAULT_WINDOW, DEFAULT_PUBLISHERS)
+
+
+def is_flood_key(key):
+    return key[0] == "fanout" and key[6] == FLOOD_WINDOW
+
+
+def fanout_rows(groups, selects=is_fanout_key):
+    """Medians per (target, n, k, p, persist) of the configurations `selects` accepts
+    (flood: per (target, n, k, p, persist, publishers))."""
     rows = {}
     for key, recs in groups.items():
-        if key[0] != "fanout":
+        if not selects(key):
             continue
-        _, target, n, k, p, persist = key
-        rows[(target, n, k, p, persist)] = {
+        _, target, n, k, p, persist, window, publishers = key
+        row_key = (target, n, k, p, persist)
+        if selects is is_flood_key:
+            row_key += (publishers,)
+        rows[row_key] = {
             "runs": len(recs), "persist": persist,
             "procs": "/".join(str(v) for v in sorted({r.get("procs", 1) for r in recs})),
             "verify": "/".join(str(v) for v in sorted({r.get("verify_every", 1) for r in recs})),
@@ -122,6 +152,34 @@ def fanout_table(rows):
             fmt(row["server_cpu"], 2), fmt(row["foreign"], 2),
             fmt(row["rss"] / 1024 if row["rss"] else None)))
     return out
+
+
+def flood_table(rows):
+    """Flood rows (no window), one publisher first, then several at once."""
+    out = ["| target | N | K | P | publishers | runs | deliveries/s (median) | probe p50 ms "
+           "| probe p99 ms | server CPU (cores) | other jobs' CPU (cores) | server RSS MiB |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (target, n, k, p, _, publishers), row in sorted(rows.items(), key=lambda kv: (
+            kv[0][5], kv[0][1], kv[0][2], kv[0][3], TARGET_ORDER.index(kv[0][0]),
+            str(kv[0][4]))):
+        name = target + (" (persist)" if row["persist"] else " (memory)" if row["persist"] is False else "")
+        out.append("| %s | %d | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s |" % (
+            name, n, k, p, publishers, row["runs"], fmt_rate(row["rate"]), fmt(row["p50"]),
+            fmt(row["p99"]), fmt(row["server_cpu"], 2), fmt(row["foreign"], 2),
+            fmt(row["rss"] / 1024 if row["rss"] else None)))
+    if len(out) == 2:
+        out.append("| – | – | – | – | – | – | not measured yet | | | | | |")
+    return out
+
+
+FLOOD_NOTE = (
+    "Flood = fan-out with no window (`--window 0`): each publisher writes its share of the K "
+    "messages as fast as the server reads them, so only TCP back-pressure paces it; the probe "
+    "client still sends one message every 20 ms and the subscribers record its latency, which "
+    "here includes the queue the flood builds in the server. Deliveries/s and probe columns are "
+    "medians over the runs column; the rounds were interleaved across targets "
+    "(`bench/run_all.sh`, `FLOOD=1`). Method and findings: \"Flood\" in the method section "
+    "and the discussion.")
 
 
 def ratio_table(rows):
@@ -271,6 +329,8 @@ def render(records, tags):
                  ", ".join("`%s`" % t for t in used_tags) or "none"), "",
              "### Goals (chatserver)", ""] + goals_table(rows, groups) + [
              "", "### Fan-out", ""] + fanout_table(rows) + [
+             "", "### Flood (no window)", ""] + flood_table(fanout_rows(groups, is_flood_key)) + [
+             "", FLOOD_NOTE] + [
              "", "### chatserver against the references (goals)", ""] + ratio_table(rows) + [
              "", "### References against each other", ""] + reference_ratio_table(rows) + [
              "", "### Connection scale", ""] + connscale_table(groups) + [

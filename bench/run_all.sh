@@ -11,13 +11,15 @@
 # at N >= LARGE_N), VERIFY_LARGE_N (1 subscriber in this many reads its data at N >= LARGE_N),
 # CONN_C, CONN_RUNS, FILE_MIB, FILE_RUNS, PERSIST
 # (1 = chatserver with persistence, the default; 0 = --memory), LOADTOOL_ARGS (extra flags),
-# EXTRAS (1 = also asyncio-perline at N < LARGE_N and chatserver --memory; 0 = skip).
+# EXTRAS (1 = also asyncio-perline at N < LARGE_N and chatserver --memory; 0 = skip),
+# FLOOD (1 = also the flood: fan-out with no window, --window 0, at FLOOD_N with one
+# publisher and with FLOOD_PUBLISHERS at once; 0 = skip), FLOOD_N, FLOOD_K, FLOOD_PUBLISHERS.
 # Rounds are interleaved (run 1 of every target, then run 2, ...) so that a noisy period on
 # this shared machine does not hit one target only.
 set -u
 cd "$(dirname "$0")/.."
 
-TARGETS=${TARGETS:-"threaded asyncio redis chatserver"}
+TARGETS=${TARGETS:-"threaded asyncio redis inspircd chatserver"}
 RUNS=${RUNS:-3}
 FANOUT_N=${FANOUT_N:-"10 100 1000"}
 K=${K:-20000}
@@ -34,6 +36,11 @@ CONN_C=${CONN_C:-"1000 5000 10000"}
 CONN_RUNS=${CONN_RUNS:-3}
 FILE_MIB=${FILE_MIB:-1024}
 PERSIST=${PERSIST:-1}
+FLOOD=${FLOOD:-1}
+FLOOD_N=${FLOOD_N:-"100 1000"}
+FLOOD_K=${FLOOD_K:-50000}   # the slowest target (inspircd, ~4,800 msg/s at N = 100) stays
+                                    # well under the 2-minute run limit
+FLOOD_PUBLISHERS=${FLOOD_PUBLISHERS:-10}
 LOADTOOL_ARGS=${LOADTOOL_ARGS:-}
 export BENCH_TAG=${BENCH_TAG:-suite-$(date -u +%Y%m%dT%H%M%SZ)}
 
@@ -42,6 +49,11 @@ available_targets=""
 for t in $TARGETS; do
     if [ "$t" = redis ] && ! command -v redis-server >/dev/null 2>&1; then
         echo "SKIP redis: redis-server not installed (apt-get install -y redis-server)"
+        continue
+    fi
+    if [ "$t" = inspircd ] && ! command -v inspircd >/dev/null 2>&1 \
+            && [ ! -x /usr/sbin/inspircd ]; then
+        echo "SKIP inspircd: inspircd not installed (apt-get install -y inspircd)"
         continue
     fi
     if [ "$t" = chatserver ] && [ ! -f chatserver.py ]; then
@@ -70,6 +82,19 @@ while [ "$run" -le "$RUNS" ]; do
             lt fanout --target "$t" -n "$n" -k "$k" -p 100 --procs "$procs" --verify-every "$verify"
         done
     done
+    if [ "$FLOOD" = 1 ]; then
+        for pubs in 1 $FLOOD_PUBLISHERS; do
+            for n in $FLOOD_N; do
+                procs=1
+                verify=1
+                [ "$n" -ge "$LARGE_N" ] && procs=$PROCS_LARGE_N && verify=$VERIFY_LARGE_N
+                for t in $available_targets; do
+                    lt fanout --target "$t" -n "$n" -k "$FLOOD_K" -p 100 --window 0 \
+                        --publishers "$pubs" --procs "$procs" --verify-every "$verify"
+                done
+            done
+        done
+    fi
     if [ "$run" -le "$CONN_RUNS" ]; then
         for c in $CONN_C; do
             for t in $available_targets; do

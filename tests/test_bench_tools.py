@@ -38,6 +38,13 @@ def need_redis():
         pytest.skip("redis-server not installed (apt-get install -y redis-server)")
 
 
+def need_inspircd():
+    if loadtool.find_inspircd() is None:
+        if IN_CI:
+            pytest.fail("inspircd is required in CI (apt-get install -y inspircd)")
+        pytest.skip("inspircd not installed (apt-get install -y inspircd)")
+
+
 def need_chatserver():
     if not os.path.exists(os.path.join(REPO, "chatserver.py")):
         pytest.skip("chatserver.py not written yet")
@@ -48,6 +55,8 @@ def need(target):
         need_redis()
     elif target == "chatserver":
         need_chatserver()
+    elif target == "inspircd":
+        need_inspircd()
 
 
 def run_loadtool(results, *args, expect_status=0):
@@ -142,7 +151,7 @@ def test_nth_marker_start_is_none_past_the_last_marker():
     assert loadtool.nth_marker_start(b"", buf, len(buf), 2) is None
 
 
-@pytest.mark.parametrize("name", ["threaded", "redis", "chatserver"])
+@pytest.mark.parametrize("name", ["threaded", "redis", "chatserver", "inspircd"])
 def test_bulk_tail_matches_the_frame_each_target_delivers(name):
     text, cid = loadtool.bulk_text(100), "abcd1234-000-0000007"
     delivered = {
@@ -150,6 +159,7 @@ def test_bulk_tail_matches_the_frame_each_target_delivers(name):
         "redis": b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$100\r\n" + text.encode() + b"\r\n",
         "chatserver": b"\0" * 8 + b'{"type":"msg","id":7,"ts":"2026-11-25T07:00:00.000Z",'
                       b'"from":"pub0","text":"' + text.encode() + b'","cid":"' + cid.encode() + b'"}',
+        "inspircd": b":pub0!pub0@127.0.0.1 PRIVMSG #room :" + text.encode() + b"\r\n",
     }[name]
     tail, ending = loadtool.make_target(name).bulk_tail(text, cid)
     start = delivered.find(loadtool.BULK_MARK)
@@ -167,6 +177,27 @@ def test_frame_reader_decodes_headers_and_counts_payload_across_splits():
         assert reader.payload_bytes == 1000
 
 
+def test_irc_handshake_joins_once_registered_and_ends_after_the_names_list():
+    irc = loadtool.make_target("inspircd")
+    before = bytearray(b":bench.local NOTICE * :*** Looking up your hostname...\r\n")
+    assert irc.follow_up(before, "sub") is None and irc.handshake_end(before, "sub") is None
+    registered = before + b":bench.local 001 s0 :Welcome\r\n:bench.local 422 s0 :No MOTD\r\n"
+    assert irc.follow_up(registered, "sub") == b"JOIN #room\r\n"
+    assert irc.handshake_end(registered, "sub") is None
+    joined = registered + (b":s0!s0@127.0.0.1 JOIN :#room\r\n:bench.local 353 s0 = #room :s0\r\n"
+                           b":bench.local 366 s0 #room :End of /NAMES list.\r\n")
+    assert irc.handshake_end(joined + b":pub0!pub0@127.0.0.1 PRIV", "sub") == len(joined)
+    with pytest.raises(loadtool.HandshakeError):
+        irc.handshake_end(bytearray(b":bench.local 433 * s0 :Nickname is already in use.\r\n"), "sub")
+
+
+def test_irc_message_carries_its_ack_and_refuses_texts_longer_than_a_line():
+    irc = loadtool.make_target("inspircd")
+    assert irc.encode_msg("hi", "c1") == b"PRIVMSG #room :hi\r\nPING :a\r\n"
+    with pytest.raises(ValueError):
+        irc.encode_msg("x" * loadtool.IRC_LINE_MAX, "c1")
+
+
 def test_resp_publish_encoding_is_byte_exact():
     assert loadtool.resp_command(b"PUBLISH", b"room", b"hi") == (
         b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nroom\r\n$2\r\nhi\r\n")
@@ -174,7 +205,7 @@ def test_resp_publish_encoding_is_byte_exact():
 
 # --- the load tool against every target -------------------------------------------------
 
-@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver"])
+@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver", "inspircd"])
 def test_fanout_delivers_every_message_to_every_subscriber(tmp_path, target):
     need(target)
     rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", target,
@@ -187,7 +218,7 @@ def test_fanout_delivers_every_message_to_every_subscriber(tmp_path, target):
     assert rec["ok"] is True and rec["deliveries_per_s"] > 0
 
 
-@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver"])
+@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver", "inspircd"])
 def test_connscale_each_broadcast_reaches_every_idle_client(tmp_path, target):
     need(target)
     rec = run_loadtool(tmp_path / "r.jsonl", "connscale", "--target", target,
@@ -197,6 +228,33 @@ def test_connscale_each_broadcast_reaches_every_idle_client(tmp_path, target):
     assert (rec["lost"], rec["dup"], rec["closed"]) == (0, 0, 0)
     assert rec["server_rss_kib"]["joined"] > 0
     assert rec["ok"] is True
+
+
+@pytest.mark.parametrize("target", ["redis", "chatserver", "inspircd"])
+@pytest.mark.parametrize("publishers", [1, 3])
+def test_flood_without_a_window_still_completes_and_measures_probes(tmp_path, target, publishers):
+    need(target)
+    k = 3000
+    rec = run_loadtool(tmp_path / "r.jsonl", "fanout", "--target", target, "-n", str(TINY_N),
+                       "-k", str(k), "-p", "100", "--window", "0",
+                       "--publishers", str(publishers))
+    assert (rec["window"], rec["publishers"]) == (0, publishers)
+    assert rec["complete"] is True and rec["ok"] is True
+    assert rec["delivered"] == k * TINY_N
+    assert (rec["lost"], rec["dup"], rec["closed"]) == (0, 0, 0)
+    assert rec["probe"]["sent"] >= 1 and rec["probe"]["lost"] == 0
+    assert rec["probe"]["samples"] == rec["probe"]["sent"] * TINY_N
+
+
+def test_publisher_without_a_window_queues_everything_at_once():
+    class Stub:
+        ack_mark = b"\r\n"
+    pub = loadtool.Publisher(None, [b"a", b"b", b"c"], loadtool.NO_WINDOW, Stub())
+    pub.fill()
+    assert (pub.sent, bytes(pub.out)) == (3, b"abc")
+    windowed = loadtool.Publisher(None, [b"a", b"b", b"c"], 2, Stub())
+    windowed.fill()
+    assert (windowed.sent, bytes(windowed.out)) == (2, b"ab")
 
 
 def free_port():
@@ -236,7 +294,7 @@ def test_fanout_reports_loss_when_the_server_drops_messages(tmp_path):
     assert rec["delivered"] + rec["lost"] == TINY_K * TINY_N
 
 
-@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver"])
+@pytest.mark.parametrize("target", ["threaded", "asyncio", "redis", "chatserver", "inspircd"])
 def test_fanout_with_a_verified_sample_still_accounts_for_every_subscriber(tmp_path, target):
     need(target)
     n, k = 12, 400
@@ -288,6 +346,16 @@ def test_report_and_plot_summarise_the_records(tmp_path):
     text = report.render(report.load(str(results)), set())
     assert "| threaded | 2 | 20 | 100 | 1 |" in text
     assert "| asyncio | 2 | 20 | 100 | 1 |" in text
+    for target in ("threaded", "asyncio"):
+        run_loadtool(results, "fanout", "--target", target, "-n", "2", "-k", "20", "--window", "0")
+    records = report.load(str(results))
+    text = report.render(records, set())
+    fanout, flood = text.split("### Flood (no window)")[0], text.split("### Flood (no window)")[1]
+    flood = flood.split("###")[0]
+    assert fanout.count("| threaded | 2 | 20 | 100 | 1 |") == 1     # the flood run is not mixed in
+    assert "| threaded | 2 | 20 | 100 | 1 | 1 |" in flood              # P=1 publisher, 1 run
+    assert "| asyncio | 2 | 20 | 100 | 1 | 1 |" in flood
+    assert all(r["window"] == 0 for r in records[2:])
     out = tmp_path / "f.svg"
     assert plot.main(["--results", str(results), "--out", str(out)]) == 0
     svg = out.read_text()
