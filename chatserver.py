@@ -7375,9 +7375,13 @@ class Server:
         if not self.paced_by_room or self.room_backlogged():
             return
         paced, self.paced_by_room = self.paced_by_room, set()
-        for conn in paced:
+        self._release(paced, PAUSED_BY_ROOM)
+
+    def _release(self, conns, reason):
+        """Clear one reason (a PAUSED_BY_* bit) for not reading these connections."""
+        for conn in conns:
             if not conn.closed:
-                conn.paused &= ~PAUSED_BY_ROOM
+                conn.paused &= ~reason
                 self._unpaused(conn)
 
     def _unpaused(self, conn):
@@ -7611,10 +7615,7 @@ class Server:
         if not self.paused_by_disk or self.files.disk.queued > DISK_QUEUE_LOW:
             return
         paused, self.paused_by_disk = self.paused_by_disk, set()
-        for conn in paused:
-            if not conn.closed:
-                conn.paused &= ~PAUSED_BY_DISK
-                self._unpaused(conn)
+        self._release(paused, PAUSED_BY_DISK)
 
     # -- delivery -------------------------------------------------------------
 
