@@ -4143,6 +4143,7 @@ class Handler:
     needs_join: bool = True        # before welcome: not_joined
     rate_limited: bool = True      # takes a token from the connection's bucket
     payload: bool = False          # may carry a binary payload (framed `chunk` only)
+    framed_only: bool = False      # file bytes: a WebSocket client uses HTTP for them
 
 
 HANDLERS = {
@@ -4153,10 +4154,10 @@ HANDLERS = {
     "history": Handler("on_history"),
     "typing": Handler("on_typing"),
     "upload": Handler("on_upload"),
-    "chunk": Handler("on_chunk", rate_limited=False, payload=True),
+    "chunk": Handler("on_chunk", rate_limited=False, payload=True, framed_only=True),
     "upload_status": Handler("on_upload_status", rate_limited=False),
     "upload_cancel": Handler("on_upload_cancel", rate_limited=False),
-    "download": Handler("on_download"),
+    "download": Handler("on_download", framed_only=True),
     "download_cancel": Handler("on_download_cancel", rate_limited=False),
     "delete": Handler("on_delete"),
     "edit": Handler("on_edit"),
@@ -4371,6 +4372,9 @@ class Chat:
                 raise ChatError("not_joined", "Send 'hello' first.")
             if payload and not rules.payload:
                 raise bad_request("A '%s' frame carries no payload." % kind)
+            if rules.framed_only and conn.proto == "ws":
+                raise bad_request("'%s' is not available over WebSocket: file bytes travel "
+                                  "over HTTP (/files)." % kind)
             if rules.rate_limited and not conn.bucket.take(time.monotonic() if now is None
                                                            else now):
                 raise ChatError("rate_limited", "Too many messages; slow down.")

@@ -18,6 +18,7 @@ class FakeConnection:
     def __init__(self, name, address="192.168.1.20"):
         self.name = name
         self.address = address
+        self.proto = "framed"
         self.nick = self.key = self.session = self.uid = None
         self.device = secrets.token_urlsafe(16)
         self.bucket = cs.TokenBucket(0, 0)

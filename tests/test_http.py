@@ -562,6 +562,34 @@ def test_ws_binary_message_is_bad_request_and_connection_stays(server):
     assert_chat_still_works(server, alice)
 
 
+@pytest.mark.parametrize("request_", [
+    {"type": "download", "file": None, "offset": 0},
+    {"type": "chunk", "upload": "u1", "offset": 0},
+])
+def test_ws_file_bytes_requests_are_bad_request_and_the_stream_stays_websocket(
+        server, shared_file, request_):
+    """File bytes travel over HTTP for a browser (PROTOCOL section 8): a WebSocket `download`
+    or `chunk` is refused with bad_request, and no framed bytes enter the WebSocket stream
+    (a framed file_chunk there would be an invalid frame and end the connection)."""
+    ws = raw_ws_joined(server, "wendy")
+    ask = dict(request_, file=shared_file.id) if "file" in request_ else request_
+    ws.send_json(ask)
+    ws.send_json({"type": "msg", "text": "still here", "cid": "after"})
+    got = []
+    while not got or got[-1].get("cid") != "after":
+        opcode, fin, payload = ws.recv_frame()
+        assert (opcode, fin) == (0x1, True), "not one text frame: %r" % payload[:80]
+        got.append(json.loads(payload))
+    errors = [m for m in got if m["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("bad_request", False)], got
+    assert "HTTP" in errors[0]["message"]
+    assert not [m for m in got if m["type"].startswith("download")], got
+    ack = got[-1]
+    assert ack["type"] == "msg"
+    assert shared_file.bob.wait_for(lambda m: m.get("text") == "still here") == ack
+    assert_chat_still_works(server, shared_file.alice)
+
+
 def test_ws_frame_in_the_same_packet_as_the_handshake(server):
     """A client may send its first frame right behind the upgrade request (RFC 6455 4.1:
     it "MAY send" once it has sent the handshake); those bytes are WebSocket, not HTTP."""

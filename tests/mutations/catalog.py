@@ -262,8 +262,8 @@ mutation("bucket_never_empties",
          "the rate limit never refuses: one client floods everyone")
 
 mutation("rate_limit_counts_chunks",
-         '"chunk": Handler("on_chunk", rate_limited=False, payload=True),',
-         '"chunk": Handler("on_chunk", rate_limited=True, payload=True),',
+         '"chunk": Handler("on_chunk", rate_limited=False, payload=True, framed_only=True),',
+         '"chunk": Handler("on_chunk", rate_limited=True, payload=True, framed_only=True),',
          "test_promises::test_a_real_size_upload_passes_the_default_rate_limit",
          "a default server refuses every upload longer than 50 chunks")
 
@@ -1053,3 +1053,10 @@ mutation("download_chunks_ahead_of_chat",
          "            push = self.push",
          F + "test_chat_overtakes_the_queued_chunks_of_a_download",
          "a chat message waits behind megabytes of a download on the downloader's connection")
+
+mutation("ws_download_framed",
+         "            if rules.framed_only and conn.proto == \"ws\":",
+         "            if rules.framed_only and conn.proto == \"framed-only\":",
+         "test_http::test_ws_file_bytes_requests_are_bad_request_and_the_stream_stays_websocket",
+         "a browser's WebSocket `download` pushes framed file bytes into the WebSocket stream, "
+         "which breaks its connection")
