@@ -147,6 +147,10 @@ PACE_STALLED = 1.0                    # ...counting only those that took bytes t
 NOTSENT_LOWAT = 128 * 1024            # TCP_NOTSENT_LOWAT: unsent bytes the kernel holds per
                                       # socket; the rest waits in our queues, where chat goes
                                       # ahead of file chunks
+TURN_FILE_BYTES = 4 * 1024 * 1024     # file bytes (downloads) written to all connections
+                                      # together per turn: 30 downloaders x WRITE_BUDGET would
+                                      # make a turn, and every chat message in it, wait for
+                                      # 30 MiB of copying; the ones cut off go first next turn
 
 # What a client may cost the server (docs/RELIABILITY.md, "Budgets"). Before `hello` a
 # connection is a stranger: small reads, no payloads, a small output queue, a deadline.
@@ -5767,22 +5771,35 @@ class Connection:
 
     def _write_within_budget(self, now):
         budget = WRITE_BUDGET
+        loop = self.loop
+        wrote_file = False
         while budget > 0:
             if self.downloads and self.out_bytes < DOWNLOAD_LOW_WATER:
                 self._pump_downloads()
             if self.out and not self.bulk_open:
+                file_bytes = type(self.out[0]) is FileSegment      # an HTTP download
+                if file_bytes and loop.file_bytes_left <= 0:
+                    loop.file_bytes_cut(self, wrote_file)
+                    break
                 sent = self._write_some()
             elif self.bulk:
+                if loop.file_bytes_left <= 0:
+                    loop.file_bytes_cut(self, wrote_file)
+                    break
+                file_bytes = True
                 sent = self._write_bulk()
             else:
                 break
             if sent == 0:
                 break
+            if file_bytes:
+                loop.file_bytes_left -= sent
+                wrote_file = True
             self.last_tx = now
             budget -= sent
         want_write = bool(self.out) or bool(self.bulk) or bool(self.downloads)
         if want_write and budget <= 0:
-            self.loop.wants_flush(self)     # fairness: more next turn, after the others
+            loop.wants_flush(self)          # fairness: more next turn, after the others
         if want_write != self.registered_write:
             self.registered_write = want_write
             self.update_interest()
@@ -6991,6 +7008,9 @@ class Server:
         self.rejecting = set()
         self.unjoined = collections.OrderedDict()   # not joined yet (HTTP too), oldest first
         self.dirty = set()
+        self.file_bytes_left = TURN_FILE_BYTES   # this turn's, for every connection together
+        self.file_bytes_waiting = {}  # connections cut off by it (-> whether they wrote some
+                                      # file bytes first): flushed first in the next turn
         self.aborted = []
         self.resumable = set()
         self.backlog = {}             # bulk senders to serve, in round-robin order (a dict:
@@ -7125,6 +7145,13 @@ class Server:
     def wants_flush(self, conn):
         self.dirty.add(conn)
 
+    def file_bytes_cut(self, conn, wrote):
+        """This turn's TURN_FILE_BYTES are spent: the connection's file bytes wait for the
+        next turn. There it is flushed before the others, after the ones that could write
+        none this turn (`wrote` False): round-robin."""
+        self.file_bytes_waiting[conn] = wrote
+        self.dirty.add(conn)
+
     def watch(self, conn, events):
         """Make the selector watch `events` of the connection's socket (0: nothing)."""
         if not conn.events:
@@ -7215,6 +7242,7 @@ class Server:
             self.addresses.disconnected(conn.address)
         self.rejecting.discard(conn)
         self.dirty.discard(conn)
+        self.file_bytes_waiting.pop(conn, None)
         self.unjoined.pop(conn, None)
         self.paused_by_disk.discard(conn)
         self.resumable.discard(conn)
@@ -7683,6 +7711,12 @@ class Server:
 
     def _flush_dirty(self):
         dirty, self.dirty = self.dirty, set()
+        waiting, self.file_bytes_waiting = self.file_bytes_waiting, {}
+        self.file_bytes_left = TURN_FILE_BYTES
+        if waiting:     # those cut off last turn first (those that wrote none, first)
+            dirty = [c for c, wrote in waiting.items() if not wrote and c in dirty] + \
+                [c for c, wrote in waiting.items() if wrote and c in dirty] + \
+                [c for c in dirty if c not in waiting]
         now = time.monotonic()
         for conn in dirty:
             if conn.closed:

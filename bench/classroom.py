@@ -370,6 +370,7 @@ class ChatClient:
         self.idx = spec["idx"]
         self.nick = spec["nick"]
         self.ws = spec["transport"] == "ws"
+        self.transfers = bool(spec.get("download") or spec.get("upload"))
         self.port = spec["port"]
         self.device = secrets.token_urlsafe(16)
         self.sock = None
@@ -953,13 +954,16 @@ class Worker:
                 "download": c.download.result() if c.download else None})
         uploads = [u.result() for u in self.finished_uploads]
         uploads += [c.upload.result() for c in self.clients if c.upload is not None]
-        lat_send = array.array("q")
-        lat_ns = array.array("q")
+        # samples of clients that transfer a file (their chat shares a link with it) and of
+        # the others, apart: build_record reports them separately
+        lat = {}
         for c in self.clients:
-            lat_send.extend(c.lat_send)
-            lat_ns.extend(c.lat_ns)
+            group = "busy" if c.transfers else "quiet"
+            send, took = lat.setdefault(group, (array.array("q"), array.array("q")))
+            send.extend(c.lat_send)
+            took.extend(c.lat_ns)
         self.conn.send(("final", {"clients": per_client, "uploads": uploads,
-                                  "lat_send": lat_send.tobytes(), "lat_ns": lat_ns.tobytes(),
+                                  "lat": {g: (a.tobytes(), b.tobytes()) for g, (a, b) in lat.items()},
                                   "errors_total": self.errors_total}))
 
 
@@ -988,6 +992,9 @@ class RawReceiver:
 def worker_main(conn, specs, host, server_port, args):
     loadtool.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if args.transfer_nice and args.transfer_procs and \
+            all(s.get("download") or s.get("upload") for s in specs):
+        os.nice(args.transfer_nice)
     Worker(conn, specs, host, server_port, args).run()
 
 
@@ -1532,6 +1539,19 @@ def plan_clients(args, ports):
     return specs
 
 
+def assign_workers(specs, procs, transfer_procs=0):
+    """Client specs per worker process. Pairs (one WebSocket, one framed client) are dealt
+    out in turn, so that every worker gets both transports; with transfer_procs, the clients
+    that download or upload go to that many workers of their own, so that the chat of the
+    others is not read by a process busy hashing file bytes."""
+    busy = [s for s in specs if s.get("download") or s.get("upload")] if transfer_procs else []
+    quiet = [s for s in specs if not (transfer_procs and (s.get("download") or s.get("upload")))]
+    workers = [[s for s in quiet if (s["idx"] // 2) % procs == i] for i in range(procs)]
+    workers += [[s for j, s in enumerate(busy) if j % transfer_procs == i]
+                for i in range(transfer_procs if busy else 0)]
+    return [w for w in workers if w]
+
+
 def run(args):
     loadtool.raise_fd_limit()
     mode_defaults(args)
@@ -1553,8 +1573,8 @@ def run(args):
         nproc = max(1, min(args.procs, args.clients))
         placeholder_ports = [0]
         specs = plan_clients(args, placeholder_ports)
-        # pairs (one WebSocket, one framed client) dealt out in turn: every worker gets both
-        per_worker = [[s for s in specs if (s["idx"] // 2) % nproc == i] for i in range(nproc)]
+        per_worker = assign_workers(specs, nproc, args.transfer_procs)
+        nproc = len(per_worker)
 
         # the server: loadtool's helper and benchmark flags
         sargs = argparse.Namespace(persist=not args.no_persist, profile=None)
@@ -1665,17 +1685,22 @@ def build_record(args, run_id, finals, history, ids, baseline, raw, raw_mib_s, r
                  idle_before, settled, target):
     clients = [c for f in finals for c in f["clients"]]
     uploads = [u for f in finals for u in f["uploads"]]
-    lat_send = array.array("q")
-    lat_ns = array.array("q")
+    samples = {"quiet": (array.array("q"), array.array("q")),
+               "busy": (array.array("q"), array.array("q"))}
     for f in finals:
-        lat_send.frombytes(f["lat_send"])
-        lat_ns.frombytes(f["lat_ns"])
+        for group, (send, took) in f["lat"].items():
+            samples[group][0].frombytes(send)
+            samples[group][1].frombytes(took)
+    lat_send = samples["quiet"][0] + samples["busy"][0]
+    lat_ns = samples["quiet"][1] + samples["busy"][1]
     downloads = [c["download"] for c in clients if c["download"]]
     t_first = min([d["start_ns"] for d in downloads if d["start_ns"]] +
                   [u["start_ns"] for u in uploads if u["start_ns"]] + [marks["transfers"]])
     t_last = max([d["end_ns"] for d in downloads if d["end_ns"]] +
                  [u["end_ns"] for u in uploads if u["end_ns"]] + [t_first])
     during = [l for s, l in zip(lat_send, lat_ns) if t_first <= s <= t_last]
+    during_by_group = {g: summarize([l for s, l in zip(send, took) if t_first <= s <= t_last])
+                       for g, (send, took) in samples.items()}
     before = [l for s, l in zip(lat_send, lat_ns) if s < marks["transfers"]]
     all_lat = list(lat_ns)
 
@@ -1699,6 +1724,7 @@ def build_record(args, run_id, finals, history, ids, baseline, raw, raw_mib_s, r
         "tag": args.tag, "mode": "classroom", "proxy": args.proxy, "target": "chatserver",
         "target_version": target.version(), "git": loadtool.git_revision(),
         "machine": loadtool.machine_info(), "procs": args.procs,
+        "transfer_procs": args.transfer_procs, "transfer_nice": args.transfer_nice,
         "persist": not args.no_persist,
         "server_flags": target.server_command(args.host, 0, "DATA", argparse.Namespace(
             persist=not args.no_persist))[2:],
@@ -1707,6 +1733,10 @@ def build_record(args, run_id, finals, history, ids, baseline, raw, raw_mib_s, r
         "clients": len(clients), "ws_clients": sum(1 for c in clients if c["ws"]),
         "messages": len(ids), "chat_sent": len(sent),
         "chat_latency_during_transfers": chat_during,
+        # the same samples, split by the receiving client: one that downloads or uploads
+        # (its chat waits behind its own file bytes in its TCP connection) or one that does not
+        "chat_latency_during_transfers_quiet_clients": during_by_group["quiet"],
+        "chat_latency_during_transfers_transferring_clients": during_by_group["busy"],
         "chat_latency_before_transfers": summarize(before),
         "chat_latency_all": summarize(all_lat),
         "transfer_window_s": round((t_last - t_first) / 1e9, 3),
@@ -1783,12 +1813,17 @@ def summary_line(rec):
     g = rec["goals"]
     mark = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
     na = "n/a: link model"
-    line = ("classroom%s N=%d: chat during transfers p50=%s p99=%s max=%s ms [%s p99<50]; "
+    quiet = rec["chat_latency_during_transfers_quiet_clients"]
+    busy = rec["chat_latency_during_transfers_transferring_clients"]
+    line = ("classroom%s N=%d: chat during transfers p50=%s p99=%s max=%s ms [%s p99<50] "
+            "(at the clients not transferring p50=%s p99=%s, at the transferring ones p50=%s "
+            "p99=%s); "
             "downloads %dx%g MiB %s MiB/s vs raw %s MiB/s = %s [%s >=0.8], sha256 ok %d/%d; "
             "uploads %dx%g MiB %s MiB/s; server rss peak %.1f MiB [%s <150], fds peak %s; "
             "lost=%d dup=%d cid_dup=%d sent_not_stored=%d [%s]" % (
                 " --proxy" if rec["proxy"] else "", rec["clients"], lat["p50_ms"], lat["p99_ms"],
                 lat["max_ms"], mark(g["chat_p99_lt_50ms"]) if "chat_p99_lt_50ms" in g else na,
+                quiet["p50_ms"], quiet["p99_ms"], busy["p50_ms"], busy["p99_ms"],
                 d["count"], d["size_mib"],
                 d["aggregate_mib_s"], rec["raw_loopback"]["aggregate_mib_s"], rec["download_vs_raw"],
                 mark(g["downloads_ge_80pct_raw"]) if "downloads_ge_80pct_raw" in g else na,
@@ -1843,6 +1878,14 @@ def build_parser():
     p.add_argument("--duration", type=float, help="s of chat at least, warm-up included (30; proxy 60)")
     p.add_argument("--cooldown", type=float, default=2.0, help="s of chat after the transfers")
     p.add_argument("--procs", type=int, default=2, help="client worker processes")
+    p.add_argument("--transfer-procs", type=int, default=0,
+                   help="worker processes of their own for the clients that download or upload "
+                        "(0 = they share the --procs workers with the others)")
+    p.add_argument("--transfer-nice", type=int, default=0,
+                   help="with --transfer-procs: their nice value (on a 2-core machine the "
+                        "file hashing of 35 clients competes for the CPU with the server and "
+                        "with the chat of the others; phones in a classroom have CPUs of "
+                        "their own)")
     p.add_argument("--proxy-procs", type=int, default=2, help="proxy processes")
     p.add_argument("--latency-ms", type=float, default=20.0, help="proxy: one-way delay")
     p.add_argument("--jitter-ms", type=float, default=10.0, help="proxy: +- uniform jitter")

@@ -64,6 +64,32 @@ def test_classroom_small(tmp_path):
     assert rec["proxy_stats"] is None
 
 
+def test_classroom_transfer_procs_splits_the_latency_samples(tmp_path):
+    # many messages a second, so that even a short transfer window holds samples of both
+    rec = run_classroom(tmp_path / "r.jsonl", "--clients", "12", "--downloads", "2",
+                        "--download-mib", "16", "--uploads", "1", "--upload-mib", "8",
+                        "--procs", "1", "--transfer-procs", "1",
+                        "--warmup", "1", "--duration", "4", "--cooldown", "1",
+                        "--msg-min", "0.02", "--msg-max", "0.05")
+    assert_exact(rec, 2, 1)
+    assert rec["transfer_procs"] == 1
+    quiet = rec["chat_latency_during_transfers_quiet_clients"]
+    busy = rec["chat_latency_during_transfers_transferring_clients"]
+    assert quiet["samples"] > 0 and busy["samples"] > 0
+    assert quiet["samples"] + busy["samples"] == rec["chat_latency_during_transfers"]["samples"]
+
+
+def test_assign_workers_puts_transferring_clients_in_their_own_processes():
+    specs = [{"idx": i} for i in range(10)]
+    for i in (0, 3, 4):
+        specs[i]["download"] = True
+    specs[9]["upload"] = True
+    shared = classroom.assign_workers(specs, 2)
+    assert [[s["idx"] for s in w] for w in shared] == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7]]
+    apart = classroom.assign_workers(specs, 2, transfer_procs=2)
+    assert [[s["idx"] for s in w] for w in apart] == [[1, 5, 8], [2, 6, 7], [0, 4], [3, 9]]
+
+
 def test_classroom_proxy_drops_and_resumes(tmp_path):
     # many messages per second and reconnects after 1-2 s: a client that comes back has
     # missed more than a welcome holds (200), so it must page the history

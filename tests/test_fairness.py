@@ -282,3 +282,86 @@ def test_accepted_sockets_keep_little_unsent_data_in_the_kernel(stepped):
     (conn,) = stepped.srv.chat.joined.values()
     assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == \
         cs.NOTSENT_LOWAT
+
+
+def stepped_upload(stepped, peer, data, cid="share"):
+    """Upload `data` through a stepped server; returns the file id."""
+    import hashlib
+    peer.send(encode({"type": "upload", "name": "lesson.bin", "size": len(data), "cid": cid,
+                      "sha256": hashlib.sha256(data).hexdigest()}))
+    ready = None
+    for _ in range(50):
+        stepped.turn()
+        ready = next((h for h in peer.frames if h["type"] == "upload_ready"), None)
+        if ready:
+            break
+    assert ready, peer.frames
+    for off in range(0, len(data), MiB):
+        view = memoryview(encode({"type": "chunk", "upload": ready["upload"], "offset": off},
+                                 data[off:off + MiB]))
+        while view:           # more than the kernel buffers: the server reads meanwhile
+            try:
+                view = view[peer.sock.send(view):]
+            except BlockingIOError:
+                stepped.turn()
+    for _ in range(200):
+        stepped.turn()
+        done = [h for h in peer.msgs() if h.get("cid") == cid]
+        if done:
+            return done[0]["file"]["id"]
+    raise AssertionError("the upload did not complete: %s" % peer.frames[-3:])
+
+
+def test_a_turn_writes_at_most_turn_file_bytes_of_downloads_and_chat_still_goes(stepped,
+                                                                               monkeypatch):
+    monkeypatch.setattr(cs, "TURN_FILE_BYTES", 512 * 1024)
+    teacher = stepped.join("teacher")
+    file_id = stepped_upload(stepped, teacher, os.urandom(12 * MiB))
+    pupils = [stepped.join("pupil%d" % i) for i in range(4)]
+    talker = stepped.join("talker")
+    for pupil in pupils:
+        pupil.send(encode({"type": "download", "file": file_id, "offset": 0}))
+    # and a browser's download over HTTP (its file bytes are in the connection's own queue)
+    browser = Peer(stepped.port)
+    browser.send(("GET /files/%s/lesson.bin HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                  "Authorization: Bearer %s\r\n\r\n"
+                  % (file_id, stepped.port, pupils[0].welcome["session"])).encode())
+    per_turn = []             # [bytes each downloader received in that turn]
+    for turn in range(40):
+        if turn == 6:
+            talker.send(encode({"type": "msg", "text": "during the downloads", "cid": "t"}))
+        stepped.srv.run_once()
+        got = [received_bytes(pupil) for pupil in pupils] + [received_bytes(browser, False)]
+        per_turn.append(got)
+        if turn == 6:
+            # the chat message went out in the turn it came in, to every downloader
+            for pupil in pupils:
+                assert [m["text"] for m in pupil.msgs()] == ["during the downloads"], turn
+    # one write may overshoot: a sendfile() of one chunk, its header
+    limit = cs.TURN_FILE_BYTES + cs.DOWNLOAD_CHUNK + 4096
+    assert all(sum(got) <= limit for got in per_turn), per_turn
+    # without the cap, the first turns would write WRITE_BUDGET to each of them
+    assert max(sum(got) for got in per_turn[1:]) >= cs.TURN_FILE_BYTES // 2, per_turn
+    # round-robin: the turn's bytes go to the downloaders in turn, none is left behind
+    for i in range(len(pupils) + 1):
+        assert sum(1 for got in per_turn[1:] if got[i] > 1024) >= 2, per_turn
+    assert bytes(browser.buf).startswith(b"HTTP/1.1 200 ")
+    totals = [sum(got[i] for got in per_turn) for i in range(len(pupils) + 1)]
+    assert max(totals) - min(totals) <= 2 * limit, (totals, per_turn)
+
+
+def received_bytes(peer, frames=True):
+    """Bytes the kernel holds for the peer now (read, and parsed if they are frames)."""
+    total = 0
+    while True:
+        try:
+            data = peer.sock.recv(1 << 20)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        total += len(data)
+        peer.buf += data
+    if frames:
+        peer.read()
+    return total

@@ -1060,3 +1060,23 @@ mutation("ws_download_framed",
          "test_http::test_ws_file_bytes_requests_are_bad_request_and_the_stream_stays_websocket",
          "a browser's WebSocket `download` pushes framed file bytes into the WebSocket stream, "
          "which breaks its connection")
+
+mutation("turn_file_bytes_unbounded",
+         "                if loop.file_bytes_left <= 0:\n                    loop.file_bytes_cut(self, wrote_file)",
+         "                if False:\n                    loop.file_bytes_cut(self, wrote_file)",
+         "test_fairness::test_a_turn_writes_at_most_turn_file_bytes_of_downloads_and_chat_still_goes",
+         "30 downloaders get WRITE_BUDGET each per turn: a turn, and every chat message in it, "
+         "waits for 30 MiB of copying")
+
+mutation("turn_file_bytes_no_rotation",
+         "            dirty = [c for c, wrote in waiting.items() if not wrote and c in dirty] + \\",
+         "            dirty = [c for c, wrote in waiting.items() if c in dirty] + \\",
+         "test_fairness::test_a_turn_writes_at_most_turn_file_bytes_of_downloads_and_chat_still_goes",
+         "the downloader that spent the turn's file bytes goes first again: the others starve")
+
+mutation("turn_file_bytes_http_unbounded",
+         "                if file_bytes and loop.file_bytes_left <= 0:",
+         "                if file_bytes and loop.file_bytes_left <= -(1 << 40):",
+         "test_fairness::test_a_turn_writes_at_most_turn_file_bytes_of_downloads_and_chat_still_goes",
+         "a browser's HTTP download is not counted in a turn's file bytes: each one adds "
+         "WRITE_BUDGET to every turn")
