@@ -139,6 +139,11 @@ TURN_FRAMES = 1024                    # frames all bulk senders together dispatc
 TURN_DELIVERIES = 1024 * 1024         # ...and at most this many frames x joined clients, so
                                       # that one turn's delivery stays short in a large room
 TURN_READ_BYTES = 1024 * 1024         # bytes read from all bulk senders together per turn
+LIGHT_WAIT_CLIENTS = 2                # light input waits for one slice of the bulk lane, or
+                                      # in a large room for one frame per this many joined
+                                      # clients: the turn it ends costs a send to every client
+                                      # (1,000 sends ~ 5 ms), so a turn cut after 64 frames
+                                      # spent most of the loop's time on sends
 PACE_BACKLOG = 128 * 1024             # a joined client with this much chat output queued is
 PACE_QUORUM = 4                       # backlogged; while more than 1 in PACE_QUORUM of the room
                                       # is, bulk senders whose messages went to the room are not
@@ -7295,7 +7300,8 @@ class Server:
             # with interactive messages in this turn, the bulk lane gets one slice: they go
             # out after that much, in the same writes (no extra end_turn, whose writes to
             # every client are the cost of a turn in a large room)
-            frames = BULK_SLICE_FRAMES if self.chat.outbox.entries else self.turn_frames()
+            frames = self.light_wait_frames() if self.chat.outbox.entries else \
+                self.turn_frames()
             if self._serve_bulk(bulk, frames):
                 # light input came during the bulk lane: it goes out with this turn's
                 # delivery, in the same writes (one end_turn, not two)
@@ -7365,6 +7371,7 @@ class Server:
         read = TURN_READ_BYTES
         paced = self.room_backlogged()
         idle = 0                      # slices in a row that dispatched nothing
+        light_wait = self.light_wait_frames()
         while backlog and frames > 0 and read > 0 and idle <= len(backlog):
             conn = next(iter(backlog))
             del backlog[conn]
@@ -7374,8 +7381,9 @@ class Server:
             used = self._serve(conn, min(BULK_SLICE_FRAMES, frames))
             frames -= used
             read -= conn.got
+            light_wait -= used
             idle = 0 if used else idle + 1
-            if backlog and self._light_input_waiting():
+            if backlog and light_wait <= 0 and self._light_input_waiting():
                 return True
         return False
 
@@ -7384,6 +7392,11 @@ class Server:
         (TURN_DELIVERIES), never less than one slice."""
         return max(BULK_SLICE_FRAMES,
                    min(TURN_FRAMES, TURN_DELIVERIES // max(1, len(self.chat.joined))))
+
+    def light_wait_frames(self):
+        """Frames of the bulk lane that light input may wait for (LIGHT_WAIT_CLIENTS)."""
+        return min(self.turn_frames(),
+                   max(BULK_SLICE_FRAMES, len(self.chat.joined) // LIGHT_WAIT_CLIENTS))
 
     def _light_input_waiting(self):
         """Whether a connection outside the bulk lane (or a new one) has input now: a

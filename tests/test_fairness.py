@@ -192,6 +192,46 @@ def test_light_input_arriving_during_the_bulk_lane_is_served_after_the_slice(ste
     assert observer.msgs()[-1]["text"] == "hello?"      # delivered in that same turn
 
 
+def test_in_a_large_room_light_input_waits_for_more_of_the_bulk_lane(stepped, monkeypatch):
+    # a turn costs a send to every joined client: in a large room, ending the bulk lane after
+    # one slice for every light message would spend the loop on sends. 12 clients stand for a
+    # large room here (one frame per client of bulk lane, slices of 4 frames).
+    monkeypatch.setattr(cs, "BULK_SLICE_FRAMES", 4)
+    monkeypatch.setattr(cs, "LIGHT_WAIT_CLIENTS", 1)
+    flooder = stepped.join("flooder")
+    light = stepped.join("light")
+    for i in range(10):
+        stepped.join("reader%d" % i)
+    srv = stepped.srv
+    assert srv.light_wait_frames() == 12
+    flooder.send(burst("f", 3000))
+    stepped.turn()
+    flooder_conn = srv.chat.joined[cs.nick_key("flooder")]
+    assert flooder_conn.heavy
+    before = len(stepped.stored_by())
+    serve = srv._serve
+    slices = []
+
+    def serve_then_light_speaks(conn, frames):
+        used = serve(conn, frames)
+        if conn is flooder_conn:
+            slices.append(used)
+            if len(slices) == 1:
+                light.send(encode({"type": "msg", "text": "hello?", "cid": "l1"}))
+        return used
+    srv._serve = serve_then_light_speaks
+    stepped.turn()
+    assert slices == [4, 4, 4], slices        # 12 frames of bulk, then the light one
+    stored = stepped.stored_by()[before:]
+    assert len(stored) == 13 and stored[-1][1] == "light", stored[-3:]
+    assert stepped.peers[-1].msgs()[-1]["text"] == "hello?"
+    # a turn with light input from its start gives the bulk lane as much, not one slice
+    slices.clear()
+    light.send(encode({"type": "msg", "text": "again", "cid": "l2"}))
+    stepped.turn()
+    assert sum(slices) == 12, slices
+
+
 def test_a_flooder_waits_while_the_room_is_backlogged_and_resumes_when_it_drains(stepped,
                                                                                 monkeypatch):
     # a stepped turn with nothing to do sleeps up to a second, which would make these

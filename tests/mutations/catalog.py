@@ -1029,7 +1029,7 @@ mutation("bulk_lane_unbounded",
          "behind it")
 
 mutation("light_waits_for_the_bulk_lane",
-         "            if backlog and self._light_input_waiting():",
+         "            if backlog and light_wait <= 0 and self._light_input_waiting():",
          "            if False:",
          F + "test_light_input_arriving_during_the_bulk_lane_is_served_after_the_slice",
          "a chat message that arrives during a flood waits for the whole turn's bulk")
@@ -1080,3 +1080,16 @@ mutation("turn_file_bytes_http_unbounded",
          "test_fairness::test_a_turn_writes_at_most_turn_file_bytes_of_downloads_and_chat_still_goes",
          "a browser's HTTP download is not counted in a turn's file bytes: each one adds "
          "WRITE_BUDGET to every turn")
+
+mutation("light_cuts_the_bulk_lane_every_slice",
+         "            light_wait -= used\n",
+         "            light_wait = 0\n",
+         "test_fairness::test_in_a_large_room_light_input_waits_for_more_of_the_bulk_lane",
+         "in a room of 1,000 every light message ends the turn after 64 frames: the loop spends "
+         "its time on a send to every client per turn (0.6x the fan-out)")
+
+mutation("light_turn_gives_bulk_one_slice",
+         "            frames = self.light_wait_frames() if self.chat.outbox.entries else \\",
+         "            frames = BULK_SLICE_FRAMES if self.chat.outbox.entries else \\",
+         "test_fairness::test_in_a_large_room_light_input_waits_for_more_of_the_bulk_lane",
+         "a turn with light input gives the bulk lane one slice whatever the room's size")
