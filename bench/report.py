@@ -56,6 +56,9 @@ def publishers_of(rec):
     return rec.get("publishers", DEFAULT_PUBLISHERS)
 
 
+REPORTED_MODES = ("fanout", "connscale", "filerelay")
+
+
 def config_key(rec):
     if rec["mode"] == "fanout":
         return ("fanout", rec["target"], rec["n"], rec["k"], rec["p"], rec.get("persist"),
@@ -70,6 +73,8 @@ def select_runs(records, tags):
     groups = {}
     for rec in records:
         if not rec.get("ok") or (tags and rec.get("tag") not in tags):
+            continue
+        if rec.get("mode") not in REPORTED_MODES:     # classroom runs: docs/PERFORMANCE.md
             continue
         groups.setdefault(config_key(rec), []).append(rec)
     if not tags:

@@ -356,6 +356,11 @@ def test_report_and_plot_summarise_the_records(tmp_path):
     assert "| threaded | 2 | 20 | 100 | 1 | 1 |" in flood              # P=1 publisher, 1 run
     assert "| asyncio | 2 | 20 | 100 | 1 | 1 |" in flood
     assert all(r["window"] == 0 for r in records[2:])
+    # a classroom record (bench/classroom.py writes to the same file) is not a table row
+    with open(results, "a") as f:
+        f.write(json.dumps({"mode": "classroom", "ok": True, "target": "chatserver",
+                            "tag": "x"}) + "\n")
+    assert report.render(report.load(str(results)), set()) == text
     out = tmp_path / "f.svg"
     assert plot.main(["--results", str(results), "--out", str(out)]) == 0
     svg = out.read_text()
