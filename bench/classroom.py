@@ -18,9 +18,13 @@ Scenario `classroom` (every number is a flag):
   - Reference: --downloads concurrent raw loopback transfers of the same file (one sender
     process, non-blocking os.sendfile to every socket; receivers recv_into + sha256 in the
     same worker processes as the clients), measured before the server starts.
-  - Reported: chat latency (during the transfers, and before them), download aggregate
-    MiB/s vs. the raw reference, upload aggregate MiB/s, server peak RSS and fd count,
-    lost/duplicated messages per client, sha256 of every download.
+  - Reported: chat latency (during the transfers, and before them; during them also apart
+    at the clients that transfer and at the others), download aggregate MiB/s vs. the raw
+    reference, upload aggregate MiB/s, server peak RSS and fd count, lost/duplicated
+    messages per client, sha256 of every download.
+  - The clients share --procs worker processes; --transfer-procs gives the transferring
+    ones processes of their own and --transfer-nice lowers their priority, so that on a
+    small machine the chat of the others is not read late by a process busy hashing files.
 
 Scenario `classroom --proxy`: every connection goes through a user-space TCP proxy in this
 tool that adds per-direction latency (--latency-ms +- --jitter-ms, byte order kept per
