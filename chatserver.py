@@ -4488,6 +4488,7 @@ class Chat:
             raise ChatError("room_locked", "The room is locked: no new nicks may join now. "
                             "Ask the organiser to unlock it.")
         uid = self.identity_for(nick, key, key_hash)
+        start = self.outbox.mark()
         holder = self.joined.get(key)
         if holder is not None:
             # The same device again, e.g. reconnecting after a WiFi drop before the server
@@ -4510,6 +4511,17 @@ class Chat:
         self.outbox.call(functools.partial(self.welcoming.discard, conn))
         if holder is None and len(self.joined) <= PRESENCE_LIMIT:
             self.outbox.broadcast(dump_json({"type": "join", "nick": nick}))
+        # should the turn's commit fail, the welcome is not delivered: the join is undone
+        # too, so that the client is not left joined without a welcome (in `welcoming`, no
+        # broadcast reaches it) and may say hello again
+        self.outbox.make_durable(start, functools.partial(self._join_failed, conn))
+
+    def _join_failed(self, conn):
+        if self.joined.get(conn.key) is conn:
+            del self.joined[conn.key]
+        self.sessions.pop(conn.session, None)
+        self.welcoming.discard(conn)
+        conn.nick = conn.key = conn.uid = conn.session = None
 
     def identity_for(self, nick, key, key_hash):
         """The identity (uid) this device (the hash of its key) may use the nick as, claiming

@@ -233,3 +233,31 @@ def test_typing_to_one_user_reaches_that_user_only(room):
     room.send(alice, type="typing", to="bob")
     assert bob.of_type("typing") == [{"type": "typing", "from": "alice", "to": "bob"}]
     assert carol.of_type("typing") == [] and alice.of_type("typing") == []
+
+
+def test_a_hello_whose_commit_fails_is_undone_and_may_be_sent_again(room, monkeypatch):
+    alice = room.join("alice")
+    real_commit = cs.MessageStore.commit
+    calls = []
+
+    def fail_once(store):
+        if store.in_transaction and not calls:
+            calls.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_commit(store)
+    monkeypatch.setattr(cs.MessageStore, "commit", fail_once)
+    bob = FakeConnection("bob")
+    room.send(bob, type="hello", nick="bob", proto=1, device=bob.device)
+    assert [m["type"] for m in bob.received] == ["error"]
+    assert bob.received[0]["code"] == "disk_full"
+    # nothing of the join remains: not in the room, no session, no join heard
+    assert cs.nick_key("bob") not in room.chat.joined and bob not in room.chat.welcoming
+    assert bob.nick is None and bob.session not in room.chat.sessions
+    assert [m["nick"] for m in alice.of_type("join")] == ["alice"]
+    # the second hello is welcomed, and broadcasts reach bob from then on
+    room.send(bob, type="hello", nick="bob", proto=1, device=bob.device)
+    (welcome,) = bob.of_type("welcome")
+    assert welcome["users"] == ["alice", "bob"]
+    room.say(alice, "hi bob")
+    assert [m["text"] for m in bob.of_type("msg")] == ["hi bob"]
+    assert [m["nick"] for m in alice.of_type("join")] == ["alice", "bob"]

@@ -1093,3 +1093,10 @@ mutation("light_turn_gives_bulk_one_slice",
          "            frames = BULK_SLICE_FRAMES if self.chat.outbox.entries else \\",
          "test_fairness::test_in_a_large_room_light_input_waits_for_more_of_the_bulk_lane",
          "a turn with light input gives the bulk lane one slice whatever the room's size")
+
+mutation("failed_join_not_undone",
+         "        self.outbox.make_durable(start, functools.partial(self._join_failed, conn))",
+         "        pass",
+         "test_chat::test_a_hello_whose_commit_fails_is_undone_and_may_be_sent_again",
+         "a hello whose turn's commit fails leaves the client joined without a welcome: no "
+         "broadcast reaches it and a second hello is refused")
