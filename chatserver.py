@@ -7309,9 +7309,10 @@ class Server:
         self._serve_light(light)
         self._resume_paced()
         if bulk or self.backlog:
-            # with interactive messages in this turn, the bulk lane gets one slice: they go
-            # out after that much, in the same writes (no extra end_turn, whose writes to
-            # every client are the cost of a turn in a large room)
+            # with interactive messages in this turn, the bulk lane gets what they may wait
+            # for (one slice; more in a large room): they go out after that much, in the
+            # same writes (no extra end_turn, whose writes to every client are the cost of a
+            # turn in a large room)
             frames = self.light_wait_frames() if self.chat.outbox.entries else \
                 self.turn_frames()
             if self._serve_bulk(bulk, frames):
