@@ -1469,6 +1469,10 @@ class Run:
                "fd_limit": self.fd_limit[0]}
         if self.target.name == "chatserver":
             rec["persist"] = self.args.persist
+            if getattr(self.args, "chatserver", None):
+                # another version of the server (an A/B comparison): report.py leaves it
+                # out of the tables, which describe the repository's chatserver.py
+                rec["chatserver_path"] = self.args.chatserver
         rec.update(fields)
         return rec
 

@@ -76,6 +76,8 @@ def select_runs(records, tags):
             continue
         if rec.get("mode") not in REPORTED_MODES:     # classroom runs: docs/PERFORMANCE.md
             continue
+        if rec.get("chatserver_path"):                 # an A/B run of another version
+            continue
         groups.setdefault(config_key(rec), []).append(rec)
     if not tags:
         for key, recs in groups.items():

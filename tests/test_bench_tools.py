@@ -361,6 +361,14 @@ def test_report_and_plot_summarise_the_records(tmp_path):
         f.write(json.dumps({"mode": "classroom", "ok": True, "target": "chatserver",
                             "tag": "x"}) + "\n")
     assert report.render(report.load(str(results)), set()) == text
+    # nor is a run of another chatserver.py (--chatserver PATH: an A/B comparison)
+    other = tmp_path / "old_chatserver.py"
+    shutil.copy(os.path.join(REPO, "chatserver.py"), other)
+    run_loadtool(results, "fanout", "--target", "chatserver", "--chatserver", str(other),
+                 "-n", "2", "-k", "20", "--window", "0")
+    records = report.load(str(results))
+    assert records[-1]["chatserver_path"] == str(other)
+    assert report.render(records, set()) == text
     out = tmp_path / "f.svg"
     assert plot.main(["--results", str(results), "--out", str(out)]) == 0
     svg = out.read_text()
