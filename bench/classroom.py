@@ -374,7 +374,7 @@ class ChatClient:
         self.idx = spec["idx"]
         self.nick = spec["nick"]
         self.ws = spec["transport"] == "ws"
-        self.transfers = bool(spec.get("download") or spec.get("upload"))
+        self.transfers = transfers(spec)
         self.port = spec["port"]
         self.device = secrets.token_urlsafe(16)
         self.sock = None
@@ -996,8 +996,7 @@ class RawReceiver:
 def worker_main(conn, specs, host, server_port, args):
     loadtool.die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if args.transfer_nice and args.transfer_procs and \
-            all(s.get("download") or s.get("upload") for s in specs):
+    if args.transfer_nice and args.transfer_procs and all(transfers(s) for s in specs):
         os.nice(args.transfer_nice)
     Worker(conn, specs, host, server_port, args).run()
 
@@ -1543,16 +1542,20 @@ def plan_clients(args, ports):
     return specs
 
 
+def transfers(spec):
+    """Whether the client of this spec downloads or uploads the scenario's files."""
+    return bool(spec.get("download") or spec.get("upload"))
+
+
 def assign_workers(specs, procs, transfer_procs=0):
     """Client specs per worker process. Pairs (one WebSocket, one framed client) are dealt
     out in turn, so that every worker gets both transports; with transfer_procs, the clients
     that download or upload go to that many workers of their own, so that the chat of the
     others is not read by a process busy hashing file bytes."""
-    busy = [s for s in specs if s.get("download") or s.get("upload")] if transfer_procs else []
-    quiet = [s for s in specs if not (transfer_procs and (s.get("download") or s.get("upload")))]
-    workers = [[s for s in quiet if (s["idx"] // 2) % procs == i] for i in range(procs)]
-    workers += [[s for j, s in enumerate(busy) if j % transfer_procs == i]
-                for i in range(transfer_procs if busy else 0)]
+    busy = [s for s in specs if transfer_procs and transfers(s)]
+    shared = [s for s in specs if not (transfer_procs and transfers(s))]
+    workers = [[s for s in shared if (s["idx"] // 2) % procs == i] for i in range(procs)]
+    workers += [busy[i::transfer_procs] for i in range(transfer_procs)]
     return [w for w in workers if w]
 
 

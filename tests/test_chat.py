@@ -198,8 +198,9 @@ def test_flood_control_refuses_past_the_burst(tmp_path):
     assert codes == [None, None, None, "rate_limited", "rate_limited"]
 
 
-def test_a_failed_commit_refuses_the_turn_to_its_senders_only(room, monkeypatch):
-    alice, bob = room.join("alice"), room.join("bob")
+def fail_next_commit(monkeypatch):
+    """The next commit of a turn that wrote something fails as on a full disk; later ones
+    succeed."""
     real_commit = cs.MessageStore.commit
     calls = []
 
@@ -209,6 +210,11 @@ def test_a_failed_commit_refuses_the_turn_to_its_senders_only(room, monkeypatch)
             raise sqlite3.OperationalError("database or disk is full")
         return real_commit(store)
     monkeypatch.setattr(cs.MessageStore, "commit", fail_once)
+
+
+def test_a_failed_commit_refuses_the_turn_to_its_senders_only(room, monkeypatch):
+    alice, bob = room.join("alice"), room.join("bob")
+    fail_next_commit(monkeypatch)
     cid = room.say(alice, "lost")
     (err,) = alice.of_type("error")
     assert err["code"] == "disk_full" and err["ref"] == cid
@@ -237,15 +243,7 @@ def test_typing_to_one_user_reaches_that_user_only(room):
 
 def test_a_hello_whose_commit_fails_is_undone_and_may_be_sent_again(room, monkeypatch):
     alice = room.join("alice")
-    real_commit = cs.MessageStore.commit
-    calls = []
-
-    def fail_once(store):
-        if store.in_transaction and not calls:
-            calls.append(1)
-            raise sqlite3.OperationalError("database or disk is full")
-        return real_commit(store)
-    monkeypatch.setattr(cs.MessageStore, "commit", fail_once)
+    fail_next_commit(monkeypatch)
     bob = FakeConnection("bob")
     room.send(bob, type="hello", nick="bob", proto=1, device=bob.device)
     assert [m["type"] for m in bob.received] == ["error"]

@@ -11,6 +11,7 @@ messages got which ids, in that turn. No timing is asserted, only order and coun
   when they drain, and nothing is lost;
 - two output priorities: chat overtakes a framed download's queued chunks.
 """
+import hashlib
 import os
 import socket
 import struct
@@ -163,6 +164,23 @@ def test_ten_flooders_share_each_turn_and_a_light_message_goes_first(stepped, mo
         assert ids == list(range(1, 10 * per_flooder + 2))
 
 
+def light_speaks_after_first_slice(srv, flooder_conn, light):
+    """Record the frames each of the flooder's slices dispatches (the list returned); the
+    light client's message arrives during the first one."""
+    serve = srv._serve
+    slices = []
+
+    def serve_then_light_speaks(conn, frames):
+        used = serve(conn, frames)
+        if conn is flooder_conn:
+            slices.append(used)
+            if len(slices) == 1:
+                light.send(encode({"type": "msg", "text": "hello?", "cid": "l1"}))
+        return used
+    srv._serve = serve_then_light_speaks
+    return slices
+
+
 def test_light_input_arriving_during_the_bulk_lane_is_served_after_the_slice(stepped):
     flooder = stepped.join("flooder")
     light = stepped.join("light")
@@ -173,17 +191,7 @@ def test_light_input_arriving_during_the_bulk_lane_is_served_after_the_slice(ste
     flooder_conn = srv.chat.joined[cs.nick_key("flooder")]
     assert flooder_conn.heavy
     before = len(stepped.stored_by())
-    serve = srv._serve
-    slices = []
-
-    def serve_then_light_speaks(conn, frames):
-        used = serve(conn, frames)
-        if conn is flooder_conn:
-            slices.append(used)
-            if len(slices) == 1:            # the light client's message arrives meanwhile
-                light.send(encode({"type": "msg", "text": "hello?", "cid": "l1"}))
-        return used
-    srv._serve = serve_then_light_speaks
+    slices = light_speaks_after_first_slice(srv, flooder_conn, light)
     stepped.turn()
     assert slices == [cs.BULK_SLICE_FRAMES], slices     # one slice, then the light one
     stored = stepped.stored_by()[before:]
@@ -209,17 +217,7 @@ def test_in_a_large_room_light_input_waits_for_more_of_the_bulk_lane(stepped, mo
     flooder_conn = srv.chat.joined[cs.nick_key("flooder")]
     assert flooder_conn.heavy
     before = len(stepped.stored_by())
-    serve = srv._serve
-    slices = []
-
-    def serve_then_light_speaks(conn, frames):
-        used = serve(conn, frames)
-        if conn is flooder_conn:
-            slices.append(used)
-            if len(slices) == 1:
-                light.send(encode({"type": "msg", "text": "hello?", "cid": "l1"}))
-        return used
-    srv._serve = serve_then_light_speaks
+    slices = light_speaks_after_first_slice(srv, flooder_conn, light)
     stepped.turn()
     assert slices == [4, 4, 4], slices        # 12 frames of bulk, then the light one
     stored = stepped.stored_by()[before:]
@@ -326,7 +324,6 @@ def test_accepted_sockets_keep_little_unsent_data_in_the_kernel(stepped):
 
 def stepped_upload(stepped, peer, data, cid="share"):
     """Upload `data` through a stepped server; returns the file id."""
-    import hashlib
     peer.send(encode({"type": "upload", "name": "lesson.bin", "size": len(data), "cid": cid,
                       "sha256": hashlib.sha256(data).hexdigest()}))
     ready = None
